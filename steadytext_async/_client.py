@@ -1,0 +1,296 @@
+"""AsyncSteadyText: the one implementation of a generation (validate -> route -> provider -> result).
+
+The public coroutines may be awaited from any event loop; the work runs on the runtime loop (see ``_runtime``),
+which owns the worker pool, so one client serves every loop and thread of a process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+from ._config import Settings
+from ._exceptions import ModelUnavailableError
+from ._fallback import fallback_words
+from ._models import (
+    Chunk,
+    FinishReason,
+    Fingerprint,
+    GenerationRequest,
+    GenerationResult,
+    ModelSpec,
+    Timings,
+    TokenLogprob,
+    Usage,
+    sha256_text,
+)
+from ._router import Router
+from ._runtime import runtime
+from ._textstream import TextAssembler
+from ._validate import build_request
+from ._version import __version__
+from .providers.base import Provider, ProviderChunk, ProviderDone
+from .providers.local import LocalProvider
+
+__all__ = ["AsyncSteadyText"]
+
+logger = logging.getLogger("steadytext_async")
+
+StreamItem = Chunk | GenerationResult
+
+
+class AsyncSteadyText:
+    """Async client. Use as ``async with AsyncSteadyText() as client:`` or call :meth:`aclose`.
+
+    Keyword overrides (``workers=2, threads=2, strict=True, ...``) win over ``STEADYTEXT_*`` variables.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        providers: Mapping[str, Provider] | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is not None and overrides:
+            raise TypeError("pass either settings or keyword overrides, not both")
+        self.settings = settings if settings is not None else Settings.from_env(**overrides)
+        self._local = LocalProvider(self.settings)
+        self._router = Router(self.settings, self._local, providers)
+        self._fallback_warned: set[str] = set()
+        self._closed = False
+        runtime.on_shutdown(self._aclose_impl, self._local.kill_now)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    async def __aenter__(self) -> AsyncSteadyText:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop worker processes and release resources. The client can be used again afterwards."""
+        await runtime.call(self._aclose_impl())
+
+    async def _aclose_impl(self) -> None:
+        await self._local.aclose()
+        for provider in self._router.providers.values():
+            await provider.aclose()
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of live local worker processes (for monitoring and tests)."""
+        pool = self._local._pool
+        return pool.pids() if pool is not None else []
+
+    # -- public API ------------------------------------------------------------------------------------------
+    async def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
+        """Generate text; returns a typed, immutable :class:`GenerationResult`.
+
+        Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``.
+        """
+        request = build_request(prompt, **kwargs)
+        return await runtime.call(self._generate(request))
+
+    async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk | GenerationResult]:
+        """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
+        request = build_request(prompt, **kwargs)
+        async for item in runtime.iterate(self._stream(request)):
+            yield item
+
+    async def preload(
+        self,
+        *,
+        model: str | None = None,
+        size: str | None = None,
+        model_repo: str | None = None,
+        model_filename: str | None = None,
+    ) -> ModelSpec:
+        """Resolve (assemble/download) a model and start its worker processes now."""
+        request = build_request(
+            "", model=model, size=size, model_repo=model_repo, model_filename=model_filename
+        )
+        return await runtime.call(self._preload(request))
+
+    # -- implementation (runs on the runtime loop) -----------------------------------------------------------
+    async def _preload(self, request: GenerationRequest) -> ModelSpec:
+        provider, spec = await self._router.route(request)
+        if isinstance(provider, LocalProvider):
+            await provider.preload(spec)
+        return spec
+
+    async def _generate(self, request: GenerationRequest) -> GenerationResult:
+        result: GenerationResult | None = None
+        async for item in self._stream(request):
+            if isinstance(item, GenerationResult):
+                result = item
+        assert result is not None
+        return result
+
+    def _strict(self, request: GenerationRequest) -> bool:
+        return self.settings.strict if request.strict is None else request.strict
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+        t0 = time.perf_counter()
+        try:
+            provider, spec = await self._router.route(request)
+        except ModelUnavailableError as exc:
+            if self._strict(request):
+                raise
+            async for item in self._fallback(request, exc, t0):
+                yield item
+            return
+        texts: list[str] = []
+        token_ids: list[int] = []
+        logprobs: list[TokenLogprob] | None = [] if request.logprobs else None
+        done: ProviderDone | None = None
+        started = False
+        try:
+            async for event in provider.stream(spec, request):
+                started = True
+                if isinstance(event, ProviderDone):
+                    done = event
+                    break
+                texts.append(event.text)
+                token_ids.extend(event.token_ids)
+                if logprobs is not None and event.tokens is not None:
+                    logprobs.extend(event.tokens)
+                yield _chunk(event)
+        except ModelUnavailableError as exc:
+            if started or self._strict(request):
+                raise
+            async for item in self._fallback(request, exc, t0):
+                yield item
+            return
+        if done is None:
+            raise ModelUnavailableError("provider ended without a final event")
+        text = "".join(texts)
+        yield self._result(
+            request,
+            spec,
+            provider.name,
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=_finish(done.finish_reason),
+            usage=Usage(
+                prompt_tokens=done.prompt_tokens,
+                completion_tokens=done.completion_tokens,
+                prompt_tokens_truncated=done.prompt_tokens_truncated,
+            ),
+            timings=Timings(
+                queue_wait=done.queue_wait,
+                prompt_eval=done.prompt_eval,
+                decode=done.decode,
+                total=time.perf_counter() - t0,
+            ),
+            info=done.info,
+            fallback=False,
+        )
+
+    async def _fallback(
+        self, request: GenerationRequest, exc: ModelUnavailableError, t0: float
+    ) -> AsyncIterator[StreamItem]:
+        key = str(exc)
+        if key not in self._fallback_warned:
+            self._fallback_warned.add(key)
+            logger.warning("model unavailable, using deterministic fallback text (not model output): %s", exc)
+        asm = TextAssembler(request.stop_string)
+        texts: list[str] = []
+        count = 0
+        for i, word in enumerate(
+            fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)
+        ):
+            count += 1
+            piece = asm.feed(i, word.encode("utf-8"))
+            if piece is not None and piece.text:
+                texts.append(piece.text)
+                yield Chunk(text=piece.text)
+            if asm.stopped:
+                break
+        piece = asm.finish()
+        if piece is not None and piece.text:
+            texts.append(piece.text)
+            yield Chunk(text=piece.text)
+        name = request.model or request.size or self.settings.size
+        yield self._result(
+            request,
+            ModelSpec(provider="fallback", name=name),
+            "fallback",
+            text="".join(texts),
+            token_ids=[],
+            logprobs=None,
+            finish_reason="stop_string" if asm.stopped else "length",
+            usage=Usage(completion_tokens=count),
+            timings=Timings(total=time.perf_counter() - t0),
+            info={},
+            fallback=True,
+        )
+
+    def _result(
+        self,
+        request: GenerationRequest,
+        spec: ModelSpec,
+        provider: str,
+        *,
+        text: str,
+        token_ids: list[int],
+        logprobs: list[TokenLogprob] | None,
+        finish_reason: FinishReason,
+        usage: Usage,
+        timings: Timings,
+        info: dict[str, Any],
+        fallback: bool,
+    ) -> GenerationResult:
+        s = request.sampling
+        fingerprint = Fingerprint(
+            package_version=__version__,
+            provider=provider,
+            model=spec.name,
+            model_sha256=spec.sha256,
+            prompt_format=spec.prompt_format,
+            max_new_tokens=request.max_new_tokens,
+            eos_string=request.eos_string,
+            temperature=s.temperature,
+            seed=s.seed,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            logprobs=request.logprobs,
+            llama_cpp_python_version=info.get("llama_cpp_python_version"),
+            llama_cpp_system_info=info.get("llama_cpp_system_info"),
+            n_ctx=info.get("n_ctx"),
+            n_batch=info.get("n_batch"),
+            n_ubatch=info.get("n_ubatch"),
+            n_threads=info.get("n_threads"),
+            cpu=info.get("cpu"),
+            fallback=fallback,
+            output_sha256=sha256_text(text),
+        )
+        return GenerationResult(
+            text=text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=finish_reason,
+            usage=usage,
+            fallback=fallback,
+            provider=provider,
+            model=spec.name,
+            timings=timings,
+            fingerprint=fingerprint,
+        )
+
+
+def _finish(reason: str) -> FinishReason:
+    if reason in ("eos", "stop_string", "length", "constraint_complete"):
+        return reason  # type: ignore[return-value]
+    raise ValueError(f"unknown finish reason {reason!r}")
+
+
+def _chunk(event: ProviderChunk) -> Chunk:
+    logprob = sum(t.logprob for t in event.tokens) if event.tokens is not None else None
+    return Chunk(text=event.text, token_ids=event.token_ids, logprob=logprob, tokens=event.tokens)

@@ -1,0 +1,196 @@
+"""Value objects: the validated request, streamed chunks and the final result.
+
+A :class:`GenerationRequest` carries every input that can change the output bytes; the cache key and the
+fingerprint are derived from it (plus the resolved model identity), never from the raw call arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Chunk",
+    "FinishReason",
+    "Fingerprint",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelSpec",
+    "SamplingParams",
+    "Timings",
+    "TokenLogprob",
+    "TopLogprob",
+    "Usage",
+]
+
+FinishReason = Literal["eos", "stop_string", "length", "constraint_complete"]
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class SamplingParams(BaseModel):
+    """How the next token is chosen. ``temperature == 0`` is greedy (argmax) and ignores the rest."""
+
+    model_config = _FROZEN
+
+    temperature: float = 0.0
+    seed: int = 42
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class ModelSpec(BaseModel):
+    """A resolved model: what the router hands to a provider."""
+
+    model_config = _FROZEN
+
+    provider: str = "local"
+    name: str
+    path: str | None = None
+    sha256: str | None = None
+    prompt_format: Literal["raw", "chat"] = "raw"
+
+
+class GenerationRequest(BaseModel):
+    """A validated generation request (model selectors still unresolved)."""
+
+    model_config = _FROZEN
+
+    prompt: str
+    max_new_tokens: int = 512
+    eos_string: str = "[EOS]"
+    sampling: SamplingParams = SamplingParams()
+    logprobs: bool = False
+    top_logprobs: int = 5
+    model: str | None = None
+    model_repo: str | None = None
+    model_filename: str | None = None
+    size: str | None = None
+    unsafe_mode: bool = False
+    strict: bool | None = None
+
+    @property
+    def stop_string(self) -> str | None:
+        """The stop string, or None when generation stops at the model's end-of-sequence token."""
+        return None if self.eos_string == "[EOS]" else self.eos_string
+
+
+class TopLogprob(BaseModel):
+    model_config = _FROZEN
+
+    token: str
+    token_id: int
+    bytes: list[int]
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """One generated token with its log-probability and the most likely alternatives (OpenAI-like)."""
+
+    model_config = _FROZEN
+
+    token: str
+    token_id: int
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class Chunk(BaseModel):
+    """A streamed piece of text. Pieces never split a UTF-8 character; joined they equal the final text."""
+
+    model_config = _FROZEN
+
+    text: str
+    token_ids: list[int] = Field(default_factory=list)
+    logprob: float | None = None
+    tokens: list[TokenLogprob] | None = None
+
+
+class Usage(BaseModel):
+    model_config = _FROZEN
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_truncated: int = 0
+
+
+class Timings(BaseModel):
+    """Seconds spent: waiting for a worker, evaluating the prompt, decoding, and in total."""
+
+    model_config = _FROZEN
+
+    queue_wait: float = 0.0
+    prompt_eval: float = 0.0
+    decode: float = 0.0
+    total: float = 0.0
+
+
+class Fingerprint(BaseModel):
+    """Everything that decided the output bytes. Stable JSON via :meth:`to_json`."""
+
+    model_config = _FROZEN
+
+    package_version: str
+    provider: str
+    model: str
+    model_sha256: str | None = None
+    prompt_format: str = "raw"
+    max_new_tokens: int
+    eos_string: str
+    temperature: float
+    seed: int
+    top_k: int
+    top_p: float
+    min_p: float
+    logprobs: bool
+    constraint_sha256: str | None = None
+    llama_cpp_python_version: str | None = None
+    llama_cpp_system_info: str | None = None
+    n_ctx: int | None = None
+    n_batch: int | None = None
+    n_ubatch: int | None = None
+    n_threads: int | None = None
+    cpu: str | None = None
+    fallback: bool = False
+    output_sha256: str
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class GenerationResult(BaseModel):
+    """The outcome of one generation. Immutable."""
+
+    model_config = _FROZEN
+
+    text: str
+    token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason
+    usage: Usage = Usage()
+    cached: bool = False
+    fallback: bool = False
+    provider: str
+    model: str
+    timings: Timings = Timings()
+    fingerprint: Fingerprint
+
+    def logprobs_dict(self) -> dict[str, Any] | None:
+        """Logprobs in OpenAI's chat shape: ``{"content": [{"token", "logprob", "bytes", "top_logprobs"}]}``."""
+        if self.logprobs is None:
+            return None
+        exclude: Any = {"token_id": True, "top_logprobs": {"__all__": {"token_id"}}}
+        return {"content": [lp.model_dump(exclude=exclude) for lp in self.logprobs]}
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

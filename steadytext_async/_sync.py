@@ -1,0 +1,56 @@
+"""SteadyText: the blocking twin of :class:`AsyncSteadyText`, a thin shim over the same implementation.
+
+Each call hands the async implementation to the runtime loop thread and waits, so it works in plain scripts, from
+many threads at once, and from code already running inside an event loop (sync FastAPI handlers, Jupyter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+from ._client import AsyncSteadyText
+from ._config import Settings
+from ._models import Chunk, GenerationResult, ModelSpec
+from ._runtime import runtime
+from ._validate import build_request
+
+__all__ = ["SteadyText"]
+
+
+class SteadyText:
+    """Blocking client. ``with SteadyText() as client: client.generate("...")``."""
+
+    def __init__(self, settings: Settings | None = None, *, client: AsyncSteadyText | None = None, **overrides: Any):
+        self._async = client if client is not None else AsyncSteadyText(settings, **overrides)
+
+    @property
+    def async_client(self) -> AsyncSteadyText:
+        return self._async
+
+    def __enter__(self) -> SteadyText:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        runtime.run(self._async._aclose_impl())
+
+    def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
+        request = build_request(prompt, **kwargs)
+        return runtime.run(self._async._generate(request))
+
+    def stream(self, prompt: str, **kwargs: Any) -> Iterator[Chunk | GenerationResult]:
+        request = build_request(prompt, **kwargs)
+        yield from runtime.iterate_sync(self._async._stream(request))
+
+    def preload(self, **kwargs: Any) -> ModelSpec:
+        request = build_request("", **kwargs)
+        return runtime.run(self._async._preload(request))
+
+    def worker_pids(self) -> list[int]:
+        return self._async.worker_pids()

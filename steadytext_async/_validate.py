@@ -1,0 +1,134 @@
+"""Argument validation: raw call arguments -> :class:`GenerationRequest`, or a clear error before any work."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Any
+
+from ._exceptions import InvalidRequestError, UnsafeModeRequiredError
+from ._models import GenerationRequest, SamplingParams
+from ._registry import check_selectors, is_local_path
+
+__all__ = ["DEFAULT_SEED", "build_request"]
+
+logger = logging.getLogger("steadytext_async")
+
+DEFAULT_SEED = 42
+DEFAULT_MAX_NEW_TOKENS = 512
+_seed_warned = threading.Event()
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequestError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def _check_opt_str(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a str or None, got {type(value).__name__}")
+    return value
+
+
+def build_request(
+    prompt: object,
+    *,
+    max_new_tokens: object = None,
+    return_logprobs: object = False,
+    eos_string: object = "[EOS]",
+    model: object = None,
+    model_repo: object = None,
+    model_filename: object = None,
+    size: object = None,
+    seed: object = DEFAULT_SEED,
+    temperature: object = 0.0,
+    schema: object = None,
+    regex: object = None,
+    choices: object = None,
+    response_format: object = None,
+    unsafe_mode: object = False,
+    strict: object = None,
+) -> GenerationRequest:
+    if not isinstance(prompt, str):
+        raise InvalidRequestError(f"prompt must be a str, got {type(prompt).__name__}")
+    if max_new_tokens is None:
+        max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+    if not _is_int(max_new_tokens):
+        raise InvalidRequestError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+    assert isinstance(max_new_tokens, int)
+    if max_new_tokens < 1:
+        raise InvalidRequestError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    logprobs = _check_bool("return_logprobs", return_logprobs)
+    if not isinstance(eos_string, str) or eos_string == "":
+        raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
+    if not _is_int(seed):
+        raise InvalidRequestError(f"seed must be an int, got {type(seed).__name__}")
+    assert isinstance(seed, int)
+    if not 0 <= seed < 2**64:
+        raise InvalidRequestError(f"seed must be in [0, 2**64), got {seed}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise InvalidRequestError(f"temperature must be a number, got {type(temperature).__name__}")
+    temp = float(temperature)
+    if math.isnan(temp) or math.isinf(temp) or temp < 0:
+        raise InvalidRequestError(f"temperature must be a finite number >= 0, got {temperature}")
+    unsafe = _check_bool("unsafe_mode", unsafe_mode)
+    if strict is not None:
+        _check_bool("strict", strict)
+    model_s = _check_opt_str("model", model)
+    repo_s = _check_opt_str("model_repo", model_repo)
+    file_s = _check_opt_str("model_filename", model_filename)
+    size_s = _check_opt_str("size", size)
+    check_selectors(model=model_s, model_repo=repo_s, model_filename=file_s, size=size_s)
+    if model_s is not None and ":" in model_s and not is_local_path(model_s) and not unsafe:
+        raise UnsafeModeRequiredError(
+            f"model {model_s!r} is remote and only best-effort deterministic; pass unsafe_mode=True to use it"
+        )
+    constraints = {
+        name: value
+        for name, value in (
+            ("schema", schema),
+            ("regex", regex),
+            ("choices", choices),
+            ("response_format", response_format),
+        )
+        if value is not None
+    }
+    if len(constraints) > 1:
+        raise InvalidRequestError(
+            f"give at most one of schema, regex, choices, response_format (got {', '.join(constraints)})"
+        )
+    if constraints:
+        raise NotImplementedError(
+            f"structured output ({next(iter(constraints))}=) is not implemented yet in steadytext-async"
+        )
+    if temp == 0.0 and seed != DEFAULT_SEED and not _seed_warned.is_set():
+        _seed_warned.set()
+        logger.warning(
+            "seed=%s has no effect at temperature=0: greedy decoding always picks the most likely token, "
+            "so every seed gives the same text. Use temperature > 0 for seed-dependent output.",
+            seed,
+        )
+    return GenerationRequest(
+        prompt=prompt,
+        max_new_tokens=max_new_tokens,
+        eos_string=eos_string,
+        sampling=SamplingParams(temperature=temp, seed=seed),
+        logprobs=logprobs,
+        model=model_s,
+        model_repo=repo_s,
+        model_filename=file_s,
+        size=size_s,
+        unsafe_mode=unsafe,
+        strict=strict if isinstance(strict, bool) else None,
+    )
+
+
+def request_kwargs(**kwargs: Any) -> dict[str, Any]:
+    """Drop None-valued keys (helper for CLI/shims)."""
+    return {k: v for k, v in kwargs.items() if v is not None}

@@ -1,0 +1,427 @@
+"""A pool of llama.cpp worker processes with a shared decode-thread budget.
+
+- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``.
+- At most ``min(max_workers, threads)`` requests decode at once; the ``threads`` budget is split among them and
+  re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose share shrinks
+  must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
+- Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
+- A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
+  already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
+
+All methods run on one event loop (the runtime loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._exceptions import ModelUnavailableError, WorkerError
+from .protocol import HEADER, decode_header, encode_frame
+
+__all__ = ["Done", "Piece", "Pool", "WorkerInfo"]
+
+logger = logging.getLogger("steadytext_async")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Piece:
+    text: str
+    token_ids: list[int]
+    tokens: list[Any] | None  # (token_id, bytes, logprob, [(id, bytes, logprob), ...]) per token
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Done:
+    finish_reason: str
+    usage: dict[str, int]
+    timings: dict[str, float]
+    queue_wait: float
+    info: dict[str, Any]
+
+
+WorkerInfo = dict[str, Any]
+
+
+class _Died(Exception):
+    pass
+
+
+class _Worker:
+    _ids = itertools.count(1)
+
+    def __init__(self, proc: asyncio.subprocess.Process, model_key: str) -> None:
+        self.id = next(self._ids)
+        self.proc = proc
+        self.model_key = model_key
+        self.info: WorkerInfo = {}
+        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.acks: dict[int, asyncio.Future[int]] = {}
+        self.busy = False
+        self.alive = True
+        self.threads = 0
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        if not self.alive or self.proc.stdin is None:
+            raise _Died
+        try:
+            self.proc.stdin.write(encode_frame(msg))
+        except (BrokenPipeError, ConnectionResetError, RuntimeError) as exc:
+            raise _Died from exc
+
+    def kill(self) -> None:
+        self.alive = False
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+    def crash_detail(self) -> str:
+        rc = self.proc.returncode
+        tail = " | ".join(line for line in self.stderr_tail if line.strip())[-800:]
+        return f"worker pid {self.pid} exited with {rc}" + (f"; stderr: {tail}" if tail else "")
+
+
+class Pool:
+    def __init__(
+        self,
+        *,
+        max_workers: int,
+        threads: int,
+        n_ctx: int,
+        n_batch: int,
+        llama_log: bool = False,
+        start_timeout: float = 120.0,
+        cancel_timeout: float = 5.0,
+    ) -> None:
+        self.max_workers = max_workers
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self.llama_log = llama_log
+        self.start_timeout = start_timeout
+        self.cancel_timeout = cancel_timeout
+        self._workers: list[_Worker] = []
+        self._cond = asyncio.Condition()
+        self._rebalance = asyncio.Lock()
+        self._rids = itertools.count(1)
+        self._seq = itertools.count(1)
+        self._closed = False
+        self._spawning = 0
+        self._failed: dict[str, str] = {}
+        self.generations = 0  # completed generations (observable for tests)
+        self.respawns = 0
+
+    # -- public ----------------------------------------------------------------------------------------------
+    @property
+    def max_active(self) -> int:
+        return max(1, min(self.max_workers, self.threads))
+
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers if w.alive]
+
+    async def preload(self, model_path: str, count: int | None = None) -> None:
+        """Start workers for ``model_path`` (all slots by default) and wait until they are ready."""
+        want = min(self.max_workers, count or self.max_workers)
+        have = sum(1 for w in self._workers if w.alive and w.model_key == model_path)
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(max(0, want - have)):
+                tg.create_task(self._spawn_idle(model_path))
+
+    async def stream(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[Piece | Done]:
+        """Run one generation; yield pieces then a final :class:`Done`."""
+        delivered = ""
+        for attempt in range(2):
+            replay, replaying = "", bool(delivered)
+            try:
+                async for event in self._attempt(model_path, params):
+                    if isinstance(event, Piece):
+                        if replaying:  # a retry: skip what the caller already has, checking it matches
+                            replay += event.text
+                            if len(replay) <= len(delivered):
+                                if not delivered.startswith(replay):
+                                    raise WorkerError("retried generation diverged from delivered text")
+                                continue
+                            if not replay.startswith(delivered):
+                                raise WorkerError("retried generation diverged from delivered text")
+                            event = dataclasses.replace(event, text=replay[len(delivered) :])
+                            replaying = False
+                        delivered += event.text
+                    yield event
+                return
+            except _Died as died:
+                if attempt == 1:
+                    raise WorkerError(f"worker died twice serving one request: {died}") from None
+                logger.warning("worker died mid-request (%s); retrying on a fresh worker", died)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        workers, self._workers = self._workers, []
+        for w in workers:
+            if w.alive:
+                with contextlib.suppress(_Died):
+                    w.send(("shutdown",))
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.proc.wait(), 2.0)
+            except TimeoutError:
+                w.kill()
+                await w.proc.wait()
+            w.alive = False
+            for t in w.tasks:
+                t.cancel()
+            await asyncio.gather(*w.tasks, return_exceptions=True)
+        async with self._cond:
+            self._cond.notify_all()
+
+    def kill_all_now(self) -> None:
+        """Synchronous last-resort cleanup (interpreter exit)."""
+        for w in self._workers:
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.kill(w.pid, signal.SIGKILL)
+
+    # -- one attempt -----------------------------------------------------------------------------------------
+    async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[Piece | Done]:
+        t_queued = time.perf_counter()
+        worker = await self._acquire(model_path)
+        queue_wait = time.perf_counter() - t_queued
+        rid = next(self._rids)
+        finished = False
+        try:
+            worker.send(("gen", rid, {**params, "n_threads": worker.threads}))
+            while True:
+                msg = await worker.events.get()
+                kind = msg[0]
+                if kind == "piece" and msg[1] == rid:
+                    yield Piece(msg[2], msg[3], msg[4])
+                elif kind == "done" and msg[1] == rid:
+                    finished = True
+                    self.generations += 1
+                    yield Done(msg[2], msg[3], msg[4], queue_wait, worker.info)
+                    return
+                elif kind == "error" and msg[1] == rid:
+                    finished = True
+                    raise WorkerError(f"worker failed: {msg[2]}: {msg[3]}")
+                elif kind == "died":
+                    finished = True
+                    raise _Died(worker.crash_detail())
+        finally:
+            if not finished and worker.alive:
+                await asyncio.shield(self._cancel(worker, rid))
+            await asyncio.shield(self._release(worker))
+
+    async def _cancel(self, worker: _Worker, rid: int) -> None:
+        try:
+            worker.send(("cancel", rid))
+            async with asyncio.timeout(self.cancel_timeout):
+                while True:
+                    msg = await worker.events.get()
+                    if msg[0] in ("cancelled", "done", "error") and msg[1] == rid:
+                        return
+                    if msg[0] == "died":
+                        return
+        except (_Died, TimeoutError):
+            logger.warning("worker pid %s did not stop on cancel; killing it", worker.pid)
+            worker.kill()
+
+    # -- capacity and the thread budget ----------------------------------------------------------------------
+    def _active(self) -> list[_Worker]:
+        return [w for w in self._workers if w.busy and w.alive]
+
+    def _shares(self, k: int) -> list[int]:
+        base, extra = divmod(self.threads, k)
+        return [base + (1 if i < extra else 0) for i in range(k)]
+
+    async def _acquire(self, model_path: str) -> _Worker:
+        if model_path in self._failed:
+            raise ModelUnavailableError(self._failed[model_path])
+        async with self._cond:
+            while True:
+                if self._closed:
+                    raise WorkerError("the pool is closed")
+                if len(self._active()) < self.max_active:
+                    idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
+                    if idle:
+                        worker = idle[0]
+                        break
+                    alive = [w for w in self._workers if w.alive]
+                    if len(alive) + self._spawning < self.max_workers:
+                        worker = await self._spawn_locked(model_path)
+                        break
+                    other = [w for w in alive if not w.busy and w.model_key != model_path]
+                    if other:
+                        self._retire(other[0])
+                        continue
+                await self._cond.wait()
+            worker.busy = True
+        try:
+            await self._redistribute(newcomer=worker)
+        except BaseException:
+            await asyncio.shield(self._release(worker))
+            raise
+        return worker
+
+    async def _spawn_locked(self, model_path: str) -> _Worker:
+        self._spawning += 1
+        self._cond.release()
+        try:
+            return await self._spawn(model_path)
+        finally:
+            await self._cond.acquire()
+            self._spawning -= 1
+
+    async def _release(self, worker: _Worker) -> None:
+        async with self._cond:
+            worker.busy = False
+            if not worker.alive:
+                self._retire(worker)
+            self._cond.notify_all()
+        with contextlib.suppress(Exception):
+            await self._redistribute(newcomer=None)
+
+    async def _redistribute(self, newcomer: _Worker | None) -> None:
+        """Split the thread budget among active workers; shrink others (acknowledged) before a newcomer runs."""
+        async with self._rebalance:
+            active = self._active()
+            others = [w for w in active if w is not newcomer]
+            ordered = others + ([newcomer] if newcomer is not None else [])
+            shares = self._shares(len(ordered)) if ordered else []
+            waits: list[asyncio.Future[int]] = []
+            for w, share in zip(ordered, shares, strict=True):
+                if w is newcomer:
+                    w.threads = share
+                    continue
+                if share == w.threads:
+                    continue
+                seq = next(self._seq)
+                fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                w.acks[seq] = fut
+                try:
+                    w.send(("threads", seq, share))
+                except _Died:
+                    w.acks.pop(seq, None)
+                    continue
+                if share < w.threads:
+                    waits.append(fut)
+                w.threads = share
+            for fut in waits:
+                with contextlib.suppress(_Died):
+                    await fut
+
+    def _retire(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if worker.alive:
+            with contextlib.suppress(_Died):
+                worker.send(("shutdown",))
+            worker.alive = False
+
+    # -- processes -------------------------------------------------------------------------------------------
+    async def _spawn_idle(self, model_path: str) -> None:
+        async with self._cond:
+            if len([w for w in self._workers if w.alive]) + self._spawning >= self.max_workers:
+                return
+            await self._spawn_locked(model_path)
+            self._cond.notify_all()
+
+    async def _spawn(self, model_path: str) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "steadytext_async._worker.child",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        worker = _Worker(proc, model_path)
+        worker.threads = self.threads
+        cfg = {
+            "model_path": model_path,
+            "n_ctx": self.n_ctx,
+            "n_batch": self.n_batch,
+            "n_threads": self.threads,
+            "llama_log": self.llama_log,
+        }
+        worker.send(("init", cfg))
+        worker.tasks.append(asyncio.create_task(self._drain_stderr(worker)))
+        try:
+            async with asyncio.timeout(self.start_timeout):
+                first = await self._read_frame(worker)
+        except (TimeoutError, _Died, asyncio.IncompleteReadError, ValueError) as exc:
+            worker.kill()
+            await proc.wait()
+            await asyncio.sleep(0)
+            detail = worker.crash_detail()
+            raise ModelUnavailableError(f"worker failed to start for {model_path}: {exc!r}; {detail}") from None
+        if first[0] != "ready":
+            await proc.wait()
+            message = first[1] if first[0] == "fatal" else repr(first)
+            self._failed[model_path] = f"could not load model {model_path}: {message}"
+            raise ModelUnavailableError(self._failed[model_path])
+        worker.info = first[1]
+        worker.tasks.append(asyncio.create_task(self._pump(worker)))
+        self._workers.append(worker)
+        logger.debug("worker pid %s ready for %s", worker.pid, model_path)
+        return worker
+
+    async def _read_frame(self, worker: _Worker) -> tuple[Any, ...]:
+        import pickle
+
+        stdout = worker.proc.stdout
+        assert stdout is not None
+        header = await stdout.readexactly(HEADER.size)
+        body = await stdout.readexactly(decode_header(header))
+        msg = pickle.loads(body)
+        if not isinstance(msg, tuple) or not msg:
+            raise ValueError("malformed frame from worker")
+        return msg
+
+    async def _pump(self, worker: _Worker) -> None:
+        try:
+            while True:
+                msg = await self._read_frame(worker)
+                if msg[0] == "threads_ok":
+                    fut = worker.acks.pop(int(msg[1]), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(int(msg[2]))
+                else:
+                    worker.events.put_nowait(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            pass
+        worker.alive = False
+        await worker.proc.wait()
+        for fut in worker.acks.values():
+            if not fut.done():
+                fut.set_exception(_Died())
+        worker.acks.clear()
+        worker.events.put_nowait(("died",))
+        async with self._cond:
+            if worker in self._workers and not worker.busy:
+                self._retire(worker)
+            self.respawns += 1 if not self._closed else 0
+            self._cond.notify_all()
+
+    async def _drain_stderr(self, worker: _Worker) -> None:
+        stderr = worker.proc.stderr
+        assert stderr is not None
+        while True:
+            line = await stderr.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            worker.stderr_tail.append(text)
+            logger.debug("worker %s: %s", worker.pid, text)

@@ -1,0 +1,124 @@
+"""Command line: ``steadytext-async generate PROMPT`` / ``models``; also ``python -m steadytext_async``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="steadytext-async", description="Deterministic text generation.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging (includes llama.cpp's log)")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="generate text from PROMPT (or stdin when PROMPT is omitted or '-')")
+    g.add_argument("prompt", nargs="?", default="-")
+    g.add_argument("--stream", action="store_true", help="print pieces as they are generated")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--max-new-tokens", type=int, default=512)
+    g.add_argument("--eos-string", default="[EOS]", help="stop string ('[EOS]': the model's end token)")
+    g.add_argument("--model", default=None, help="registry name or path to a .gguf file")
+    g.add_argument("--size", default=None, choices=["mini", "small", "large"])
+    g.add_argument("--logprobs", action="store_true", help="include per-token logprobs (with --json)")
+    g.add_argument("--strict", action="store_true", help="fail instead of returning fallback text")
+    g.add_argument("--json", action="store_true", help="print the full result (text and metadata) as JSON")
+    sub.add_parser("models", help="list the model registry and what is available locally")
+    return p
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from ._models import GenerationResult
+    from ._sync import SteadyText
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    kwargs = {
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "temperature": args.temperature,
+        "eos_string": args.eos_string,
+        "model": args.model,
+        "size": args.size,
+        "return_logprobs": args.logprobs,
+        "strict": True if args.strict else None,
+    }
+    client = SteadyText()
+    try:
+        if args.stream:
+            result: GenerationResult | None = None
+            for item in client.stream(prompt, **kwargs):
+                if isinstance(item, GenerationResult):
+                    result = item
+                elif not args.json:
+                    sys.stdout.write(item.text)
+                    sys.stdout.flush()
+            assert result is not None
+        else:
+            result = client.generate(prompt, **kwargs)
+            if not args.json:
+                sys.stdout.write(result.text)
+        if args.json:
+            sys.stdout.write(result.model_dump_json(indent=2))
+        sys.stdout.write("\n")
+        if result.fallback:
+            print("steadytext-async: model unavailable; printed deterministic fallback text", file=sys.stderr)
+    finally:
+        client.close()
+    return 0
+
+
+def _cmd_models() -> int:
+    from ._config import Settings
+    from ._registry import REGISTRY
+
+    settings = Settings.from_env()
+    rows = []
+    for entry in REGISTRY.values():
+        if entry.repo is None:
+            path = settings.model_dir / entry.filename
+            status = f"assembled at {path}" if path.is_file() else "embedded (assembled on first use)"
+        else:
+            status = _hub_status(entry.repo, entry.filename)
+        default = " (default)" if entry.size == settings.size and not settings.model_path else ""
+        rows.append(
+            {"name": entry.name, "size": entry.size, "source": entry.repo or "embedded", "status": status + default}
+        )
+    if settings.model_path:
+        rows.append({"name": settings.model_path, "size": None, "source": "STEADYTEXT_MODEL_PATH",
+                     "status": "local file (default)"})
+    print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _hub_status(repo: str, filename: str) -> str:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id=repo, filename=filename)
+    except Exception:  # pragma: no cover - hub library quirks
+        return "unknown"
+    return f"downloaded at {hit}" if isinstance(hit, str) else "not downloaded (needs the Hugging Face Hub)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from ._exceptions import SteadyTextError
+
+    try:
+        if args.command == "generate":
+            return _cmd_generate(args)
+        return _cmd_models()
+    except (SteadyTextError, NotImplementedError) as exc:
+        print(f"steadytext-async: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

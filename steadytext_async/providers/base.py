@@ -1,0 +1,57 @@
+"""The provider interface: everything the client needs from a backend, and nothing more.
+
+A provider turns a resolved :class:`ModelSpec` plus a validated :class:`GenerationRequest` into a stream of
+:class:`ProviderChunk` ending in exactly one :class:`ProviderDone`. It raises
+:class:`~steadytext_async.ModelUnavailableError` when the model cannot be loaded (the client decides whether to
+fall back) and other :class:`~steadytext_async.SteadyTextError` subclasses for everything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, runtime_checkable
+
+from .._models import GenerationRequest, ModelSpec, TokenLogprob
+
+__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Capabilities:
+    deterministic: bool = True  # False: remote/best-effort, only allowed with unsafe_mode=True
+    logprobs: bool = True
+    streaming: bool = True
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderChunk:
+    text: str
+    token_ids: list[int]
+    tokens: list[TokenLogprob] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProviderDone:
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_tokens_truncated: int = 0
+    queue_wait: float = 0.0
+    prompt_eval: float = 0.0
+    decode: float = 0.0
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def stream(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
+        """Generate; yield chunks, then one ProviderDone."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release processes, connections and files."""
+        ...

@@ -1,0 +1,116 @@
+"""Local provider: llama.cpp worker processes (see :mod:`steadytext_async._worker.pool`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._config import Settings
+from .._exceptions import InvalidRequestError
+from .._models import GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
+from .._worker.pool import Done, Pool
+from .base import Capabilities, ProviderChunk, ProviderDone
+
+__all__ = ["LocalProvider"]
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
+    out = []
+    for token_id, data, logprob, tops in raw:
+        out.append(
+            TokenLogprob(
+                token=_text(data),
+                token_id=token_id,
+                bytes=list(data),
+                logprob=logprob,
+                top_logprobs=[
+                    TopLogprob(token=_text(b), token_id=t, bytes=list(b), logprob=v) for t, b, v in tops
+                ],
+            )
+        )
+    return out
+
+
+class LocalProvider:
+    """Runs GGUF models in a pool of worker processes. Must be used on the runtime loop."""
+
+    name = "local"
+    capabilities = Capabilities(deterministic=True, logprobs=True, streaming=True)
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: Pool | None = None
+
+    @property
+    def pool(self) -> Pool:
+        if self._pool is None:
+            s = self.settings
+            self._pool = Pool(
+                max_workers=s.workers,
+                threads=s.threads,
+                n_ctx=s.n_ctx,
+                n_batch=s.n_batch,
+                llama_log=s.llama_log,
+                start_timeout=s.start_timeout,
+            )
+        return self._pool
+
+    def check(self, request: GenerationRequest) -> None:
+        if request.max_new_tokens >= self.settings.n_ctx:
+            raise InvalidRequestError(
+                f"max_new_tokens={request.max_new_tokens} must be smaller than the context window "
+                f"n_ctx={self.settings.n_ctx} (set STEADYTEXT_N_CTX to raise it)"
+            )
+
+    async def preload(self, spec: ModelSpec) -> None:
+        assert spec.path is not None
+        await self.pool.preload(spec.path)
+
+    async def stream(
+        self, spec: ModelSpec, request: GenerationRequest
+    ) -> AsyncIterator[ProviderChunk | ProviderDone]:
+        assert spec.path is not None
+        self.check(request)
+        s = request.sampling
+        params = {
+            "prompt": request.prompt,
+            "prompt_format": spec.prompt_format,
+            "max_new_tokens": request.max_new_tokens,
+            "stop": request.stop_string,
+            "temperature": s.temperature,
+            "seed": s.seed,
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "min_p": s.min_p,
+            "logprobs": request.logprobs,
+            "top_logprobs": request.top_logprobs,
+        }
+        async for event in self.pool.stream(spec.path, params):
+            if isinstance(event, Done):
+                usage = event.usage
+                yield ProviderDone(
+                    finish_reason=event.finish_reason,
+                    prompt_tokens=usage["prompt_tokens"],
+                    completion_tokens=usage["completion_tokens"],
+                    prompt_tokens_truncated=usage["prompt_tokens_truncated"],
+                    queue_wait=event.queue_wait,
+                    prompt_eval=event.timings["prompt_eval"],
+                    decode=event.timings["decode"],
+                    info={**event.info, "n_threads": int(event.timings["n_threads"])},
+                )
+            else:
+                tokens = _token_logprobs(event.tokens) if event.tokens is not None else None
+                yield ProviderChunk(event.text, list(event.token_ids), tokens)
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.aclose()
+
+    def kill_now(self) -> None:
+        if self._pool is not None:
+            self._pool.kill_all_now()

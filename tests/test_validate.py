@@ -1,0 +1,94 @@
+import logging
+import math
+
+import pytest
+
+import steadytext_async as st
+from steadytext_async._validate import build_request
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"prompt": 123}, "prompt must be a str"),
+        ({"prompt": b"bytes"}, "prompt must be a str"),
+        ({"prompt": None}, "prompt must be a str"),
+        ({"prompt": "x", "max_new_tokens": 0}, "max_new_tokens must be >= 1"),
+        ({"prompt": "x", "max_new_tokens": -5}, "max_new_tokens must be >= 1"),
+        ({"prompt": "x", "max_new_tokens": 1.5}, "max_new_tokens must be an int"),
+        ({"prompt": "x", "max_new_tokens": True}, "max_new_tokens must be an int"),
+        ({"prompt": "x", "max_new_tokens": "10"}, "max_new_tokens must be an int"),
+        ({"prompt": "x", "temperature": -0.1}, "temperature must be a finite number >= 0"),
+        ({"prompt": "x", "temperature": math.nan}, "temperature must be a finite number >= 0"),
+        ({"prompt": "x", "temperature": math.inf}, "temperature must be a finite number >= 0"),
+        ({"prompt": "x", "temperature": "hot"}, "temperature must be a number"),
+        ({"prompt": "x", "seed": 1.0}, "seed must be an int"),
+        ({"prompt": "x", "seed": "42"}, "seed must be an int"),
+        ({"prompt": "x", "seed": -1}, "seed must be in"),
+        ({"prompt": "x", "size": "huge"}, "unknown size 'huge'"),
+        ({"prompt": "x", "model": "no-such-model"}, "unknown model 'no-such-model'"),
+        ({"prompt": "x", "model": "/nonexistent/model.gguf"}, "local model file not found"),
+        ({"prompt": "x", "model_repo": "a/b"}, "must be given together"),
+        ({"prompt": "x", "eos_string": ""}, "eos_string must be a non-empty str"),
+        ({"prompt": "x", "return_logprobs": "yes"}, "return_logprobs must be a bool"),
+        ({"prompt": "x", "regex": "a+", "choices": ["a"]}, "at most one of schema, regex, choices"),
+        ({"prompt": "x", "schema": {}, "response_format": {"type": "json_object"}}, "at most one"),
+    ],
+)
+def test_bad_input_raises_clear_error(kwargs: dict, match: str) -> None:
+    with pytest.raises(st.InvalidRequestError, match=match) as info:
+        build_request(**kwargs)
+    assert isinstance(info.value, ValueError)  # still catchable as ValueError
+    assert isinstance(info.value, st.SteadyTextError)
+
+
+def test_unknown_size_and_model_are_model_not_found() -> None:
+    with pytest.raises(st.ModelNotFoundError):
+        build_request("x", size="xl")
+    with pytest.raises(st.ModelNotFoundError):
+        build_request("x", model="gpt-17")
+
+
+def test_remote_model_without_unsafe_mode_is_refused() -> None:
+    with pytest.raises(st.UnsafeModeRequiredError, match="unsafe_mode=True"):
+        build_request("x", model="openai:gpt-4o-mini")
+
+
+def test_structured_output_not_silently_ignored() -> None:
+    for kwargs in ({"regex": "a+"}, {"choices": ["a", "b"]}, {"schema": {"type": "object"}},
+                   {"response_format": {"type": "json_object"}}):
+        with pytest.raises(NotImplementedError):
+            build_request("x", **kwargs)
+
+
+async def test_errors_raise_before_any_work_through_public_api() -> None:
+    with pytest.raises(st.InvalidRequestError):
+        await st.agenerate("x", max_new_tokens=0)
+    with pytest.raises(st.InvalidRequestError):
+        st.generate(42)  # type: ignore[arg-type]
+    with pytest.raises(st.InvalidRequestError):
+        async for _ in st.agenerate_iter("x", temperature=-1):
+            pass
+
+
+def test_seed_at_temperature_zero_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    from steadytext_async import _validate
+
+    _validate._seed_warned.clear()
+    with caplog.at_level(logging.WARNING, logger="steadytext_async"):
+        build_request("x", seed=123)
+        build_request("x", seed=456)
+        build_request("x", seed=7, temperature=0.5)
+    warnings = [r for r in caplog.records if "has no effect at temperature=0" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_defaults_match_original_api() -> None:
+    r = build_request("hi")
+    assert r.max_new_tokens == 512
+    assert r.eos_string == "[EOS]"
+    assert r.sampling.seed == 42
+    assert r.sampling.temperature == 0.0
+    assert r.logprobs is False
+    assert r.stop_string is None
+    assert build_request("hi", eos_string="END").stop_string == "END"
