@@ -1,7 +1,7 @@
 """steadytext-async: asyncio-native deterministic text generation.
 
-    import steadytext_async as steadytext
-    text = await steadytext.agenerate("Once upon a time")   # same bytes every time
+import steadytext_async as steadytext
+text = await steadytext.agenerate("Once upon a time")   # same bytes every time
 """
 
 from ._api import (

@@ -17,8 +17,8 @@ from ._exceptions import ModelUnavailableError
 from ._fallback import fallback_words
 from ._models import (
     Chunk,
-    FinishReason,
     Fingerprint,
+    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelSpec,
@@ -111,9 +111,7 @@ class AsyncSteadyText:
         model_filename: str | None = None,
     ) -> ModelSpec:
         """Resolve (assemble/download) a model and start its worker processes now."""
-        request = build_request(
-            "", model=model, size=size, model_repo=model_repo, model_filename=model_filename
-        )
+        request = build_request("", model=model, size=size, model_repo=model_repo, model_filename=model_filename)
         return await runtime.call(self._preload(request))
 
     # -- implementation (runs on the runtime loop) -----------------------------------------------------------
@@ -144,6 +142,14 @@ class AsyncSteadyText:
             async for item in self._fallback(request, exc, t0):
                 yield item
             return
+        # Cache seam (issue 3): a cache wraps self._produce(...) here, keyed on (request, spec).
+        async for item in self._produce(provider, spec, request, t0):
+            yield item
+
+    async def _produce(
+        self, provider: Provider | LocalProvider, spec: ModelSpec, request: GenerationRequest, t0: float
+    ) -> AsyncIterator[StreamItem]:
+        """Run the provider and build chunks and the final result (falls back if the model cannot load)."""
         texts: list[str] = []
         token_ids: list[int] = []
         logprobs: list[TokenLogprob] | None = [] if request.logprobs else None
@@ -202,9 +208,7 @@ class AsyncSteadyText:
         asm = TextAssembler(request.stop_string)
         texts: list[str] = []
         count = 0
-        for i, word in enumerate(
-            fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)
-        ):
+        for i, word in enumerate(fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)):
             count += 1
             piece = asm.feed(i, word.encode("utf-8"))
             if piece is not None and piece.text:

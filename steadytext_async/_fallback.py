@@ -14,17 +14,20 @@ __all__ = ["FALLBACK_VERSION", "fallback_words"]
 
 FALLBACK_VERSION = 1
 
-_WORDS = (
-    "the of and to in is was for on are with as by at from that this be it an or which have not had but all "
-    "were when there can more been one will their has would each about out many then them these so some her "
-    "make like him into time look two write go see number way could people than first water long down day did "
-    "get come made may part over new sound take only little work know place year live back give most very after "
-    "thing just name good sentence man think say great where help through much before line right too mean old "
-    "any same tell boy follow came want show also around form three small set put end does another well large "
-    "must big even such because turn here why ask went men read need land different home us move try kind hand "
-    "picture again change off play spell air away animal house point page letter mother answer found study still "
-    "learn should world high every near add food between own below country plant last school father keep tree"
-).split()
+_WORDS = tuple(
+    (
+        "the of and to in is was for on are with as by at from that this be it an or which have not had but "
+        "all were when there can more been one will their has would each about out many then them these so "
+        "some her make like him into time look two write go see number way could people than first water "
+        "long down day did get come made may part over new sound take only little work know place year live "
+        "back give most very after thing just name good sentence man think say great where help through much "
+        "before line right too mean old any same tell boy follow came want show also around form three small "
+        "set put end does another well large must big even such because turn here why ask went men read need "
+        "land different home us move try kind hand picture again change off play spell air away animal house "
+        "point page letter mother answer found study still learn should world high every near add food "
+        "between own below country plant last school father keep tree"
+    ).split()
+)
 
 
 def fallback_words(prompt: str, seed: int, max_new_tokens: int) -> Iterator[str]:

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Chunk",
-    "FinishReason",
     "Fingerprint",
+    "FinishReason",
     "GenerationRequest",
     "GenerationResult",
     "ModelSpec",

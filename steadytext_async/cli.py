@@ -88,8 +88,14 @@ def _cmd_models() -> int:
             {"name": entry.name, "size": entry.size, "source": entry.repo or "embedded", "status": status + default}
         )
     if settings.model_path:
-        rows.append({"name": settings.model_path, "size": None, "source": "STEADYTEXT_MODEL_PATH",
-                     "status": "local file (default)"})
+        rows.append(
+            {
+                "name": settings.model_path,
+                "size": None,
+                "source": "STEADYTEXT_MODEL_PATH",
+                "status": "local file (default)",
+            }
+        )
     print(json.dumps(rows, indent=2))
     return 0
 

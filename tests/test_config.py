@@ -4,8 +4,15 @@ from steadytext_async import InvalidRequestError, Settings
 
 
 def test_env_parsing() -> None:
-    s = Settings.from_env({"STEADYTEXT_WORKERS": "3", "STEADYTEXT_THREADS": "4", "STEADYTEXT_STRICT": "true",
-                           "STEADYTEXT_N_CTX": "2048", "STEADYTEXT_MODEL_DIR": "/tmp/x"})
+    s = Settings.from_env(
+        {
+            "STEADYTEXT_WORKERS": "3",
+            "STEADYTEXT_THREADS": "4",
+            "STEADYTEXT_STRICT": "true",
+            "STEADYTEXT_N_CTX": "2048",
+            "STEADYTEXT_MODEL_DIR": "/tmp/x",
+        }
+    )
     assert (s.workers, s.threads, s.strict, s.n_ctx, str(s.model_dir)) == (3, 4, True, 2048, "/tmp/x")
 
 
@@ -15,8 +22,11 @@ def test_overrides_win_over_env() -> None:
 
 @pytest.mark.parametrize(
     ("env", "match"),
-    [({"STEADYTEXT_WORKERS": "two"}, "not an integer"), ({"STEADYTEXT_THREADS": "0"}, "must be >= 1"),
-     ({"STEADYTEXT_STRICT": "maybe"}, "not a boolean")],
+    [
+        ({"STEADYTEXT_WORKERS": "two"}, "not an integer"),
+        ({"STEADYTEXT_THREADS": "0"}, "must be >= 1"),
+        ({"STEADYTEXT_STRICT": "maybe"}, "not a boolean"),
+    ],
 )
 def test_bad_env_is_a_clear_error(env: dict, match: str) -> None:
     with pytest.raises(InvalidRequestError, match=match):

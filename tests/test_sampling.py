@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 
 from steadytext_async._worker.sampling import Sampler, log_softmax_at, top_alternatives
@@ -40,4 +42,4 @@ def test_logprobs_normalise() -> None:
     assert abs(lp - np.log(probs[5])) < 1e-9
     tops = top_alternatives(x, 5, lse)
     assert [t for t, _ in tops] == np.argsort(-x)[:5].tolist()
-    assert all(a[1] >= b[1] for a, b in zip(tops, tops[1:], strict=False))
+    assert all(a[1] >= b[1] for a, b in itertools.pairwise(tops))

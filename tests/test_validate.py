@@ -55,8 +55,12 @@ def test_remote_model_without_unsafe_mode_is_refused() -> None:
 
 
 def test_structured_output_not_silently_ignored() -> None:
-    for kwargs in ({"regex": "a+"}, {"choices": ["a", "b"]}, {"schema": {"type": "object"}},
-                   {"response_format": {"type": "json_object"}}):
+    for kwargs in (
+        {"regex": "a+"},
+        {"choices": ["a", "b"]},
+        {"schema": {"type": "object"}},
+        {"response_format": {"type": "json_object"}},
+    ):
         with pytest.raises(NotImplementedError):
             build_request("x", **kwargs)
 

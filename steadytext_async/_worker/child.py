@@ -174,7 +174,7 @@ class Worker:
         if not tokens:
             tokens = [self.llm.token_bos()]
         t0 = time.perf_counter()
-        self.llm.reset()
+        self.llm.reset()  # type: ignore[no-untyped-call]
         n_batch = int(self.cfg["n_batch"])
         for start in range(0, len(tokens), n_batch):
             self.poll(rid)
@@ -215,9 +215,7 @@ class Worker:
             data = self._piece_bytes(token)
             if want_lp:
                 lp, lse = log_softmax_at(logits, token)
-                tops = [
-                    (t, self._piece_bytes(t), v) for t, v in top_alternatives(logits, top_n, lse)
-                ]
+                tops = [(t, self._piece_bytes(t), v) for t, v in top_alternatives(logits, top_n, lse)]
                 info.append((token, data, lp, tops))
             flush(asm.feed(i, data))
             if asm.stopped:

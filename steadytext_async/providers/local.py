@@ -27,9 +27,7 @@ def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
                 token_id=token_id,
                 bytes=list(data),
                 logprob=logprob,
-                top_logprobs=[
-                    TopLogprob(token=_text(b), token_id=t, bytes=list(b), logprob=v) for t, b, v in tops
-                ],
+                top_logprobs=[TopLogprob(token=_text(b), token_id=t, bytes=list(b), logprob=v) for t, b, v in tops],
             )
         )
     return out
@@ -70,9 +68,7 @@ class LocalProvider:
         assert spec.path is not None
         await self.pool.preload(spec.path)
 
-    async def stream(
-        self, spec: ModelSpec, request: GenerationRequest
-    ) -> AsyncIterator[ProviderChunk | ProviderDone]:
+    async def stream(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
         assert spec.path is not None
         self.check(request)
         s = request.sampling
