@@ -1,3 +1,43 @@
+"""Shared fixtures. Tests run offline on the embedded gemma-3-270m model."""
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+import steadytext_async as st
+from steadytext_async._registry import EMBEDDED
+
+
+@pytest.fixture(scope="session")
+def model_spec() -> st.ModelSpec:
+    """The embedded model, assembled (once) and verified."""
+    from steadytext_async._registry import resolve_model
+
+    spec = resolve_model(
+        model=None,
+        model_repo=None,
+        model_filename=None,
+        size="mini",
+        default_size="mini",
+        default_path=None,
+        model_dir=st.Settings.from_env().model_dir,
+    )
+    assert spec.sha256 == EMBEDDED.sha256
+    return spec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shutdown_default_client() -> object:
+    yield None
+    st.close()
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -52,6 +52,13 @@ def _cpu_summary() -> str:
     return f"{model} [{' '.join(simd)}]"
 
 
+# Gemma's turn format, used when a gemma GGUF carries no template of its own.
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] | trim }}<end_of_turn>\n{% endfor %}<start_of_turn>model\n"
+)
+
+
 class _Cancelled(Exception):
     pass
 
@@ -145,6 +152,8 @@ class Worker:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template and self.llm.metadata.get("general.architecture", "").startswith("gemma"):
+                template = _GEMMA_TEMPLATE
             if not template:
                 raise ValueError("model has no chat template but prompt_format='chat'")
             eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", "replace")
