@@ -123,8 +123,9 @@ class Pool:
         self._closed = False
         self._spawning = 0
         self._failed: dict[str, str] = {}
-        self.generations = 0  # completed generations (observable for tests)
-        self.respawns = 0
+        self.generations = 0  # completed generations (observable for tests and stats)
+        self.respawns = 0  # workers that died unexpectedly
+        self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -321,6 +322,9 @@ class Pool:
             for fut in waits:
                 with contextlib.suppress(_Died):
                     await fut
+            if newcomer is not None:
+                in_use = sum(w.threads for w in self._active() if w.alive)
+                self.peak_threads = max(self.peak_threads, in_use)
 
     def _retire(self, worker: _Worker) -> None:
         if worker in self._workers:

@@ -1,0 +1,188 @@
+"""Worker pool lifecycle: cancellation, crashes, shutdown, and the thread budget."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import steadytext_async as st
+from conftest import alive
+
+PROMPT = "Once upon a time"
+
+
+async def _first_piece(stream: object) -> None:
+    async for item in stream:  # type: ignore[attr-defined]
+        if isinstance(item, st.Chunk) and item.text:
+            return
+
+
+async def test_cancel_frees_the_worker_without_killing_it() -> None:
+    async with st.AsyncSteadyText(workers=1, threads=2) as client:
+        task = asyncio.create_task(client.generate(PROMPT, max_new_tokens=400))
+        while not client.worker_pids():
+            await asyncio.sleep(0.05)
+        pid = client.worker_pids()[0]
+        await asyncio.sleep(0.5)  # mid-decode
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The single worker must serve the next request; it was told to stop, not killed.
+        r = await asyncio.wait_for(client.generate("Hello", max_new_tokens=4), 60)
+        assert r.usage.completion_tokens == 4
+        assert client.worker_pids() == [pid]
+        pool = client._local.pool
+        assert pool.generations == 1  # the cancelled one never completed
+
+
+async def test_breaking_out_of_a_stream_frees_the_worker() -> None:
+    async with st.AsyncSteadyText(workers=1, threads=2) as client:
+        seen = 0
+        async for item in client.stream(PROMPT, max_new_tokens=400):
+            if isinstance(item, st.Chunk):
+                seen += 1
+                if seen == 3:
+                    break
+        r = await asyncio.wait_for(client.generate("Hello", max_new_tokens=4), 60)
+        assert r.usage.completion_tokens == 4
+        assert len(client.worker_pids()) == 1
+
+
+async def test_worker_killed_mid_request_is_replaced_and_request_completes() -> None:
+    async with st.AsyncSteadyText(workers=1, threads=2) as ref:
+        expected = (await ref.generate(PROMPT, max_new_tokens=60)).text
+    async with st.AsyncSteadyText(workers=1, threads=2) as client:
+        pieces: list[str] = []
+        final = None
+        killed = None
+        async for item in client.stream(PROMPT, max_new_tokens=60):
+            if isinstance(item, st.GenerationResult):
+                final = item
+                continue
+            pieces.append(item.text)
+            if killed is None and len(pieces) == 5:
+                killed = client.worker_pids()[0]
+                os.kill(killed, signal.SIGKILL)
+        assert final is not None and killed is not None
+        assert "".join(pieces) == final.text == expected  # nothing lost, nothing repeated
+        assert killed not in client.worker_pids() and len(client.worker_pids()) == 1
+        assert client._local.pool.respawns == 1
+
+
+async def test_worker_dying_twice_fails_with_typed_error() -> None:
+    async with st.AsyncSteadyText(workers=1, threads=2) as client:
+        await client.preload()
+        killed: set[int] = set()
+
+        async def killer() -> None:
+            while len(killed) < 2:
+                for pid in client.worker_pids():
+                    if pid not in killed:
+                        await asyncio.sleep(0.3)
+                        killed.add(pid)
+                        os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.02)
+
+        k = asyncio.create_task(killer())
+        with pytest.raises(st.WorkerError, match="died twice"):
+            await asyncio.wait_for(client.generate(PROMPT, max_new_tokens=2000 - 100), 120)
+        k.cancel()
+        # and the pool still works afterwards
+        r = await asyncio.wait_for(client.generate("Hello", max_new_tokens=3), 60)
+        assert r.usage.completion_tokens == 3
+
+
+async def test_aclose_leaves_no_child_processes() -> None:
+    client = st.AsyncSteadyText(workers=2, threads=2)
+    await client.preload()
+    pids = client.worker_pids()
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    await client.aclose()
+    assert client.worker_pids() == []
+    assert not any(alive(p) for p in pids)
+    # usable again after aclose
+    r = await client.generate("Hi", max_new_tokens=2)
+    assert r.usage.completion_tokens == 2
+    await client.aclose()
+
+
+def _script(body: str) -> list[str]:
+    return [sys.executable, "-c", "import steadytext_async as st, os, sys, time\n" + body]
+
+
+def test_interpreter_exit_leaves_no_child_processes() -> None:
+    out = subprocess.run(
+        _script("st.generate('Hi', max_new_tokens=2)\nprint(*st.default_client().worker_pids())"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+def test_workers_die_with_a_killed_parent() -> None:
+    proc = subprocess.Popen(
+        _script("st.preload_models()\nprint(*st.default_client().worker_pids(), flush=True)\ntime.sleep(600)"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert pids and all(alive(p) for p in pids)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+
+
+def test_llama_cpp_stderr_is_silenced() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "steadytext_async", "generate", "Hello", "--max-new-tokens", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert out.stderr == ""
+    assert out.stdout.strip()
+
+
+async def test_thread_budget_is_never_exceeded_under_load() -> None:
+    async with st.AsyncSteadyText(workers=2, threads=2) as client:
+        results = await asyncio.gather(*(client.generate(f"Item {i}:", max_new_tokens=6) for i in range(16)))
+        assert all(r.usage.completion_tokens == 6 for r in results)
+        pool = client._local.pool
+        assert pool.peak_threads == 2
+        assert pool.generations == 16
+        assert len(client.worker_pids()) == 2
+
+
+async def test_more_workers_than_threads_caps_concurrency() -> None:
+    async with st.AsyncSteadyText(workers=3, threads=2) as client:
+        assert client._local.pool.max_active == 2
+        await asyncio.gather(*(client.generate(f"Item {i}:", max_new_tokens=4) for i in range(6)))
+        assert client._local.pool.peak_threads <= 2
+
+
+async def test_unloadable_model_file_falls_back_or_raises_when_strict(tmp_path: object) -> None:
+    import pathlib
+
+    bad = pathlib.Path(str(tmp_path)) / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 100)
+    async with st.AsyncSteadyText(workers=1, threads=1) as client:
+        r = await client.generate("Hello", model=str(bad), max_new_tokens=5)
+        assert r.fallback and len(r.text.split()) == 5
+        with pytest.raises(st.ModelUnavailableError, match="could not load model"):
+            await client.generate("Hello", model=str(bad), max_new_tokens=5, strict=True)
