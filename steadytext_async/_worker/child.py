@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from .governor import ThreadGovernor
 from .protocol import read_frame_fd, write_frame_fd
 
 _OUT_FD = -1
@@ -75,7 +76,9 @@ class Worker:
             # llama.cpp logs through this callback even with verbose=False; drop everything.
             self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
             llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        self.n_threads = int(cfg["n_threads"])
+        self.n_threads = int(cfg["n_threads"])  # threads in use now (<= share)
+        self.share = self.n_threads  # threads granted by the pool
+        self.governor = ThreadGovernor()
         self.llm = llama_cpp.Llama(
             model_path=cfg["model_path"],
             n_ctx=int(cfg["n_ctx"]),
@@ -105,7 +108,13 @@ class Worker:
         }
 
     # -- control --------------------------------------------------------------------------------------------
-    def set_threads(self, n: int) -> None:
+    def set_share(self, share: int) -> None:
+        """Accept a new grant from the pool; never keep using more threads than granted."""
+        self.share = share
+        if self.n_threads > share:
+            self.use_threads(share)
+
+    def use_threads(self, n: int) -> None:
         if n != self.n_threads:
             self.lc.llama_set_n_threads(self.ctx, n, n)
             self.n_threads = n
@@ -122,8 +131,8 @@ class Worker:
     def _control(self, msg: tuple[Any, ...], rid: int | None) -> None:
         kind = msg[0]
         if kind == "threads":
-            self.set_threads(int(msg[2]))
-            _send(("threads_ok", msg[1], self.n_threads))
+            self.set_share(int(msg[2]))
+            _send(("threads_ok", msg[1], self.share))
         elif kind == "cancel":
             if rid is not None and msg[1] == rid:
                 raise _Cancelled
@@ -168,7 +177,7 @@ class Worker:
         from .sampling import Sampler, log_softmax_at, top_alternatives
 
         if "n_threads" in p:
-            self.set_threads(int(p["n_threads"]))
+            self.set_share(int(p["n_threads"]))
         max_new = int(p["max_new_tokens"])
         tokens = self._tokenize(p["prompt"], p.get("prompt_format", "raw"))
         limit = int(self.llm.n_ctx()) - max_new
@@ -185,8 +194,10 @@ class Worker:
         t0 = time.perf_counter()
         self.llm.reset()  # type: ignore[no-untyped-call]
         n_batch = int(self.cfg["n_batch"])
+        gov = self.governor
         for start in range(0, len(tokens), n_batch):
             self.poll(rid)
+            self.use_threads(gov.best(self.share))
             self.llm.eval(tokens[start : start + n_batch])
         t1 = time.perf_counter()
         sampler = Sampler(
@@ -214,7 +225,6 @@ class Worker:
             sent += len(toks)
 
         for i in range(max_new):
-            self.poll(rid)
             logits = self._logits()
             token = sampler.pick(logits)
             if self.lc.llama_vocab_is_eog(self.vocab, token):
@@ -231,7 +241,12 @@ class Worker:
                 finish = "stop_string"
                 break
             if i + 1 < max_new:
+                self.poll(rid)
+                n = gov.choose(self.share)
+                self.use_threads(n)
+                t_step = time.perf_counter()
                 self.llm.eval([token])
+                gov.record(n, time.perf_counter() - t_step)
         flush(asm.finish())
         t2 = time.perf_counter()
         usage = {"prompt_tokens": len(tokens), "completion_tokens": len(ids), "prompt_tokens_truncated": truncated}

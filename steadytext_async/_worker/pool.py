@@ -126,6 +126,7 @@ class Pool:
         self.generations = 0  # completed generations (observable for tests and stats)
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
+        self.shrinks = 0  # acknowledged reductions of a running worker's share
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -269,6 +270,7 @@ class Pool:
                         continue
                 await self._cond.wait()
             worker.busy = True
+            worker.threads = 0  # no share until _redistribute grants one
         try:
             await self._redistribute(newcomer=worker)
         except BaseException:
@@ -322,6 +324,7 @@ class Pool:
             for fut in waits:
                 with contextlib.suppress(_Died):
                     await fut
+                    self.shrinks += 1
             if newcomer is not None:
                 in_use = sum(w.threads for w in self._active() if w.alive)
                 self.peak_threads = max(self.peak_threads, in_use)
