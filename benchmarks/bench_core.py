@@ -37,7 +37,8 @@ RAW = textwrap.dedent(
     import llama_cpp
     cb = llama_cpp.llama_log_callback(lambda level, text, data: None)
     llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
-    path, threads, tokens, rounds, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    path, prompt = sys.argv[1], sys.argv[5]
+    threads, tokens, rounds = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     llm = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=512, n_threads=threads, n_threads_batch=threads,
                           verbose=False)
     print("ready", flush=True)
