@@ -86,7 +86,9 @@ def run_raw(path: str, threads: int, tokens: int, rounds: int, copies: int = 1) 
 
 async def sdk_rate(client: st.AsyncSteadyText, tokens: int, concurrent: int) -> float:
     t = time.perf_counter()
-    results = await asyncio.gather(*(client.generate(PROMPT, max_new_tokens=tokens, seed=i) for i in range(concurrent)))
+    results = await asyncio.gather(
+        *(client.generate(f"{PROMPT} ({i})", max_new_tokens=tokens) for i in range(concurrent))
+    )
     elapsed = time.perf_counter() - t
     assert all(r.usage.completion_tokens == tokens for r in results)
     return sum(r.usage.completion_tokens for r in results) / elapsed
@@ -109,7 +111,7 @@ async def loop_lag(client: st.AsyncSteadyText, tokens: int, concurrent: int) -> 
     return lags
 
 
-def import_times(n: int) -> tuple[float, float]:
+def import_times(n: int) -> tuple[float, float, float]:
     def best(code: str) -> float:
         samples = []
         for _ in range(n):
@@ -119,7 +121,8 @@ def import_times(n: int) -> tuple[float, float]:
         return statistics.median(samples)
 
     bare = best("pass")
-    return best("import steadytext_async"), bare
+    first_use = best("import steadytext_async; steadytext_async.agenerate")
+    return best("import steadytext_async"), bare, first_use
 
 
 async def main() -> None:

@@ -1,6 +1,6 @@
 """The original SteadyText Flask service, unchanged except for the import (and JSON-safe SSE encoding).
 
-    pip install flask && flask --app examples.flask_sse run
+pip install flask && flask --app examples.flask_sse run
 """
 
 import json

@@ -1,6 +1,6 @@
 """Generate for many prompts concurrently with asyncio.gather.
 
-    python examples/gather_many.py
+python examples/gather_many.py
 """
 
 import asyncio

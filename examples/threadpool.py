@@ -1,6 +1,6 @@
 """The original SteadyText ThreadPoolExecutor pattern: the sync API is safe from many threads at once.
 
-    python examples/threadpool.py
+python examples/threadpool.py
 """
 
 import concurrent.futures

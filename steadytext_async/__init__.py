@@ -2,63 +2,174 @@
 
 import steadytext_async as steadytext
 text = await steadytext.agenerate("Once upon a time")   # same bytes every time
+
+Attributes are imported on first use (PEP 562), so ``import steadytext_async`` stays cheap; llama.cpp itself is
+only ever imported inside worker processes.
 """
 
-from ._api import (
-    GeneratedText,
-    aclose,
-    agenerate,
-    agenerate_iter,
-    apreload_models,
-    close,
-    default_client,
-    generate,
-    generate_iter,
-    preload_models,
-)
-from ._client import AsyncSteadyText
-from ._config import Settings
-from ._exceptions import (
-    ConstraintError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    ModelUnavailableError,
-    SteadyTextError,
-    UnsafeModeRequiredError,
-    WorkerError,
-)
-from ._models import (
-    Chunk,
-    Fingerprint,
-    GenerationRequest,
-    GenerationResult,
-    ModelSpec,
-    SamplingParams,
-    Timings,
-    TokenLogprob,
-    TopLogprob,
-    Usage,
-)
-from ._registry import REGISTRY, SIZES
-from ._sync import SteadyText
-from ._validate import DEFAULT_SEED
-from ._version import __version__
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._api import (
+        GeneratedText,
+        aclose,
+        agenerate,
+        agenerate_iter,
+        agenerate_object,
+        apreload_models,
+        close,
+        default_client,
+        generate,
+        generate_iter,
+        generate_object,
+        preload_models,
+    )
+    from ._client import AsyncSteadyText
+    from ._config import Settings
+    from ._exceptions import (
+        ConstraintError,
+        InvalidRequestError,
+        MissingAPIKeyError,
+        ModelNotFoundError,
+        ModelUnavailableError,
+        RemoteAuthenticationError,
+        RemoteBadRequestError,
+        RemoteConnectionError,
+        RemoteError,
+        RemoteNotFoundError,
+        RemoteProtocolError,
+        RemoteRateLimitError,
+        RemoteServerError,
+        RemoteStatusError,
+        RemoteTimeoutError,
+        SteadyTextError,
+        UnknownProviderError,
+        UnsafeModeRequiredError,
+        WorkerError,
+    )
+    from ._models import (
+        Chunk,
+        Fingerprint,
+        GenerationRequest,
+        GenerationResult,
+        ModelSpec,
+        SamplingParams,
+        Timings,
+        TokenLogprob,
+        TopLogprob,
+        Usage,
+    )
+    from ._registry import REGISTRY, SIZES
+    from ._sync import SteadyText
+    from ._validate import DEFAULT_SEED
+    from ._version import __version__
+    from .providers.presets import PRESETS, ProviderPreset, RemoteOptions, register_provider, unregister_provider
+    from .structured import Constraint
+
+_LAZY: dict[str, str] = {
+    "AsyncSteadyText": "._client",
+    "Chunk": "._models",
+    "Constraint": ".structured",
+    "ConstraintError": "._exceptions",
+    "DEFAULT_SEED": "._validate",
+    "Fingerprint": "._models",
+    "GeneratedText": "._api",
+    "GenerationRequest": "._models",
+    "GenerationResult": "._models",
+    "InvalidRequestError": "._exceptions",
+    "MissingAPIKeyError": "._exceptions",
+    "ModelNotFoundError": "._exceptions",
+    "ModelSpec": "._models",
+    "ModelUnavailableError": "._exceptions",
+    "PRESETS": ".providers.presets",
+    "ProviderPreset": ".providers.presets",
+    "REGISTRY": "._registry",
+    "RemoteAuthenticationError": "._exceptions",
+    "RemoteBadRequestError": "._exceptions",
+    "RemoteConnectionError": "._exceptions",
+    "RemoteError": "._exceptions",
+    "RemoteNotFoundError": "._exceptions",
+    "RemoteOptions": ".providers.presets",
+    "RemoteProtocolError": "._exceptions",
+    "RemoteRateLimitError": "._exceptions",
+    "RemoteServerError": "._exceptions",
+    "RemoteStatusError": "._exceptions",
+    "RemoteTimeoutError": "._exceptions",
+    "SIZES": "._registry",
+    "SamplingParams": "._models",
+    "Settings": "._config",
+    "SteadyText": "._sync",
+    "SteadyTextError": "._exceptions",
+    "Timings": "._models",
+    "TokenLogprob": "._models",
+    "TopLogprob": "._models",
+    "UnknownProviderError": "._exceptions",
+    "UnsafeModeRequiredError": "._exceptions",
+    "Usage": "._models",
+    "WorkerError": "._exceptions",
+    "__version__": "._version",
+    "aclose": "._api",
+    "agenerate": "._api",
+    "agenerate_iter": "._api",
+    "agenerate_object": "._api",
+    "apreload_models": "._api",
+    "close": "._api",
+    "default_client": "._api",
+    "generate": "._api",
+    "generate_iter": "._api",
+    "generate_object": "._api",
+    "preload_models": "._api",
+    "register_provider": ".providers.presets",
+    "unregister_provider": ".providers.presets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "DEFAULT_SEED",
+    "PRESETS",
     "REGISTRY",
     "SIZES",
     "AsyncSteadyText",
     "Chunk",
+    "Constraint",
     "ConstraintError",
     "Fingerprint",
     "GeneratedText",
     "GenerationRequest",
     "GenerationResult",
     "InvalidRequestError",
+    "MissingAPIKeyError",
     "ModelNotFoundError",
     "ModelSpec",
     "ModelUnavailableError",
+    "ProviderPreset",
+    "RemoteAuthenticationError",
+    "RemoteBadRequestError",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteNotFoundError",
+    "RemoteOptions",
+    "RemoteProtocolError",
+    "RemoteRateLimitError",
+    "RemoteServerError",
+    "RemoteStatusError",
+    "RemoteTimeoutError",
     "SamplingParams",
     "Settings",
     "SteadyText",
@@ -66,6 +177,7 @@ __all__ = [
     "Timings",
     "TokenLogprob",
     "TopLogprob",
+    "UnknownProviderError",
     "UnsafeModeRequiredError",
     "Usage",
     "WorkerError",
@@ -73,10 +185,14 @@ __all__ = [
     "aclose",
     "agenerate",
     "agenerate_iter",
+    "agenerate_object",
     "apreload_models",
     "close",
     "default_client",
     "generate",
     "generate_iter",
+    "generate_object",
     "preload_models",
+    "register_provider",
+    "unregister_provider",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ._client import AsyncSteadyText
 from ._models import Chunk, GenerationResult
@@ -20,13 +20,17 @@ __all__ = [
     "aclose",
     "agenerate",
     "agenerate_iter",
+    "agenerate_object",
     "apreload_models",
     "close",
     "default_client",
     "generate",
     "generate_iter",
+    "generate_object",
     "preload_models",
 ]
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _default: AsyncSteadyText | None = None
@@ -232,6 +236,33 @@ def _iter_sync(request: Any, include_logprobs: bool) -> Iterator[str | dict[str,
     for item in runtime.iterate_sync(default_client()._stream(request)):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
+
+
+@overload
+async def agenerate_object(prompt: str, *, schema: type[T], **kwargs: Any) -> T: ...
+@overload
+async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: ...
+async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
+    """Generate under ``schema`` and return the parsed, validated value: an instance of a Pydantic model,
+    dataclass or other type, or the decoded JSON for a dict schema. Other keywords as :func:`agenerate`."""
+    from .structured import parse
+
+    request = build_request(prompt, schema=schema, **kwargs)
+    result = await runtime.call(default_client()._generate(request))
+    return parse(schema, result.text)
+
+
+@overload
+def generate_object(prompt: str, *, schema: type[T], **kwargs: Any) -> T: ...
+@overload
+def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: ...
+def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
+    """Blocking :func:`agenerate_object`."""
+    from .structured import parse
+
+    request = build_request(prompt, schema=schema, **kwargs)
+    result = runtime.run(default_client()._generate(request))
+    return parse(schema, result.text)
 
 
 async def apreload_models(

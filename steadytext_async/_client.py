@@ -6,11 +6,12 @@ which owns the worker pool, so one client serves every loop and thread of a proc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._config import Settings
 from ._exceptions import ModelUnavailableError
@@ -34,12 +35,14 @@ from ._validate import build_request
 from ._version import __version__
 from .providers.base import Provider, ProviderChunk, ProviderDone
 from .providers.local import LocalProvider
+from .structured.validate import check_output
 
 __all__ = ["AsyncSteadyText"]
 
 logger = logging.getLogger("steadytext_async")
 
 StreamItem = Chunk | GenerationResult
+T = TypeVar("T")
 
 
 class AsyncSteadyText:
@@ -123,7 +126,7 @@ class AsyncSteadyText:
 
     async def _generate(self, request: GenerationRequest) -> GenerationResult:
         result: GenerationResult | None = None
-        async for item in self._stream(request):
+        async for item in self._stream(request, incremental=False):
             if isinstance(item, GenerationResult):
                 result = item
         assert result is not None
@@ -132,22 +135,28 @@ class AsyncSteadyText:
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+    async def _stream(self, request: GenerationRequest, *, incremental: bool = True) -> AsyncIterator[StreamItem]:
+        """The whole pipeline. ``incremental=False``: the caller only wants the result (remote: no SSE)."""
         t0 = time.perf_counter()
         try:
             provider, spec = await self._router.route(request)
         except ModelUnavailableError as exc:
-            if self._strict(request):
+            if self._strict(request) or request.constraint is not None:  # fallback text cannot satisfy it
                 raise
             async for item in self._fallback(request, exc, t0):
                 yield item
             return
         # Cache seam (issue 3): a cache wraps self._produce(...) here, keyed on (request, spec).
-        async for item in self._produce(provider, spec, request, t0):
+        async for item in self._produce(provider, spec, request, t0, incremental):
             yield item
 
     async def _produce(
-        self, provider: Provider | LocalProvider, spec: ModelSpec, request: GenerationRequest, t0: float
+        self,
+        provider: Provider | LocalProvider,
+        spec: ModelSpec,
+        request: GenerationRequest,
+        t0: float,
+        incremental: bool = True,
     ) -> AsyncIterator[StreamItem]:
         """Run the provider and build chunks and the final result (falls back if the model cannot load)."""
         texts: list[str] = []
@@ -156,18 +165,19 @@ class AsyncSteadyText:
         done: ProviderDone | None = None
         started = False
         try:
-            async for event in provider.stream(spec, request):
-                started = True
-                if isinstance(event, ProviderDone):
-                    done = event
-                    break
-                texts.append(event.text)
-                token_ids.extend(event.token_ids)
-                if logprobs is not None and event.tokens is not None:
-                    logprobs.extend(event.tokens)
-                yield _chunk(event)
+            async with _closing(provider.stream(spec, request, sse=None if incremental else False)) as events:
+                async for event in events:
+                    started = True
+                    if isinstance(event, ProviderDone):
+                        done = event
+                        break
+                    texts.append(event.text)
+                    token_ids.extend(event.token_ids)
+                    if logprobs is not None and event.tokens is not None:
+                        logprobs.extend(event.tokens)
+                    yield _chunk(event)
         except ModelUnavailableError as exc:
-            if started or self._strict(request):
+            if started or self._strict(request) or request.constraint is not None:
                 raise
             async for item in self._fallback(request, exc, t0):
                 yield item
@@ -175,6 +185,8 @@ class AsyncSteadyText:
         if done is None:
             raise ModelUnavailableError("provider ended without a final event")
         text = "".join(texts)
+        if request.constraint is not None:
+            check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
         yield self._result(
             request,
             spec,
@@ -251,6 +263,7 @@ class AsyncSteadyText:
         fallback: bool,
     ) -> GenerationResult:
         s = request.sampling
+        remote = bool(info.get("remote"))
         fingerprint = Fingerprint(
             package_version=__version__,
             provider=provider,
@@ -261,10 +274,13 @@ class AsyncSteadyText:
             eos_string=request.eos_string,
             temperature=s.temperature,
             seed=s.seed,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
+            top_k=None if remote else s.top_k,
+            top_p=None if remote else s.top_p,
+            min_p=None if remote else s.min_p,
+            base_url=spec.base_url,
+            system_fingerprint=info.get("remote_system_fingerprint"),
             logprobs=request.logprobs,
+            constraint_sha256=request.constraint.sha256 if request.constraint is not None else None,
             llama_cpp_python_version=info.get("llama_cpp_python_version"),
             llama_cpp_system_info=info.get("llama_cpp_system_info"),
             n_ctx=info.get("n_ctx"),
@@ -282,11 +298,23 @@ class AsyncSteadyText:
             finish_reason=finish_reason,
             usage=usage,
             fallback=fallback,
+            deterministic=not remote,
             provider=provider,
             model=spec.name,
             timings=timings,
             fingerprint=fingerprint,
         )
+
+
+@contextlib.asynccontextmanager
+async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close a provider's stream promptly (an HTTP response, a worker request) however the loop ends."""
+    try:
+        yield events
+    finally:
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _finish(reason: str) -> FinishReason:

@@ -11,7 +11,13 @@
 | STEADYTEXT_N_BATCH        | prompt-evaluation batch size (part of the determinism contract) | 512                |
 | STEADYTEXT_STRICT         | 1: raise ModelUnavailableError instead of falling back           | 0                  |
 | STEADYTEXT_LLAMA_LOG      | 1: let llama.cpp write its log to stderr                         | 0                  |
+| STEADYTEXT_UNSAFE_MODE    | 1: allow remote (best-effort deterministic) models without unsafe_mode=True | 0      |
+| STEADYTEXT_<NAME>_BASE_URL | base URL of remote provider NAME (e.g. STEADYTEXT_OPENAI_BASE_URL) | preset's      |
 | STEADYTEXT_START_TIMEOUT  | seconds a worker may take to load its model                      | 120                |
+| STEADYTEXT_CACHE_DIR      | directory of the result cache file (results.sqlite3)            | user cache dir     |
+| STEADYTEXT_DISABLE_CACHE  | 1: no result cache (every call generates)                        | 0                  |
+| STEADYTEXT_CACHE_MAX_ENTRIES | result cache capacity in entries (frecency eviction)          | 50000              |
+| STEADYTEXT_CACHE_MAX_BYTES | result cache capacity in stored bytes (frecency eviction)       | 268435456 (256 MiB)|
 """
 
 from __future__ import annotations
@@ -41,6 +47,12 @@ def _default_model_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("steadytext-async")) / "models"
+
+
+def _default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("steadytext-async")) / "cache"
 
 
 def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -82,6 +94,10 @@ class Settings:
     strict: bool = False
     llama_log: bool = False
     start_timeout: float = 120.0
+    cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
+    cache_disabled: bool = False
+    cache_max_entries: int = 50_000
+    cache_max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "n_ctx", "n_batch"):
@@ -90,6 +106,10 @@ class Settings:
                 raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
         if self.n_ctx < 16:
             raise InvalidRequestError(f"n_ctx must be >= 16, got {self.n_ctx}")
+        for name in ("cache_max_entries", "cache_max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -107,6 +127,35 @@ class Settings:
             "strict": _env_bool(e, "STEADYTEXT_STRICT", False),
             "llama_log": _env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(_env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
+            "cache_dir": Path(e["STEADYTEXT_CACHE_DIR"]) if e.get("STEADYTEXT_CACHE_DIR") else _default_cache_dir(),
+            "cache_disabled": _env_bool(e, "STEADYTEXT_DISABLE_CACHE", False),
+            "cache_max_entries": _env_int(e, "STEADYTEXT_CACHE_MAX_ENTRIES", 50_000),
+            "cache_max_bytes": _env_int(e, "STEADYTEXT_CACHE_MAX_BYTES", 256 * 1024 * 1024),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+# -- remote providers ----------------------------------------------------------------------------------------
+
+
+def provider_base_url_var(name: str) -> str:
+    """The variable that overrides a provider's base URL: ``STEADYTEXT_<NAME>_BASE_URL`` (non-alphanumerics -> _)."""
+    return "STEADYTEXT_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_BASE_URL"
+
+
+def provider_base_url(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The base URL set by ``STEADYTEXT_<NAME>_BASE_URL`` for provider ``name``, or None when unset or empty."""
+    e = os.environ if env is None else env
+    return e.get(provider_base_url_var(name), "").strip() or None
+
+
+def provider_api_key(env_var: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key held by ``env_var``, or None when unset or empty. Never log the result."""
+    e = os.environ if env is None else env
+    return e.get(env_var, "").strip() or None
+
+
+def unsafe_mode_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``STEADYTEXT_UNSAFE_MODE=1``: an explicit process-wide opt-in to remote models."""
+    return _env_bool(os.environ if env is None else env, "STEADYTEXT_UNSAFE_MODE", False)

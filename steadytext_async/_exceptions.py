@@ -4,11 +4,23 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
 
     SteadyTextError
     ├── InvalidRequestError (also ValueError)     bad arguments, caught before any work
-    │   └── ModelNotFoundError                    unknown registry name/size, missing local file
+    │   ├── ModelNotFoundError                    unknown registry name/size, missing local file
+    │   └── UnknownProviderError                  "provider:model" names no preset or registered provider
     ├── UnsafeModeRequiredError                   a remote model without unsafe_mode=True
     ├── ModelUnavailableError                     no model could be loaded (strict mode, or hub offline)
     ├── WorkerError                               a worker process died or misbehaved mid-request
-    └── ConstraintError                           structured output could not be completed
+    ├── ConstraintError                           structured output could not be completed
+    └── RemoteError                               a remote provider call failed (.provider, .attempts)
+        ├── MissingAPIKeyError                    the provider's API-key variable is unset; nothing was sent
+        ├── RemoteConnectionError                 could not connect, or the connection broke
+        │   └── RemoteTimeoutError                a timeout or the overall deadline expired
+        ├── RemoteProtocolError                   malformed response or SSE, or a stream without finish_reason
+        └── RemoteStatusError                     an HTTP error status (.status_code, .request_id, .body)
+            ├── RemoteBadRequestError             400, 422 and other 4xx not listed below
+            ├── RemoteAuthenticationError         401, 403
+            ├── RemoteNotFoundError               404 (often: unknown model id)
+            ├── RemoteRateLimitError              429 (.retry_after)
+            └── RemoteServerError                 5xx (.retry_after)
 
 ``NotImplementedError`` is raised (not a SteadyTextError) for accepted-but-unbuilt features.
 """
@@ -18,9 +30,21 @@ from __future__ import annotations
 __all__ = [
     "ConstraintError",
     "InvalidRequestError",
+    "MissingAPIKeyError",
     "ModelNotFoundError",
     "ModelUnavailableError",
+    "RemoteAuthenticationError",
+    "RemoteBadRequestError",
+    "RemoteConnectionError",
+    "RemoteError",
+    "RemoteNotFoundError",
+    "RemoteProtocolError",
+    "RemoteRateLimitError",
+    "RemoteServerError",
+    "RemoteStatusError",
+    "RemoteTimeoutError",
     "SteadyTextError",
+    "UnknownProviderError",
     "UnsafeModeRequiredError",
     "WorkerError",
 ]
@@ -62,3 +86,77 @@ class ConstraintError(SteadyTextError):
     def __init__(self, message: str, *, partial_text: str = "") -> None:
         super().__init__(message)
         self.partial_text = partial_text
+
+
+class UnknownProviderError(InvalidRequestError):
+    """``model="provider:model_id"`` names a provider that is neither a preset nor registered."""
+
+
+class RemoteError(SteadyTextError):
+    """A call to a remote provider failed. ``attempts`` counts the HTTP requests sent (0: none was sent)."""
+
+    def __init__(self, message: str, *, provider: str | None = None, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.attempts = attempts
+
+
+class MissingAPIKeyError(RemoteError):
+    """The provider needs an API key and its environment variable (``env_var``) is unset or empty."""
+
+    def __init__(self, message: str, *, provider: str | None = None, env_var: str | None = None) -> None:
+        super().__init__(message, provider=provider, attempts=0)
+        self.env_var = env_var
+
+
+class RemoteConnectionError(RemoteError):
+    """The connection could not be made or broke before a complete response arrived."""
+
+
+class RemoteTimeoutError(RemoteConnectionError):
+    """A connect/read/write timeout, or the overall deadline, expired."""
+
+
+class RemoteProtocolError(RemoteError):
+    """The response broke the OpenAI wire format (bad JSON or SSE, missing fields, no finish_reason)."""
+
+
+class RemoteStatusError(RemoteError):
+    """The server answered with an HTTP error status. ``body`` is the (truncated, redacted) response text."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        attempts: int = 0,
+        status_code: int = 0,
+        request_id: str | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, attempts=attempts)
+        self.status_code = status_code
+        self.request_id = request_id
+        self.body = body
+        self.retry_after = retry_after
+
+
+class RemoteBadRequestError(RemoteStatusError):
+    """400, 422 or another 4xx without its own class: the request was refused; not retried."""
+
+
+class RemoteAuthenticationError(RemoteStatusError):
+    """401 or 403: the API key is missing, wrong or lacks permission; not retried."""
+
+
+class RemoteNotFoundError(RemoteStatusError):
+    """404: usually an unknown model id or a wrong base URL; not retried."""
+
+
+class RemoteRateLimitError(RemoteStatusError):
+    """429: rate limited; retried after ``retry_after`` seconds when the server says so."""
+
+
+class RemoteServerError(RemoteStatusError):
+    """5xx: the server failed; retried."""

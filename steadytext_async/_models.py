@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .structured import Constraint
+
 __all__ = [
     "Chunk",
     "Fingerprint",
@@ -57,6 +59,7 @@ class ModelSpec(BaseModel):
     path: str | None = None
     sha256: str | None = None
     prompt_format: Literal["raw", "chat"] = "raw"
+    base_url: str | None = None  # remote providers: the endpoint the request goes to (part of the cache key)
 
 
 class GenerationRequest(BaseModel):
@@ -76,6 +79,7 @@ class GenerationRequest(BaseModel):
     size: str | None = None
     unsafe_mode: bool = False
     strict: bool | None = None
+    constraint: Constraint | None = None  # normalized schema/regex/choices/response_format
 
     @property
     def stop_string(self) -> str | None:
@@ -148,11 +152,13 @@ class Fingerprint(BaseModel):
     eos_string: str
     temperature: float
     seed: int
-    top_k: int
-    top_p: float
-    min_p: float
+    top_k: int | None  # None for remote providers: they are not sent
+    top_p: float | None
+    min_p: float | None
     logprobs: bool
     constraint_sha256: str | None = None
+    base_url: str | None = None  # remote providers
+    system_fingerprint: str | None = None  # what a remote provider reported, if anything
     llama_cpp_python_version: str | None = None
     llama_cpp_system_info: str | None = None
     n_ctx: int | None = None
@@ -179,6 +185,7 @@ class GenerationResult(BaseModel):
     usage: Usage = Usage()
     cached: bool = False
     fallback: bool = False
+    deterministic: bool = True  # False: a remote model, best-effort determinism only
     provider: str
     model: str
     timings: Timings = Timings()

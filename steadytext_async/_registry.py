@@ -72,7 +72,10 @@ SIZES: dict[str, RegistryEntry] = {e.size: e for e in REGISTRY.values() if e.siz
 
 
 def is_local_path(model: str) -> bool:
-    return model.endswith(".gguf") or os.sep in model
+    """True for a local file selector (``*.gguf`` or a path); ``provider:org/model`` ids are remote, not paths."""
+    from .providers.presets import split_remote_model
+
+    return split_remote_model(model) is None and (model.endswith(".gguf") or os.sep in model)
 
 
 def check_selectors(*, model: str | None, model_repo: str | None, model_filename: str | None, size: str | None) -> None:

@@ -1,23 +1,34 @@
 """Route a request to a provider and a resolved model.
 
-``model="provider:model_id"`` names a registered provider; anything else is local (registry name, size,
-Hugging Face repo+file, or a .gguf path). Local resolution (assembly, hashing, download) runs in a thread and is
-memoised; failures are remembered for ``FAILURE_TTL`` seconds so an offline hub is not retried on every call.
+``model="provider:model_id"`` names a remote provider: one passed to the client, one added with
+:func:`~steadytext_async.providers.presets.register_provider`, or a built-in preset (see ``providers/presets.py``).
+Remote models pass the unsafe_mode gate before any provider is built or any byte is sent. Anything else is local
+(registry name, size, Hugging Face repo+file, or a .gguf path). Local resolution (assembly, hashing, download) runs
+in a thread and is memoised; failures are remembered for ``FAILURE_TTL`` seconds so an offline hub is not retried
+on every call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._config import Settings
-from ._exceptions import InvalidRequestError, ModelUnavailableError, UnsafeModeRequiredError
+from ._config import Settings, provider_api_key
+from ._exceptions import (
+    InvalidRequestError,
+    MissingAPIKeyError,
+    ModelUnavailableError,
+    UnknownProviderError,
+    UnsafeModeRequiredError,
+)
 from ._models import GenerationRequest, ModelSpec
 from ._registry import is_local_path, resolve_model
 from .providers.base import Provider
 from .providers.local import LocalProvider
+from .providers.presets import ProviderPreset, get_preset, known_providers, split_remote_model
 
 __all__ = ["Router"]
 
@@ -28,27 +39,68 @@ class Router:
     def __init__(self, settings: Settings, local: LocalProvider, providers: Mapping[str, Provider] | None = None):
         self.settings = settings
         self.local = local
-        self.providers: dict[str, Provider] = dict(providers or {})
+        self.providers: dict[str, Provider] = dict(providers or {})  # given ones, then presets built on first use
+        # name -> (preset, key digest) a provider in self.providers was built from
+        self._built: dict[str, tuple[ProviderPreset, str | None]] = {}
         self._resolved: dict[tuple[Any, ...], ModelSpec] = {}
         self._failed: dict[tuple[Any, ...], tuple[float, ModelUnavailableError]] = {}
         self._lock = asyncio.Lock()
 
     async def route(self, request: GenerationRequest) -> tuple[Provider | LocalProvider, ModelSpec]:
         model = request.model
-        if model is not None and ":" in model and not is_local_path(model):
+        if model is not None and ":" in model:
             prefix, _, model_id = model.partition(":")
-            provider = self.providers.get(prefix)
-            if provider is None:
-                known = ", ".join(sorted(self.providers)) or "none registered"
-                raise NotImplementedError(
-                    f"remote provider {prefix!r} is not available in this version (known providers: {known})"
-                )
-            if not provider.capabilities.deterministic and not request.unsafe_mode:
-                raise UnsafeModeRequiredError(f"model {model!r} requires unsafe_mode=True")
-            if not model_id:
-                raise InvalidRequestError(f"model {model!r} has an empty model id")
-            return provider, ModelSpec(provider=prefix, name=model_id)
+            if prefix in self.providers or split_remote_model(model) is not None or not is_local_path(model):
+                return await self.route_remote(request, prefix, model_id)
         return self.local, await self.resolve_local(request)
+
+    async def route_remote(self, request: GenerationRequest, name: str, model_id: str) -> tuple[Provider, ModelSpec]:
+        """The provider for ``name:model_id``: gate first, then the API key, then the (cached) provider."""
+        model = f"{name}:{model_id}"
+        given = self.providers.get(name) if name not in self._built else None
+        if given is None and name not in known_providers():
+            known = ", ".join(sorted({*known_providers(), *self.providers}))
+            raise UnknownProviderError(f"unknown provider {name!r} in model {model!r}; known providers: {known}")
+        if not model_id:
+            raise InvalidRequestError(f"model {model!r} has an empty model id (use 'provider:model_id')")
+        deterministic = given.capabilities.deterministic if given is not None else False
+        if not deterministic and not request.unsafe_mode:
+            raise UnsafeModeRequiredError(
+                f"model {model!r} is remote and only best-effort deterministic; pass unsafe_mode=True to use it"
+            )
+        provider = given if given is not None else await self._preset_provider(name)
+        preset = getattr(provider, "preset", None)
+        spec = ModelSpec(
+            provider=name,
+            name=model_id,
+            base_url=getattr(provider, "base_url", None),
+            prompt_format="raw" if isinstance(preset, ProviderPreset) and preset.api == "completions" else "chat",
+        )
+        return provider, spec
+
+    async def _preset_provider(self, name: str) -> Provider:
+        preset = get_preset(name)
+        api_key = None
+        if preset.api_key_env is not None:
+            api_key = provider_api_key(preset.api_key_env)
+            if api_key is None:
+                raise MissingAPIKeyError(
+                    f"provider {name!r} needs an API key: set the {preset.api_key_env} environment variable",
+                    provider=name,
+                    env_var=preset.api_key_env,
+                )
+        identity = (preset, hashlib.sha256(api_key.encode()).hexdigest() if api_key else None)
+        built = self._built.get(name)
+        if built == identity:
+            return self.providers[name]
+        from .providers.openai_compat import OpenAICompatProvider  # httpx is imported on first remote use only
+
+        old = self.providers.get(name) if built is not None else None
+        self.providers[name] = OpenAICompatProvider(preset, api_key=api_key)
+        self._built[name] = identity
+        if old is not None:  # preset, base URL variable or key changed: drop the old pool
+            await old.aclose()
+        return self.providers[name]
 
     async def resolve_local(self, request: GenerationRequest) -> ModelSpec:
         s = self.settings

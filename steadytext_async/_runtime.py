@@ -17,15 +17,11 @@ import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["Runtime", "runtime"]
 
 T = TypeVar("T")
-
-
-async def _anext(agen: AsyncIterator[T]) -> T:
-    return await agen.__anext__()
 
 
 async def _aclose(agen: AsyncIterator[Any]) -> None:
@@ -138,27 +134,47 @@ class Runtime:
             finally:
                 await _aclose(agen)
             return
+        bridge = _Bridge(agen)
         try:
             while True:
                 try:
-                    item = await self.call(_anext(agen))
+                    item = await self.call(bridge.step())
                 except StopAsyncIteration:
                     return
                 yield item
         finally:
-            await asyncio.shield(self.call(_aclose(agen)))
+            await asyncio.shield(self.call(bridge.close()))
 
     def iterate_sync(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        bridge = _Bridge(agen)
         try:
             while True:
                 try:
-                    item = self.run(_anext(agen))
+                    item = self.run(bridge.step())
                 except StopAsyncIteration:
                     return
                 yield item
         finally:
             with contextlib.suppress(RuntimeError):
-                self.run(_aclose(agen))
+                self.run(bridge.close())
+
+
+class _Bridge(Generic[T]):
+    """Steps a runtime-side async generator from another thread or loop, and closes it safely."""
+
+    def __init__(self, agen: AsyncIterator[T]) -> None:
+        self.agen = agen
+        self.task: asyncio.Task[Any] | None = None  # the runtime-side task of the current __anext__
+
+    async def step(self) -> T:
+        self.task = asyncio.current_task()
+        return await self.agen.__anext__()
+
+    async def close(self) -> None:
+        # A cancelled __anext__ may still be unwinding on the runtime loop; let it finish before aclose().
+        if self.task is not None and not self.task.done():
+            await asyncio.wait([self.task])
+        await _aclose(self.agen)
 
 
 runtime = Runtime()

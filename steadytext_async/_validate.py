@@ -7,9 +7,11 @@ import math
 import threading
 from typing import Any
 
+from ._config import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError, UnsafeModeRequiredError
 from ._models import GenerationRequest, SamplingParams
 from ._registry import check_selectors, is_local_path
+from .structured.normalize import normalize
 
 __all__ = ["DEFAULT_SEED", "build_request"]
 
@@ -77,7 +79,7 @@ def build_request(
     temp = float(temperature)
     if math.isnan(temp) or math.isinf(temp) or temp < 0:
         raise InvalidRequestError(f"temperature must be a finite number >= 0, got {temperature}")
-    unsafe = _check_bool("unsafe_mode", unsafe_mode)
+    unsafe = _check_bool("unsafe_mode", unsafe_mode) or unsafe_mode_from_env()
     if strict is not None:
         _check_bool("strict", strict)
     model_s = _check_opt_str("model", model)
@@ -89,23 +91,11 @@ def build_request(
         raise UnsafeModeRequiredError(
             f"model {model_s!r} is remote and only best-effort deterministic; pass unsafe_mode=True to use it"
         )
-    constraints = {
-        name: value
-        for name, value in (
-            ("schema", schema),
-            ("regex", regex),
-            ("choices", choices),
-            ("response_format", response_format),
-        )
-        if value is not None
-    }
-    if len(constraints) > 1:
+    constraint = normalize(schema=schema, regex=regex, choices=choices, response_format=response_format)
+    if constraint is not None and eos_string != "[EOS]":
         raise InvalidRequestError(
-            f"give at most one of schema, regex, choices, response_format (got {', '.join(constraints)})"
-        )
-    if constraints:
-        raise NotImplementedError(
-            f"structured output ({next(iter(constraints))}=) is not implemented yet in steadytext-async"
+            "eos_string cannot be combined with schema/regex/choices/response_format: "
+            "a stop string could cut the structured output short"
         )
     if temp == 0.0 and seed != DEFAULT_SEED and not _seed_warned.is_set():
         _seed_warned.set()
@@ -126,6 +116,7 @@ def build_request(
         size=size_s,
         unsafe_mode=unsafe,
         strict=strict if isinstance(strict, bool) else None,
+        constraint=constraint,
     )
 
 

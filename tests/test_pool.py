@@ -8,9 +8,9 @@ import sys
 import time
 
 import pytest
+from conftest import alive
 
 import steadytext_async as st
-from conftest import alive
 
 PROMPT = "Once upon a time"
 
@@ -23,10 +23,9 @@ async def _first_piece(stream: object) -> None:
 
 async def test_cancel_frees_the_worker_without_killing_it() -> None:
     async with st.AsyncSteadyText(workers=1, threads=2) as client:
-        task = asyncio.create_task(client.generate(PROMPT, max_new_tokens=400))
-        while not client.worker_pids():
-            await asyncio.sleep(0.05)
+        await client.preload()
         pid = client.worker_pids()[0]
+        task = asyncio.create_task(client.generate(PROMPT, max_new_tokens=400))
         await asyncio.sleep(0.5)  # mid-decode
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

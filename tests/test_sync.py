@@ -23,8 +23,12 @@ def test_plain_script() -> None:
 
 
 def test_thread_pool_executor_pattern_from_the_original_docs() -> None:
-    prompts = ["Write a Python function for sorting", "Explain machine learning", "Create a REST API example",
-               "Describe quantum computing"]
+    prompts = [
+        "Write a Python function for sorting",
+        "Explain machine learning",
+        "Create a REST API example",
+        "Describe quantum computing",
+    ]
     expected = {p: st.generate(p, max_new_tokens=6) for p in prompts}
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as executor:
         futures = {executor.submit(st.generate, p, max_new_tokens=6): p for p in prompts * 2}

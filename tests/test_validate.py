@@ -54,15 +54,20 @@ def test_remote_model_without_unsafe_mode_is_refused() -> None:
         build_request("x", model="openai:gpt-4o-mini")
 
 
-def test_structured_output_not_silently_ignored() -> None:
-    for kwargs in (
-        {"regex": "a+"},
-        {"choices": ["a", "b"]},
-        {"schema": {"type": "object"}},
-        {"response_format": {"type": "json_object"}},
+def test_structured_output_is_carried_as_a_constraint() -> None:
+    for kwargs, kind in (
+        ({"regex": "a+"}, "regex"),
+        ({"choices": ["a", "b"]}, "choices"),
+        ({"schema": {"type": "object"}}, "json_schema"),
+        ({"response_format": {"type": "json_object"}}, "json_schema"),
     ):
-        with pytest.raises(NotImplementedError):
-            build_request("x", **kwargs)
+        request = build_request("x", **kwargs)
+        assert request.constraint is not None and request.constraint.kind == kind
+
+
+def test_unsafe_mode_env_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEADYTEXT_UNSAFE_MODE", "1")
+    assert build_request("x", model="openai:gpt-4o-mini").unsafe_mode is True
 
 
 async def test_errors_raise_before_any_work_through_public_api() -> None:

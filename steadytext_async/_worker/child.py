@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from .._exceptions import ConstraintError
 from .governor import ThreadGovernor
 from .protocol import read_frame_fd, write_frame_fd
 
@@ -90,6 +91,7 @@ class Worker:
             verbose=bool(cfg.get("llama_log")),
         )
         self.ctx = self.llm.ctx
+        self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
         self.n_vocab = int(self.llm.n_vocab())
         self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
 
@@ -142,6 +144,14 @@ class Worker:
             raise RuntimeError(f"unexpected frame {kind!r}")
 
     # -- generation -----------------------------------------------------------------------------------------
+    def _matcher(self, constraint: Any) -> Any:
+        """A fresh token matcher for ``constraint`` (a ``structured.Constraint``); compiled grammars are cached."""
+        if self._matchers is None:
+            from ..structured.local import MatcherFactory
+
+            self._matchers = MatcherFactory(self.llm)
+        return self._matchers.matcher(constraint)
+
     def _logits(self) -> Any:
         import numpy as np
 
@@ -178,6 +188,8 @@ class Worker:
 
         if "n_threads" in p:
             self.set_share(int(p["n_threads"]))
+        constraint = p.get("constraint")
+        matcher = self._matcher(constraint) if constraint is not None else None  # fed generated tokens only
         max_new = int(p["max_new_tokens"])
         tokens = self._tokenize(p["prompt"], p.get("prompt_format", "raw"))
         limit = int(self.llm.n_ctx()) - max_new
@@ -209,7 +221,7 @@ class Worker:
         )
         want_lp = bool(p.get("logprobs"))
         top_n = int(p.get("top_logprobs", 5))
-        asm = TextAssembler(p.get("stop"))
+        asm = TextAssembler(None if matcher is not None else p.get("stop"))
         ids: list[int] = []
         info: list[Any] = []
         finish = "length"
@@ -224,17 +236,29 @@ class Worker:
             _send(("piece", rid, piece.text, toks, lps))
             sent += len(toks)
 
+        def is_end(token: int) -> bool:
+            return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
+
         for i in range(max_new):
             logits = self._logits()
-            token = sampler.pick(logits)
-            if self.lc.llama_vocab_is_eog(self.vocab, token):
-                finish = "eos"
-                break
+            raw = logits.copy() if want_lp and matcher is not None else logits  # logprobs: the model's own
+            if matcher is not None:
+                choice = matcher.choose(logits, sampler.pick, is_end)  # masks in place when needed
+                if choice is None:
+                    finish = "constraint_complete"
+                    break
+                token = choice
+                matcher.advance(token)
+            else:
+                token = sampler.pick(logits)
+                if is_end(token):
+                    finish = "eos"
+                    break
             ids.append(token)
             data = self._piece_bytes(token)
             if want_lp:
-                lp, lse = log_softmax_at(logits, token)
-                tops = [(t, self._piece_bytes(t), v) for t, v in top_alternatives(logits, top_n, lse)]
+                lp, lse = log_softmax_at(raw, token)
+                tops = [(t, self._piece_bytes(t), v) for t, v in top_alternatives(raw, top_n, lse)]
                 info.append((token, data, lp, tops))
             flush(asm.feed(i, data))
             if asm.stopped:
@@ -248,6 +272,15 @@ class Worker:
                 self.llm.eval([token])
                 gov.record(n, time.perf_counter() - t_step)
         flush(asm.finish())
+        if matcher is not None and finish == "length":
+            if matcher.done:
+                finish = "constraint_complete"
+            elif not matcher.accepting:
+                partial = b"".join(self._piece_bytes(t) for t in ids).decode("utf-8", "replace")
+                raise ConstraintError(
+                    f"max_new_tokens={max_new} ran out before the output satisfied the constraint",
+                    partial_text=partial,
+                )
         t2 = time.perf_counter()
         usage = {"prompt_tokens": len(tokens), "completion_tokens": len(ids), "prompt_tokens_truncated": truncated}
         timings = {"prompt_eval": t1 - t0, "decode": t2 - t1, "n_threads": self.n_threads}
@@ -262,6 +295,8 @@ class Worker:
                     self.generate(rid, msg[2])
                 except _Cancelled:
                     _send(("cancelled", rid))
+                except ConstraintError as exc:
+                    _send(("error", rid, "ConstraintError", str(exc), exc.partial_text))
                 except Exception as exc:  # report, keep serving
                     _send(("error", rid, type(exc).__name__, str(exc)))
             else:

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .._exceptions import ModelUnavailableError, WorkerError
+from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
 from .protocol import HEADER, decode_header, encode_frame
 
 __all__ = ["Done", "Piece", "Pool", "WorkerInfo"]
@@ -217,6 +217,8 @@ class Pool:
                     return
                 elif kind == "error" and msg[1] == rid:
                     finished = True
+                    if msg[2] == "ConstraintError":
+                        raise ConstraintError(msg[3], partial_text=msg[4])
                     raise WorkerError(f"worker failed: {msg[2]}: {msg[3]}")
                 elif kind == "died":
                     finished = True

@@ -3,7 +3,8 @@
 Parent -> child: ``("init", cfg)``, ``("gen", rid, params)``, ``("cancel", rid)``, ``("threads", seq, n)``,
 ``("shutdown",)``.
 Child -> parent: ``("ready", info)``, ``("fatal", message)``, ``("piece", rid, text, token_ids, tokens)``,
-``("done", rid, finish_reason, usage, timings)``, ``("error", rid, kind, message)``, ``("cancelled", rid)``,
+``("done", rid, finish_reason, usage, timings)``, ``("error", rid, kind, message)``,
+``("error", rid, "ConstraintError", message, partial_text)``, ``("cancelled", rid)``,
 ``("threads_ok", seq, n)``.
 Only our own child writes to the pipe, so pickle is safe here.
 """

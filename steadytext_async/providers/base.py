@@ -48,8 +48,14 @@ class Provider(Protocol):
     name: str
     capabilities: Capabilities
 
-    def stream(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
-        """Generate; yield chunks, then one ProviderDone."""
+    def stream(
+        self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
+    ) -> AsyncIterator[ProviderChunk | ProviderDone]:
+        """Generate; yield chunks, then one ProviderDone.
+
+        ``sse=False`` says the caller wants only the final text (a remote provider may then skip streaming);
+        ``None`` leaves the choice to the provider.
+        """
         ...
 
     async def aclose(self) -> None:

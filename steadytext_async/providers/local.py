@@ -68,7 +68,9 @@ class LocalProvider:
         assert spec.path is not None
         await self.pool.preload(spec.path)
 
-    async def stream(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
+    async def stream(
+        self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
+    ) -> AsyncIterator[ProviderChunk | ProviderDone]:
         assert spec.path is not None
         self.check(request)
         s = request.sampling
@@ -84,6 +86,7 @@ class LocalProvider:
             "min_p": s.min_p,
             "logprobs": request.logprobs,
             "top_logprobs": request.top_logprobs,
+            "constraint": request.constraint,
         }
         async for event in self.pool.stream(spec.path, params):
             if isinstance(event, Done):

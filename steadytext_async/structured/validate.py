@@ -1,0 +1,68 @@
+"""Output checks: does a text satisfy a constraint, and the typed ``parse`` convenience."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, TypeVar, overload
+
+from .._exceptions import ConstraintError
+from ._constraint import Constraint
+from .normalize import _is_type_form, normalize
+
+__all__ = ["check_output", "parse"]
+
+T = TypeVar("T")
+
+
+def _schema_errors(schema: dict[str, Any], value: Any) -> str | None:
+    from jsonschema import validators  # type: ignore[import-untyped]
+
+    cls = validators.validator_for(schema)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+    return f"{where}: {error.message}"
+
+
+def check_output(constraint: Constraint, text: str) -> None:
+    """Raise :class:`ConstraintError` (with ``partial_text=text``) unless ``text`` satisfies ``constraint``."""
+    if constraint.kind == "regex":
+        if re.fullmatch(constraint.pattern, text) is None:
+            raise ConstraintError(f"output does not match regex {constraint.pattern!r}", partial_text=text)
+    elif constraint.kind == "choices":
+        if text not in constraint.choices:
+            raise ConstraintError("output is not one of the choices", partial_text=text)
+    else:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ConstraintError(f"output is not valid JSON: {exc}", partial_text=text) from exc
+        problem = _schema_errors(constraint.schema, value)
+        if problem is not None:
+            raise ConstraintError(f"output does not match the JSON schema: {problem}", partial_text=text)
+
+
+@overload
+def parse(source: type[T], text: str) -> T: ...
+@overload
+def parse(source: Any, text: str) -> Any: ...
+def parse(source: Any, text: str) -> Any:
+    """``text`` checked against ``source`` (what was passed as ``schema=``), returned as a Python value.
+
+    A Pydantic model, dataclass, TypedDict or other type gives a validated instance of it; a dict schema gives the
+    decoded JSON value. Raises :class:`ConstraintError` when ``text`` does not satisfy the schema.
+    """
+    constraint = normalize(schema=source)
+    assert constraint is not None
+    check_output(constraint, text)
+    if not _is_type_form(source):
+        return json.loads(text)
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(source).validate_json(text)
+    except ValidationError as exc:
+        raise ConstraintError(f"output does not validate as {source!r}: {exc}", partial_text=text) from exc
