@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from ._registry import REGISTRY, SIZES
+    from ._replay import FieldDifference, ReplayReport
     from ._sync import SteadyText
     from ._validate import DEFAULT_SEED
     from ._version import __version__
@@ -87,6 +88,8 @@ _LAZY: dict[str, str] = {
     "PRESETS": ".providers.presets",
     "ProviderPreset": ".providers.presets",
     "REGISTRY": "._registry",
+    "ReplayReport": "._replay",
+    "FieldDifference": "._replay",
     "RemoteAuthenticationError": "._exceptions",
     "RemoteBadRequestError": "._exceptions",
     "RemoteConnectionError": "._exceptions",
@@ -149,6 +152,7 @@ __all__ = [
     "Chunk",
     "Constraint",
     "ConstraintError",
+    "FieldDifference",
     "Fingerprint",
     "GeneratedText",
     "GenerationRequest",
@@ -170,6 +174,7 @@ __all__ = [
     "RemoteServerError",
     "RemoteStatusError",
     "RemoteTimeoutError",
+    "ReplayReport",
     "SamplingParams",
     "Settings",
     "SteadyText",

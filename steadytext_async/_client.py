@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._cache.key import cache_key, cacheable
 from ._config import Settings
 from ._exceptions import ModelUnavailableError
 from ._fallback import fallback_words
@@ -28,6 +29,7 @@ from ._models import (
     Usage,
     sha256_text,
 )
+from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
 from ._router import Router
 from ._runtime import runtime
 from ._textstream import TextAssembler
@@ -131,6 +133,41 @@ class AsyncSteadyText:
                 result = item
         assert result is not None
         return result
+
+    async def replay(self, recording: GenerationResult | Fingerprint | str | dict[str, Any]) -> ReplayReport:
+        """Re-run a recorded generation without the cache and report whether the bytes are identical, and which
+        fingerprint fields differ between the recording and now. ``recording``: a result, a fingerprint, or
+        either as JSON (``steadytext-async generate --json`` output)."""
+        fingerprint, text = load_recording(recording)
+        request = request_from_fingerprint(fingerprint)
+        return await runtime.call(self._replay(fingerprint, text, request))
+
+    async def _replay(self, fingerprint: Fingerprint, text: str | None, request: GenerationRequest) -> ReplayReport:
+        result = await self._generate(request)
+        recorded_spec = ModelSpec(
+            provider=fingerprint.provider,
+            name=fingerprint.model,
+            sha256=fingerprint.model_sha256,
+            prompt_format="chat" if fingerprint.prompt_format == "chat" else "raw",
+            base_url=fingerprint.base_url,
+        )
+        edited = (
+            fingerprint.inputs_sha256 is not None
+            and fingerprint.package_version == __version__
+            and self._key(request, recorded_spec, fingerprint.n_ctx, fingerprint.n_batch) != fingerprint.inputs_sha256
+        )
+        return compare(fingerprint, text, result, inputs_edited=edited)
+
+    def _key(
+        self, request: GenerationRequest, spec: ModelSpec, n_ctx: int | None = None, n_batch: int | None = None
+    ) -> str | None:
+        """The cache key (also the fingerprint's inputs_sha256); None when the model has no stable identity."""
+        if not cacheable(spec):
+            return None
+        runtime_settings = None
+        if spec.provider == "local":
+            runtime_settings = {"n_ctx": n_ctx or self.settings.n_ctx, "n_batch": n_batch or self.settings.n_batch}
+        return cache_key(request, spec, runtime=runtime_settings)
 
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
@@ -269,6 +306,11 @@ class AsyncSteadyText:
             provider=provider,
             model=spec.name,
             model_sha256=spec.sha256,
+            requested_model=request.model,
+            requested_size=request.size,
+            requested_model_repo=request.model_repo,
+            requested_model_filename=request.model_filename,
+            prompt=request.prompt,
             prompt_format=spec.prompt_format,
             max_new_tokens=request.max_new_tokens,
             eos_string=request.eos_string,
@@ -280,7 +322,10 @@ class AsyncSteadyText:
             base_url=spec.base_url,
             system_fingerprint=info.get("remote_system_fingerprint"),
             logprobs=request.logprobs,
+            top_logprobs=request.top_logprobs,
+            constraint=request.constraint.canonical if request.constraint is not None else None,
             constraint_sha256=request.constraint.sha256 if request.constraint is not None else None,
+            inputs_sha256=None if fallback else self._key(request, spec),
             llama_cpp_python_version=info.get("llama_cpp_python_version"),
             llama_cpp_system_info=info.get("llama_cpp_system_info"),
             n_ctx=info.get("n_ctx"),

@@ -147,6 +147,11 @@ class Fingerprint(BaseModel):
     provider: str
     model: str
     model_sha256: str | None = None
+    requested_model: str | None = None  # the selectors as given (replay resolves them again)
+    requested_size: str | None = None
+    requested_model_repo: str | None = None
+    requested_model_filename: str | None = None
+    prompt: str
     prompt_format: str = "raw"
     max_new_tokens: int
     eos_string: str
@@ -156,7 +161,10 @@ class Fingerprint(BaseModel):
     top_p: float | None
     min_p: float | None
     logprobs: bool
+    top_logprobs: int = 5
+    constraint: str | None = None  # canonical constraint JSON
     constraint_sha256: str | None = None
+    inputs_sha256: str | None = None  # the cache key: a hash of every input above that can change the bytes
     base_url: str | None = None  # remote providers
     system_fingerprint: str | None = None  # what a remote provider reported, if anything
     llama_cpp_python_version: str | None = None

@@ -12,7 +12,8 @@ from typing import Any
 
 from ._client import AsyncSteadyText
 from ._config import Settings
-from ._models import Chunk, GenerationResult, ModelSpec
+from ._models import Chunk, Fingerprint, GenerationResult, ModelSpec
+from ._replay import ReplayReport, load_recording, request_from_fingerprint
 from ._runtime import runtime
 from ._validate import build_request
 
@@ -51,6 +52,12 @@ class SteadyText:
     def preload(self, **kwargs: Any) -> ModelSpec:
         request = build_request("", **kwargs)
         return runtime.run(self._async._preload(request))
+
+    def replay(self, recording: GenerationResult | Fingerprint | str | dict[str, Any]) -> ReplayReport:
+        """Blocking :meth:`AsyncSteadyText.replay`."""
+        fingerprint, text = load_recording(recording)
+        request = request_from_fingerprint(fingerprint)
+        return runtime.run(self._async._replay(fingerprint, text, request))
 
     def worker_pids(self) -> list[int]:
         return self._async.worker_pids()

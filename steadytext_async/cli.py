@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--strict", action="store_true", help="fail instead of returning fallback text")
     g.add_argument("--json", action="store_true", help="print the full result (text and metadata) as JSON")
     sub.add_parser("models", help="list the model registry and what is available locally")
+    v = sub.add_parser("verify", help="replay a recording (generate --json output) and check the bytes are identical")
+    v.add_argument("recording", help="path to the JSON file, or '-' for stdin")
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
 
@@ -69,6 +73,19 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     finally:
         client.close()
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from ._sync import SteadyText
+
+    raw = sys.stdin.read() if args.recording == "-" else Path(args.recording).read_text(encoding="utf-8")
+    with SteadyText() as client:
+        report = client.replay(raw)
+    if args.json:
+        print(report.model_dump_json(indent=2, exclude={"result"}))
+    else:
+        print(report.summary())
+    return 0 if report.identical else 1
 
 
 def _cmd_models() -> int:
@@ -118,8 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _cmd_generate(args)
+        if args.command == "verify":
+            return _cmd_verify(args)
         return _cmd_models()
-    except (SteadyTextError, NotImplementedError) as exc:
+    except (SteadyTextError, NotImplementedError, OSError) as exc:
         print(f"steadytext-async: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
