@@ -1,0 +1,335 @@
+"""ResultCache: an in-process LRU of hot entries over a shared backend, with single-flight generation.
+
+``stream(key, produce)`` answers from the front LRU without I/O; on a front miss one task per key (the *flight*,
+owned by the cache) looks in the backend and otherwise runs ``produce()`` once, broadcasting every item to all
+concurrent subscribers. A subscriber that leaves (cancelled or closed) never disturbs the others; production is
+cancelled only when no subscriber is left. A fully produced, successful, non-fallback stream enters the front LRU
+at once and is written to the backend in the background (the caller never waits for the write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+from .._models import Chunk, GenerationResult
+from .base import CacheBackend, CachedEntry, CacheStats, StreamItem
+
+__all__ = ["Produce", "ResultCache"]
+
+logger = logging.getLogger("steadytext_async")
+
+Produce = Callable[[], AsyncIterator[StreamItem]]
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(slots=True)
+class _Hot:
+    items: tuple[StreamItem, ...]
+    size: int
+
+
+class _Flight:
+    """One in-progress lookup/generation for a key: the items so far, broadcast to subscribers."""
+
+    __slots__ = ("done", "error", "event", "items", "subscribers", "task")
+
+    def __init__(self) -> None:
+        self.items: list[StreamItem] = []
+        self.done = False
+        self.error: BaseException | None = None
+        self.subscribers = 0
+        self.event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, *items: StreamItem) -> None:
+        self.items.extend(items)
+        self._wake()
+
+    def finish(self, error: BaseException | None) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        event, self.event = self.event, asyncio.Event()
+        event.set()
+
+
+def _approx_size(items: tuple[StreamItem, ...]) -> int:
+    size = 256
+    for item in items:
+        size += 64 + 2 * len(item.text) + 8 * len(item.token_ids)
+        tokens = item.tokens if isinstance(item, Chunk) else item.logprobs
+        if tokens:
+            size += sum(96 + 64 * len(t.top_logprobs) for t in tokens)
+    return size
+
+
+def storable(items: list[StreamItem]) -> GenerationResult | None:
+    """The final result if ``items`` is a complete, consistent, non-fallback stream worth caching."""
+    if not items:
+        return None
+    result = items[-1]
+    if not isinstance(result, GenerationResult) or result.fallback or result.cached:
+        return None
+    chunks = items[:-1]
+    if not all(isinstance(c, Chunk) for c in chunks) or "".join(c.text for c in chunks) != result.text:
+        return None
+    return result
+
+
+class ResultCache:
+    """Front LRU + backend + single-flight. Lives on one event loop (the runtime loop); reusable after aclose."""
+
+    def __init__(
+        self,
+        backend: CacheBackend | None,
+        *,
+        front_entries: int = 512,
+        front_bytes: int = 64 * 1024 * 1024,
+        flush_delay: float = 1.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.backend = backend
+        self.front_entries = front_entries
+        self.front_bytes = front_bytes
+        self.flush_delay = flush_delay
+        self.close_timeout = close_timeout
+        self.hits = 0
+        self.misses = 0
+        self._front: OrderedDict[str, _Hot] = OrderedDict()
+        self._front_size = 0
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()
+        self._pending_hits: dict[str, int] = {}
+        self._pending_misses = 0
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._warned: set[str] = set()
+        _instances.add(self)
+
+    # -- public ----------------------------------------------------------------------------------------------
+    async def stream(self, key: str, produce: Produce, *, variant: str = "") -> AsyncIterator[StreamItem]:
+        """Items for ``key``: replayed from the cache, or produced once for all concurrent callers.
+
+        ``variant`` separates flights that must not share a live production (e.g. strict vs non-strict requests,
+        which differ in how a failure is reported); it does not affect what is stored.
+        """
+        hot = self._front.get(key)
+        if hot is not None:
+            self._front.move_to_end(key)
+            self._hit(key)
+            for item in hot.items:
+                yield item
+            return
+        fkey = (key, variant)
+        flight = self._flights.get(fkey)
+        if flight is None:
+            flight = self._flights[fkey] = _Flight()
+            flight.task = self._spawn(self._fly(fkey, flight, produce))
+        else:
+            self._hit(key)
+        flight.subscribers += 1
+        i = 0
+        try:
+            while True:
+                if i < len(flight.items):
+                    item = flight.items[i]
+                    i += 1
+                    yield item
+                elif flight.done:
+                    if flight.error is not None:
+                        raise flight.error
+                    return
+                else:
+                    await flight.event.wait()
+        finally:
+            flight.subscribers -= 1
+            if flight.subscribers == 0 and not flight.done:
+                if self._flights.get(fkey) is flight:
+                    del self._flights[fkey]
+                if flight.task is not None:
+                    flight.task.cancel()
+
+    async def stats(self) -> CacheStats:
+        """Persistent counters (after this process's pending writes and hits), or this process's if no backend."""
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=self.close_timeout)
+        await self._flush()
+        if self.backend is None:
+            return CacheStats(entries=len(self._front), hits=self.hits, misses=self.misses, available=False)
+        return await self._guard("stats", self.backend.stats(), CacheStats(available=False))
+
+    async def clear(self) -> None:
+        """Drop every entry, here and in the backend."""
+        self._front.clear()
+        self._front_size = 0
+        self._pending_hits.clear()
+        self._pending_misses = 0
+        if self.backend is not None:
+            await self._guard("clear", self.backend.clear(), None)
+
+    async def aclose(self) -> None:
+        """Cancel flights, finish pending writes (up to ``close_timeout``), flush counters, close the backend."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        flights = list(self._flights.values())
+        self._flights.clear()
+        for flight in flights:
+            if flight.task is not None:
+                flight.task.cancel()
+        if self._tasks:  # pending writes finish; a write that hangs is abandoned after close_timeout
+            _, hung = await asyncio.wait(list(self._tasks), timeout=self.close_timeout)
+            for task in hung:
+                task.cancel()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._flush()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self.backend is not None:
+            await self._guard("close", self.backend.aclose(), None)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's flights, tasks and connection (their loop and threads are gone)."""
+        self._flights.clear()
+        self._tasks.clear()
+        self._writes.clear()
+        self._pending_hits.clear()
+        self._pending_misses = 0
+        self._flush_handle = None
+        after_fork = getattr(self.backend, "_after_fork", None)
+        if after_fork is not None:
+            after_fork()
+
+    # -- internals -------------------------------------------------------------------------------------------
+    async def _fly(self, fkey: tuple[str, str], flight: _Flight, produce: Produce) -> None:
+        key = fkey[0]
+        try:
+            entry = await self._lookup(key)
+            if entry is not None:
+                items = entry.replay()
+                self._remember(key, items)
+                self._hit(key)
+                flight.push(*items)
+                flight.finish(None)
+                return
+            self.misses += 1
+            self._pending_misses += 1
+            agen = produce()
+            try:
+                async for item in agen:
+                    flight.push(item)
+            finally:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            result = storable(flight.items)
+            if result is None:
+                flight.finish(None)
+                self._schedule_flush()
+                return
+            chunks = tuple(c for c in flight.items if isinstance(c, Chunk))
+            entry = CachedEntry(
+                chunks=chunks, result=result, model_sha256=result.fingerprint.model_sha256, created=time.time()
+            )
+            self._remember(key, entry.replay())
+            flight.finish(None)  # wake the subscribers first; the write happens behind them
+            write = self._spawn(self._store(key, entry))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+        except asyncio.CancelledError:
+            flight.finish(asyncio.CancelledError())
+            raise
+        except Exception as exc:
+            flight.finish(exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: tell the subscribers, then propagate
+            flight.finish(exc)
+            raise
+        finally:
+            if self._flights.get(fkey) is flight:
+                del self._flights[fkey]
+
+    async def _lookup(self, key: str) -> CachedEntry | None:
+        if self.backend is None:
+            return None
+        return await self._guard("get", self.backend.get(key), None)
+
+    async def _store(self, key: str, entry: CachedEntry) -> None:
+        await asyncio.sleep(0)  # let the woken subscribers deliver the result before encoding
+        if self.backend is not None:
+            await self._guard("put", self.backend.put(key, entry), None)
+        await self._flush()
+
+    def _remember(self, key: str, items: tuple[StreamItem, ...]) -> None:
+        size = _approx_size(items)
+        if size > self.front_bytes or self.front_entries < 1:
+            return
+        old = self._front.pop(key, None)
+        if old is not None:
+            self._front_size -= old.size
+        self._front[key] = _Hot(items, size)
+        self._front_size += size
+        while len(self._front) > self.front_entries or self._front_size > self.front_bytes:
+            _, cold = self._front.popitem(last=False)
+            self._front_size -= cold.size
+
+    def _hit(self, key: str) -> None:
+        self.hits += 1
+        self._pending_hits[key] = self._pending_hits.get(key, 0) + 1
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self.backend is None or self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._flush_handle = loop.call_later(self.flush_delay, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_handle = None
+        self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        hits, self._pending_hits = self._pending_hits, {}
+        misses, self._pending_misses = self._pending_misses, 0
+        if self.backend is not None and (hits or misses):
+            await self._guard("account", self.backend.account(hits, misses), None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, what: str, coro: Coroutine[Any, Any, T], default: T) -> T:
+        """Await a backend call; a backend that raises anyway is logged (once per operation) and ignored."""
+        try:
+            return await coro
+        except Exception as exc:
+            if what not in self._warned:
+                self._warned.add(what)
+                logger.warning("result cache %s failed, ignored: %r", what, exc)
+            return default
+
+
+_instances: weakref.WeakSet[ResultCache] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for cache in list(_instances):
+        cache._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,0 +1,81 @@
+"""The cache key: sha256 of a canonical JSON of every input that can change the output bytes.
+
+Included: the whole :class:`GenerationRequest` except the fields in :data:`IGNORED_REQUEST_FIELDS` (so a field added
+later is keyed by default), the resolved model identity (a local model's file sha256 and prompt format, never its
+path; a remote model's provider, name and base URL), the canonical constraint, output-affecting runtime settings
+(``n_ctx``, ``n_batch`` for local models), the package version and :data:`CACHE_FORMAT_VERSION`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .._models import GenerationRequest, ModelSpec
+from .._version import __version__
+
+__all__ = ["CACHE_FORMAT_VERSION", "IGNORED_REQUEST_FIELDS", "IGNORED_SPEC_FIELDS", "cache_key", "cacheable"]
+
+CACHE_FORMAT_VERSION = 1
+
+# Model selectors (already resolved into the spec) and switches that cannot change the bytes of a model output.
+IGNORED_REQUEST_FIELDS = frozenset({"model", "model_repo", "model_filename", "size", "unsafe_mode", "strict"})
+# Where a model file lives, and (once its sha256 is known) what it is called, do not change its output.
+IGNORED_SPEC_FIELDS = frozenset({"path"})
+
+
+def cacheable(spec: ModelSpec) -> bool:
+    """True when the model has a stable identity: a local file with a known sha256, or any remote model."""
+    return spec.sha256 is not None or spec.provider != "local"
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with -0.0 turned into 0.0 (the same float for every sampler), recursively."""
+    if isinstance(value, float):
+        return value + 0.0
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def _model_identity(spec: ModelSpec) -> str:
+    model = spec.model_dump(mode="python", exclude=set(IGNORED_SPEC_FIELDS))
+    if spec.sha256 is not None:
+        model.pop("name", None)  # the same file under another name gives the same bytes
+    return json.dumps(_canonical(model), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def cache_key(
+    request: GenerationRequest,
+    spec: ModelSpec,
+    *,
+    constraint: str | None = None,
+    runtime: Mapping[str, Any] | None = None,
+) -> str:
+    """Hex sha256 identifying the output of ``request`` on ``spec``.
+
+    ``constraint`` is the canonical constraint string (schema/regex/choices/response_format), ``runtime`` any
+    output-affecting settings that are not part of the request (e.g. ``{"n_ctx": 4096, "n_batch": 512}``).
+    """
+    req = request.model_dump(mode="python")
+    for name in IGNORED_REQUEST_FIELDS:
+        del req[name]
+    if not request.logprobs:
+        req["top_logprobs"] = 0  # irrelevant without logprobs
+    doc = {
+        "v": CACHE_FORMAT_VERSION,
+        "pkg": __version__,
+        "request": _canonical(req),
+        "constraint": constraint,
+        "runtime": _canonical(dict(runtime)) if runtime is not None else None,
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
+    # The model identity is already canonical JSON (memoised per resolved spec).
+    blob = f'{blob[:-1]},"model":{_model_identity(spec)}}}'
+    return hashlib.sha256(blob.encode("ascii")).hexdigest()

@@ -1,0 +1,443 @@
+"""The sqlite backend (aiosqlite): one file shared by every process, WAL, frecency eviction, self-healing.
+
+Faults never reach a caller: a file that is garbage, truncated or of another format is renamed aside (kept) and
+rebuilt; a read-only or full disk turns the backend off (every call a miss) until it is closed and reopened. Each
+fault is logged once as a warning on the ``steadytext_async`` logger.
+
+Frecency: each entry has ``rank = log2(score) + t / half_life`` where ``score`` is its hit count decayed by half
+every ``half_life`` seconds. Comparing ranks compares decayed scores at any common time, so the lowest rank is
+the coldest entry and the column never needs rewriting as time passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import aiosqlite
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+from .base import CachedEntry, CacheStats
+from .codec import CodecError, decode_entry, encode_entry
+
+__all__ = ["APPLICATION_ID", "CACHE_FILENAME", "SCHEMA_VERSION", "SqliteBackend"]
+
+logger = logging.getLogger("steadytext_async")
+
+T = TypeVar("T")
+
+CACHE_FILENAME = "results.sqlite3"
+APPLICATION_ID = 0x53544341  # "STCA"
+SCHEMA_VERSION = 1
+
+_SCHEMA = (
+    """CREATE TABLE entries(
+        key TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        size INTEGER NOT NULL,
+        model_sha256 TEXT,
+        created REAL NOT NULL,
+        accessed REAL NOT NULL,
+        hits INTEGER NOT NULL DEFAULT 0,
+        rank REAL NOT NULL
+    )""",
+    "CREATE INDEX entries_rank ON entries(rank)",
+    """CREATE TABLE meta(
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        entries INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        hits INTEGER NOT NULL,
+        misses INTEGER NOT NULL
+    )""",
+    "INSERT INTO meta VALUES (1, 0, 0, 0, 0)",
+    """CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN
+        UPDATE meta SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1;
+    END""",
+    """CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN
+        UPDATE meta SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1;
+    END""",
+)
+
+_EVICT = """
+DELETE FROM entries WHERE key IN (
+    SELECT key FROM (
+        SELECT key,
+               SUM(size) OVER w AS total,
+               ROW_NUMBER() OVER w AS n
+        FROM entries
+        WINDOW w AS (ORDER BY rank DESC, key ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+    ) WHERE total > ? OR n > ?
+)
+"""
+
+# Primary sqlite result codes (``exc.sqlite_errorcode & 0xFF``).
+_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_UNAVAILABLE = {3, 8, 10, 13, 14, 23}  # PERM, READONLY, IOERR, FULL, CANTOPEN, AUTH
+
+
+class _Broken(Exception):
+    """The file is not a usable cache of this version; ``reason`` names why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Newer(Exception):
+    """The file belongs to a newer format: not ours to move or rewrite."""
+
+
+def _frecency(rank: float, hits: float, now_units: float) -> float:
+    """Rank after ``hits`` more accesses at time ``now_units`` (in half-lives)."""
+    decayed = 2.0 ** max(-1000.0, min(1000.0, rank - now_units))
+    return math.log2(decayed + hits) + now_units
+
+
+def _move_files(path: Path, target: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+class SqliteBackend:
+    """A :class:`~steadytext_async._cache.base.CacheBackend` on one sqlite file (safe across processes)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_entries: int = 50_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        busy_timeout: float = 5.0,
+        half_life: float = 86_400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.busy_timeout = busy_timeout
+        self.half_life = half_life
+        self.clock = clock
+        self.errors = 0
+        self._conn: aiosqlite.Connection | None = None
+        self._disabled: str | None = None
+        self._open_lock: asyncio.Lock | None = None
+        self._write_lock: asyncio.Lock | None = None
+
+    # -- CacheBackend ----------------------------------------------------------------------------------------
+    async def get(self, key: str) -> CachedEntry | None:
+        async def op(conn: aiosqlite.Connection) -> CachedEntry | None:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT value, model_sha256, created, hits FROM entries WHERE key = ?", (key,)
+                )
+            )
+            if not rows:
+                return None
+            value, model_sha256, created, hits = rows[0]
+            try:
+                return decode_entry(bytes(value), model_sha256=model_sha256, created=created, hits=hits)
+            except CodecError as exc:
+                logger.warning("dropping unreadable result cache entry (%s)", exc)
+                await self._transaction(conn, lambda c: c.execute("DELETE FROM entries WHERE key = ?", (key,)))
+                return None
+
+        return await self._run("get", op, None)
+
+    async def put(self, key: str, entry: CachedEntry) -> None:
+        value = encode_entry(entry)
+        if len(value) > self.max_bytes:
+            return
+        now = self.clock()
+
+        async def body(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO entries(key, value, size, model_sha256, created, accessed, hits, rank)"
+                " VALUES (?, ?, ?, ?, ?, ?, 0, ?) ON CONFLICT(key) DO NOTHING",
+                (key, value, len(value), entry.model_sha256, entry.created or now, now, now / self.half_life),
+            )
+            rows = list(await conn.execute_fetchall("SELECT entries, bytes FROM meta WHERE id = 1"))
+            entries, size = rows[0]
+            if entries > self.max_entries or size > self.max_bytes:
+                # Evict down to 90% of both limits so a full cache does not evict on every put.
+                await conn.execute(_EVICT, (int(self.max_bytes * 0.9), max(1, int(self.max_entries * 0.9))))
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await self._transaction(conn, body)
+
+        await self._run("put", op, None)
+
+    async def account(self, hits: Mapping[str, int], misses: int) -> None:
+        if not hits and not misses:
+            return
+        now = self.clock()
+        units = now / self.half_life
+
+        async def body(conn: aiosqlite.Connection) -> None:
+            if hits:
+                await conn.executemany(
+                    "UPDATE entries SET hits = hits + ?, accessed = ?, rank = frecency(rank, ?, ?) WHERE key = ?",
+                    [(n, now, n, units, k) for k, n in hits.items()],
+                )
+            await conn.execute(
+                "UPDATE meta SET hits = hits + ?, misses = misses + ? WHERE id = 1", (sum(hits.values()), misses)
+            )
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await self._transaction(conn, body)
+
+        await self._run("account", op, None)
+
+    async def stats(self) -> CacheStats:
+        async def op(conn: aiosqlite.Connection) -> CacheStats:
+            rows = list(await conn.execute_fetchall("SELECT entries, bytes, hits, misses FROM meta WHERE id = 1"))
+            entries, size, hits, misses = rows[0]
+            return CacheStats(
+                entries=entries, bytes=size, hits=hits, misses=misses, path=str(self.path), errors=self.errors
+            )
+
+        unavailable = CacheStats(path=str(self.path), errors=self.errors, available=False)
+        return await self._run("stats", op, unavailable)
+
+    async def clear(self) -> None:
+        async def body(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM entries")
+            await conn.execute("UPDATE meta SET entries = 0, bytes = 0, hits = 0, misses = 0 WHERE id = 1")
+
+        async def op(conn: aiosqlite.Connection) -> None:
+            await self._transaction(conn, body)
+            async with self._lock():
+                with contextlib.suppress(sqlite3.Error):  # reclaim space; another process may hold the file
+                    await conn.execute("VACUUM")
+
+        self._disabled = None  # an explicit clear retries a backend that was turned off
+        await self._run("clear", op, None)
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        self._disabled = None
+        self._open_lock = self._write_lock = None  # a later reopen may run on another event loop
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: drop the parent's connection (its thread did not survive the fork); reopen lazily."""
+        self._conn = None
+        self._open_lock = self._write_lock = None
+
+    # -- connection and fault handling -----------------------------------------------------------------------
+    async def _run(self, what: str, op: Callable[[aiosqlite.Connection], Awaitable[T]], default: T) -> T:
+        """Run ``op`` on an open connection; turn every storage fault into ``default``."""
+        for attempt in (0, 1):
+            try:
+                conn = await self._connection()
+                if conn is None:
+                    return default
+                return await op(conn)
+            except _Broken as exc:
+                await self._move_aside(exc.reason)
+            except _Newer as exc:
+                await self._disable(str(exc))
+                return default
+            except sqlite3.Error as exc:
+                code = _code(exc)
+                if getattr(exc, "sqlite_errorname", "") == "SQLITE_READONLY_DBMOVED":
+                    await self.aclose()  # another process moved a broken file aside: use the new one
+                elif code in _CORRUPT:
+                    await self._move_aside(f"{what}: {exc}")
+                elif code in _UNAVAILABLE:
+                    await self._disable(f"{what}: {exc}")
+                    return default
+                else:  # busy beyond the timeout, locked, ...: skip this operation only
+                    self.errors += 1
+                    logger.warning("result cache %s skipped: %s", what, exc)
+                    return default
+            except OSError as exc:
+                await self._disable(f"{what}: {exc}")
+                return default
+            except ValueError as exc:  # aiosqlite: connection closed underneath us
+                self.errors += 1
+                logger.warning("result cache %s skipped: %s", what, exc)
+                await self.aclose()
+                return default
+            if attempt:
+                break
+        return default
+
+    async def _connection(self) -> aiosqlite.Connection | None:
+        if self._disabled is not None:
+            return None
+        if self._conn is not None:
+            return self._conn
+        if self._open_lock is None:
+            self._open_lock = asyncio.Lock()
+        async with self._open_lock:
+            if self._conn is None and self._disabled is None:
+                self._conn = await self._open()
+        return self._conn
+
+    async def _open(self) -> aiosqlite.Connection:
+        # Opening (creation, format check, switch to WAL) is serialised across processes by a lock file: two
+        # processes creating or converting the same new file at once otherwise meet SQLITE_BUSY.
+        lock_fd = await asyncio.to_thread(self._prepare_file)
+        try:
+            pending = aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            with contextlib.suppress(AttributeError):
+                # aiosqlite's worker thread is not a daemon: an unclosed connection would hang interpreter exit.
+                pending._thread.daemon = True
+            conn = await pending
+            try:
+                await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                await self._check_schema(conn)  # before WAL: a foreign file is moved aside unmodified
+                await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute("PRAGMA synchronous = NORMAL")
+                await conn.create_function("frecency", 3, _frecency, deterministic=True)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)  # releases the flock (the lock file is not the database: sqlite's locks stay)
+        return conn
+
+    def _prepare_file(self) -> int | None:
+        """Create the directory, take the open lock (its descriptor, or None), create a missing file with 0600.
+
+        Never opens an existing database file: closing any descriptor of a file drops this process's POSIX locks
+        on it, including those of a live sqlite connection.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_fd = self._lock_open()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return lock_fd
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        os.close(fd)
+        return lock_fd
+
+    def _lock_open(self) -> int | None:
+        """An exclusive flock on ``<file>.lock`` (waits up to busy_timeout), or None where unavailable."""
+        if fcntl is None:  # pragma: no cover - Windows
+            return None
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return None  # e.g. a read-only directory holding a usable file
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    return None  # proceed unserialised; sqlite's own locking still applies
+                time.sleep(0.005)
+            except OSError:
+                os.close(fd)
+                return None
+
+    async def _check_schema(self, conn: aiosqlite.Connection) -> None:
+        app_id, version, tables = await self._schema_state(conn)
+        if app_id == 0 and version == 0 and not tables:
+            async with self._lock():
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    app_id, version, tables = await self._schema_state(conn)
+                    if app_id == 0 and version == 0 and not tables:
+                        for statement in _SCHEMA:
+                            await conn.execute(statement)
+                        await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                        await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                        app_id, version, tables = APPLICATION_ID, SCHEMA_VERSION, 1
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        await conn.execute("ROLLBACK")
+                    raise
+        if app_id != APPLICATION_ID:
+            raise _Broken("not a steadytext-async cache")
+        if version > SCHEMA_VERSION:  # a newer steadytext-async shares this file: leave it to that version
+            raise _Newer(f"written by a newer steadytext-async (format {version}, this one reads {SCHEMA_VERSION})")
+        if version != SCHEMA_VERSION:
+            raise _Broken(f"format version {version}, expected {SCHEMA_VERSION}")
+
+    @staticmethod
+    async def _schema_state(conn: aiosqlite.Connection) -> tuple[int, int, int]:
+        async def scalar(sql: str) -> int:
+            row = next(iter(await conn.execute_fetchall(sql)))
+            return int(row[0])
+
+        return (
+            await scalar("PRAGMA application_id"),
+            await scalar("PRAGMA user_version"),
+            await scalar("SELECT count(*) FROM sqlite_master"),
+        )
+
+    def _lock(self) -> asyncio.Lock:
+        if self._write_lock is None:
+            self._write_lock = asyncio.Lock()
+        return self._write_lock
+
+    async def _transaction(
+        self, conn: aiosqlite.Connection, body: Callable[[aiosqlite.Connection], Awaitable[object]]
+    ) -> None:
+        async with self._lock():
+            if conn.in_transaction:  # left open by an interrupted operation
+                await conn.execute("ROLLBACK")
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await body(conn)
+                await conn.execute("COMMIT")
+            except BaseException:
+                await asyncio.shield(self._rollback(conn))
+                raise
+
+    @staticmethod
+    async def _rollback(conn: aiosqlite.Connection) -> None:
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+
+    async def _move_aside(self, reason: str) -> None:
+        await self.aclose()
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
+        target = self.path.with_name(f"{self.path.name}.broken-{stamp}")
+        try:
+            await asyncio.to_thread(_move_files, self.path, target)
+        except OSError as exc:
+            await self._disable(f"cannot move aside a broken cache file ({reason}): {exc}")
+            return
+        self.errors += 1
+        logger.warning(
+            "result cache file %s was unusable (%s); kept it as %s and started a new one", self.path, reason, target
+        )
+
+    async def _disable(self, reason: str) -> None:
+        await self.aclose()
+        self._disabled = reason
+        self.errors += 1
+        logger.warning("result cache unavailable, continuing without it: %s", reason)
