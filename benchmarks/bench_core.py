@@ -132,7 +132,7 @@ async def main() -> None:
     tokens = 32 if args.quick else 128
     rounds = 1 if args.quick else 3
     cores = st.Settings.from_env().threads
-    async with st.AsyncSteadyText(workers=cores, threads=cores) as client:
+    async with st.AsyncSteadyText(workers=cores, threads=cores, cache_disabled=True) as client:
         spec = await client.preload()
         assert spec.path is not None
         emit("setup", model_sha256=spec.sha256, cores=cores, tokens=tokens, rounds=rounds, pid=os.getpid())

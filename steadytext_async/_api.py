@@ -117,7 +117,10 @@ async def agenerate(
         unsafe_mode=unsafe_mode,
         strict=strict,
     )
-    result = await runtime.call(default_client()._generate(request))
+    client = default_client()
+    result = client._peek(request)
+    if result is None:
+        result = await runtime.call(client._generate(request))
     return _shape(result, request.logprobs)
 
 
@@ -195,7 +198,10 @@ def generate(
         unsafe_mode=unsafe_mode,
         strict=strict,
     )
-    result = runtime.run(default_client()._generate(request))
+    client = default_client()
+    result = client._peek(request)
+    if result is None:
+        result = runtime.run(client._generate(request))
     return _shape(result, request.logprobs)
 
 

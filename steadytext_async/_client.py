@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._cache import ResultCache, open_result_cache
 from ._cache.key import cache_key, cacheable
 from ._config import Settings
 from ._exceptions import ModelUnavailableError
@@ -65,6 +66,7 @@ class AsyncSteadyText:
         self.settings = settings if settings is not None else Settings.from_env(**overrides)
         self._local = LocalProvider(self.settings)
         self._router = Router(self.settings, self._local, providers)
+        self._cache: ResultCache | None = open_result_cache(self.settings)
         self._fallback_warned: set[str] = set()
         self._closed = False
         runtime.on_shutdown(self._aclose_impl, self._local.kill_now)
@@ -83,6 +85,8 @@ class AsyncSteadyText:
         await runtime.call(self._aclose_impl())
 
     async def _aclose_impl(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
         await self._local.aclose()
         for provider in self._router.providers.values():
             await provider.aclose()
@@ -99,7 +103,8 @@ class AsyncSteadyText:
         Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``.
         """
         request = build_request(prompt, **kwargs)
-        return await runtime.call(self._generate(request))
+        hit = self._peek(request)
+        return hit if hit is not None else await runtime.call(self._generate(request))
 
     async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk | GenerationResult]:
         """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
@@ -126,9 +131,9 @@ class AsyncSteadyText:
             await provider.preload(spec)
         return spec
 
-    async def _generate(self, request: GenerationRequest) -> GenerationResult:
+    async def _generate(self, request: GenerationRequest, *, use_cache: bool = True) -> GenerationResult:
         result: GenerationResult | None = None
-        async for item in self._stream(request, incremental=False):
+        async for item in self._stream(request, incremental=False, use_cache=use_cache):
             if isinstance(item, GenerationResult):
                 result = item
         assert result is not None
@@ -143,7 +148,7 @@ class AsyncSteadyText:
         return await runtime.call(self._replay(fingerprint, text, request))
 
     async def _replay(self, fingerprint: Fingerprint, text: str | None, request: GenerationRequest) -> ReplayReport:
-        result = await self._generate(request)
+        result = await self._generate(request, use_cache=False)
         recorded_spec = ModelSpec(
             provider=fingerprint.provider,
             name=fingerprint.model,
@@ -169,10 +174,22 @@ class AsyncSteadyText:
             runtime_settings = {"n_ctx": n_ctx or self.settings.n_ctx, "n_batch": n_batch or self.settings.n_batch}
         return cache_key(request, spec, runtime=runtime_settings)
 
+    def _peek(self, request: GenerationRequest) -> GenerationResult | None:
+        """A hot cache hit answered on the caller's thread (no runtime hop), or None."""
+        if self._cache is None:
+            return None
+        spec = self._router.resolved(request)
+        key = self._key(request, spec) if spec is not None else None
+        items = self._cache.peek(key) if key is not None else None
+        result = items[-1] if items else None
+        return result if isinstance(result, GenerationResult) else None
+
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
 
-    async def _stream(self, request: GenerationRequest, *, incremental: bool = True) -> AsyncIterator[StreamItem]:
+    async def _stream(
+        self, request: GenerationRequest, *, incremental: bool = True, use_cache: bool = True
+    ) -> AsyncIterator[StreamItem]:
         """The whole pipeline. ``incremental=False``: the caller only wants the result (remote: no SSE)."""
         t0 = time.perf_counter()
         try:
@@ -183,9 +200,17 @@ class AsyncSteadyText:
             async for item in self._fallback(request, exc, t0):
                 yield item
             return
-        # Cache seam (issue 3): a cache wraps self._produce(...) here, keyed on (request, spec).
-        async for item in self._produce(provider, spec, request, t0, incremental):
-            yield item
+        key = self._key(request, spec) if self._cache is not None and use_cache else None
+        if self._cache is None or key is None:
+            async for item in self._produce(provider, spec, request, t0, incremental):
+                yield item
+            return
+        variant = ("strict" if self._strict(request) else "lenient") + ("" if incremental else "/whole")
+        async with _closing(
+            self._cache.stream(key, lambda: self._produce(provider, spec, request, t0, incremental), variant=variant)
+        ) as items:
+            async for item in items:
+                yield item
 
     async def _produce(
         self,

@@ -102,6 +102,12 @@ class Router:
             await old.aclose()
         return self.providers[name]
 
+    def resolved(self, request: GenerationRequest) -> ModelSpec | None:
+        """The already-resolved local spec for ``request`` (no I/O, any thread), or None."""
+        if request.model is not None and ":" in request.model and not is_local_path(request.model):
+            return None
+        return self._resolved.get((request.model, request.model_repo, request.model_filename, request.size))
+
     async def resolve_local(self, request: GenerationRequest) -> ModelSpec:
         s = self.settings
         key = (request.model, request.model_repo, request.model_filename, request.size)

@@ -43,7 +43,8 @@ class SteadyText:
 
     def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
         request = build_request(prompt, **kwargs)
-        return runtime.run(self._async._generate(request))
+        hit = self._async._peek(request)
+        return hit if hit is not None else runtime.run(self._async._generate(request))
 
     def stream(self, prompt: str, **kwargs: Any) -> Iterator[Chunk | GenerationResult]:
         request = build_request(prompt, **kwargs)

@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--strict", action="store_true", help="fail instead of returning fallback text")
     g.add_argument("--json", action="store_true", help="print the full result (text and metadata) as JSON")
     sub.add_parser("models", help="list the model registry and what is available locally")
+    c = sub.add_parser("cache", help="inspect or clear the result cache")
+    c.add_argument("action", choices=["stats", "clear", "path"])
     v = sub.add_parser("verify", help="replay a recording (generate --json output) and check the bytes are identical")
     v.add_argument("recording", help="path to the JSON file, or '-' for stdin")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -137,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_generate(args)
         if args.command == "verify":
             return _cmd_verify(args)
+        if args.command == "cache":
+            from ._cache.cli import cache_command
+
+            return cache_command(args.action)
         return _cmd_models()
     except (SteadyTextError, NotImplementedError, OSError) as exc:
         print(f"steadytext-async: error: {exc}", file=sys.stderr)

@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Model tests must exercise the model, not replay cached bytes (and never touch the user's cache);
+# the cache has its own tests, which enable it on temporary files.
+os.environ["STEADYTEXT_DISABLE_CACHE"] = "1"
 
 import pytest
 

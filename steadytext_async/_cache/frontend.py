@@ -115,6 +115,7 @@ class ResultCache:
         self._pending_misses = 0
         self._flush_handle: asyncio.TimerHandle | None = None
         self._warned: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         _instances.add(self)
 
     # -- public ----------------------------------------------------------------------------------------------
@@ -131,6 +132,7 @@ class ResultCache:
             for item in hot.items:
                 yield item
             return
+        self._loop = asyncio.get_running_loop()
         fkey = (key, variant)
         flight = self._flights.get(fkey)
         if flight is None:
@@ -159,6 +161,20 @@ class ResultCache:
                     del self._flights[fkey]
                 if flight.task is not None:
                     flight.task.cancel()
+
+    def peek(self, key: str) -> tuple[StreamItem, ...] | None:
+        """The replay of ``key`` if the front layer holds it, else None. Callable from any thread: no I/O, no
+        await, so a caller outside the cache's loop can answer a hot hit without a cross-thread hop."""
+        hot = self._front.get(key)
+        if hot is None:
+            return None
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._hit, key)  # accounting happens on the cache's loop
+            except RuntimeError:
+                pass
+        return hot.items
 
     async def stats(self) -> CacheStats:
         """Persistent counters (after this process's pending writes and hits), or this process's if no backend."""
@@ -209,6 +225,7 @@ class ResultCache:
         self._pending_hits.clear()
         self._pending_misses = 0
         self._flush_handle = None
+        self._loop = None
         after_fork = getattr(self.backend, "_after_fork", None)
         if after_fork is not None:
             after_fork()

@@ -1,0 +1,56 @@
+"""Benchmarks run in a bounded form so they cannot rot; their figures are printed, never asserted on."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> list[dict[str, object]]:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    print(out.stdout)  # the figures end up in the CI log
+    return lines
+
+
+def figures(lines: list[dict[str, object]]) -> set[str]:
+    return {str(line["figure"]) for line in lines}
+
+
+def test_bench_core_quick() -> None:
+    got = figures(run("bench_core.py", "--quick"))
+    assert got >= {
+        "sdk_vs_raw_single",
+        "sdk_vs_raw_two_concurrent",
+        "sdk_sixteen_vs_two_concurrent",
+        "event_loop_lag",
+        "import_time",
+    }
+
+
+def test_bench_cache_bounded() -> None:
+    got = figures(run("bench_cache.py", "--hits", "300", "--misses", "2", "--rounds", "1", "--concurrency", "16"))
+    assert {"hit_throughput_concurrent", "miss_overhead_ratio"} <= got
+
+
+def test_bench_remote_bounded() -> None:
+    got = figures(run("bench_remote.py", "--requests", "30", "--rounds", "1", "--concurrency", "8"))
+    assert any(name.startswith("router_generate") for name in got)
+
+
+@pytest.mark.timeout(600)
+def test_bench_structured_bounded() -> None:
+    lines = run("bench_structured.py", "--tokens", "16", "--repeat", "1")
+    assert {"compile_ms", "constrained_decode", "constrained_vs_unconstrained"} <= figures(lines)
+    assert all(line["deterministic"] for line in lines if line["figure"] == "constrained_decode")

@@ -1,0 +1,104 @@
+"""The cache through the public API: hits, replayed streams, single-flight, what is never stored."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import steadytext_async as st
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+def client(cache_dir: Path, **kw: object) -> st.AsyncSteadyText:
+    return st.AsyncSteadyText(cache_disabled=False, cache_dir=cache_dir, workers=2, threads=2, **kw)
+
+
+async def test_hit_is_identical_and_marked_cached(cache_dir: Path) -> None:
+    async with client(cache_dir) as c:
+        miss = await c.generate(PROMPT, max_new_tokens=12, return_logprobs=True)
+        hit = await c.generate(PROMPT, max_new_tokens=12, return_logprobs=True)
+        assert not miss.cached and hit.cached
+        assert hit.text == miss.text and hit.logprobs == miss.logprobs and hit.token_ids == miss.token_ids
+        assert hit.fingerprint == miss.fingerprint
+        assert c._local.pool.generations == 1
+        other = await c.generate(PROMPT, max_new_tokens=12, seed=7, temperature=0.5)  # another key
+        assert not other.cached and c._local.pool.generations == 2
+
+
+async def test_stream_hit_replays_the_live_token_sequence(cache_dir: Path) -> None:
+    async with client(cache_dir) as c:
+        live = [i async for i in c.stream(PROMPT, max_new_tokens=16)]
+        replay = [i async for i in c.stream(PROMPT, max_new_tokens=16)]
+        assert isinstance(replay[-1], st.GenerationResult) and replay[-1].cached
+        assert [(x.text, x.token_ids) for x in live[:-1]] == [(x.text, x.token_ids) for x in replay[:-1]]
+        assert c._local.pool.generations == 1
+
+
+async def test_single_flight_sixteen_identical_requests_one_generation(cache_dir: Path) -> None:
+    async with client(cache_dir) as c:
+        tasks = [asyncio.create_task(c.generate("Single flight", max_new_tokens=24)) for _ in range(16)]
+        await asyncio.sleep(0.3)
+        tasks[0].cancel()  # one waiter leaving does not cancel the generation for the others
+        results = await asyncio.gather(*tasks[1:])
+        assert len({r.text for r in results}) == 1
+        assert c._local.pool.generations == 1
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+
+
+async def test_cancelled_stream_is_not_stored(cache_dir: Path) -> None:
+    async with client(cache_dir) as c:
+        async for item in c.stream(PROMPT, max_new_tokens=200):
+            if isinstance(item, st.Chunk):
+                break
+        r = await c.generate(PROMPT, max_new_tokens=200)
+        assert not r.cached
+
+
+async def test_fallback_is_never_cached(cache_dir: Path) -> None:
+    async with client(cache_dir) as c:
+        a = await c.generate("x", size="small", max_new_tokens=3)
+        b = await c.generate("x", size="small", max_new_tokens=3)
+        assert a.fallback and b.fallback and not b.cached
+        assert c._cache is not None and (await c._cache.stats()).entries == 0
+
+
+def test_other_processes_see_the_entries(cache_dir: Path) -> None:
+    env = {**os.environ, "STEADYTEXT_DISABLE_CACHE": "0", "STEADYTEXT_CACHE_DIR": str(cache_dir)}
+    code = (
+        "import json, steadytext_async as st\n"
+        "r = st.SteadyText().generate('Across processes', max_new_tokens=6)\n"
+        "print(json.dumps([r.text, r.cached]))\n"
+    )
+    runs = [
+        json.loads(
+            subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+            ).stdout
+        )
+        for _ in range(2)
+    ]
+    assert runs[0][0] == runs[1][0] and runs[0][1] is False and runs[1][1] is True
+    cli = [sys.executable, "-m", "steadytext_async", "cache"]
+    stats = subprocess.run([*cli, "stats"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    data = json.loads(stats)
+    assert data["entries"] == 1 and data["hits"] == 1 and data["misses"] == 1 and data["hit_ratio"] == 0.5
+    path = subprocess.run([*cli, "path"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert json.loads(path)["path"] == str(cache_dir / "results.sqlite3")
+    subprocess.run([*cli, "clear"], env=env, capture_output=True, text=True, timeout=60, check=True)
+    again = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    )
+    assert again == [runs[0][0], False]
