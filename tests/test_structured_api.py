@@ -1,0 +1,56 @@
+"""Structured output through the public API: plain validated text, stream == non-stream, typed parsing."""
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+import steadytext_async as st
+
+
+class Person(BaseModel):
+    name: str
+    age: int
+
+
+PROMPT = "Person: John, 30 years old. JSON:"
+
+
+async def test_schema_output_is_plain_validated_json_and_streams_identically() -> None:
+    client = st.default_client()
+    r = await client.generate(PROMPT, schema=Person, max_new_tokens=48)
+    assert r.finish_reason == "constraint_complete"
+    assert Person.model_validate(json.loads(r.text)) == Person(name="John", age=30)
+    assert "<json-output>" not in r.text
+    items = [i async for i in client.stream(PROMPT, schema=Person, max_new_tokens=48)]
+    assert isinstance(items[-1], st.GenerationResult) and items[-1].text == r.text
+    assert "".join(i.text for i in items[:-1] if isinstance(i, st.Chunk)) == r.text
+    same = await client.generate(PROMPT, schema=Person.model_json_schema(), max_new_tokens=48)
+    assert same.text == r.text and same.fingerprint.inputs_sha256 == r.fingerprint.inputs_sha256
+
+
+async def test_typed_convenience_returns_the_object() -> None:
+    person = await st.agenerate_object(PROMPT, schema=Person, max_new_tokens=48)
+    assert person == Person(name="John", age=30)
+    assert st.generate_object("2 + 2 = ", schema=int, max_new_tokens=8) == 4
+
+
+async def test_choices_and_regex() -> None:
+    assert await st.agenerate("Sentiment of 'I love it':", choices=["positive", "negative", "neutral"]) == "positive"
+    text = await st.agenerate("2 + 2 = ", regex=r"[0-9]+", max_new_tokens=8)
+    assert text == "4"
+
+
+async def test_running_out_of_tokens_raises_with_partial_text() -> None:
+    with pytest.raises(st.ConstraintError) as info:
+        await st.agenerate("Person:", schema=Person, max_new_tokens=3)
+    assert info.value.partial_text.startswith("{")
+
+
+async def test_constraint_errors_before_any_work() -> None:
+    with pytest.raises(st.InvalidRequestError, match="regex"):
+        await st.agenerate("x", regex="(unclosed")
+    with pytest.raises(st.InvalidRequestError):
+        await st.agenerate("x", choices=[])
+    with pytest.raises(st.InvalidRequestError, match="eos_string"):
+        await st.agenerate("x", choices=["a", "b"], eos_string="STOP")
