@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-import steadytext_async
 from steadytext_async._exceptions import ConstraintError
-from steadytext_async._registry import resolve_model
+from steadytext_async._registry import embedded_model
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize
 from steadytext_async.structured.grammar import choices_regex
 
@@ -199,15 +198,7 @@ def validates(constraint: Constraint, text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = resolve_model(
-        model=None,
-        model_repo=None,
-        model_filename=None,
-        size="mini",
-        default_size="mini",
-        default_path=None,
-        model_dir=steadytext_async.Settings.from_env().model_dir,
-    )
+    spec = embedded_model()
     model = Model(str(spec.path), args.threads)
     try:
         _run(args, model, spec.name)

@@ -209,3 +209,20 @@ def resolve_model(
     if entry.sha256 is not None and sha != entry.sha256:
         raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {entry.sha256}")
     return ModelSpec(name=entry.name, path=str(path), sha256=sha, prompt_format=entry.prompt_format)
+
+
+def embedded_model(model_dir: Path | None = None) -> ModelSpec:
+    """The embedded model, assembled if needed and verified (``model_dir``: default from the environment)."""
+    if model_dir is None:
+        from ._config import Settings
+
+        model_dir = Settings.from_env().model_dir
+    return resolve_model(
+        model=None,
+        model_repo=None,
+        model_filename=None,
+        size="mini",
+        default_size="mini",
+        default_path=None,
+        model_dir=model_dir,
+    )

@@ -16,17 +16,9 @@ from steadytext_async._registry import EMBEDDED
 @pytest.fixture(scope="session")
 def model_spec() -> st.ModelSpec:
     """The embedded model, assembled (once) and verified."""
-    from steadytext_async._registry import resolve_model
+    from steadytext_async._registry import embedded_model
 
-    spec = resolve_model(
-        model=None,
-        model_repo=None,
-        model_filename=None,
-        size="mini",
-        default_size="mini",
-        default_path=None,
-        model_dir=st.Settings.from_env().model_dir,
-    )
+    spec = embedded_model()
     assert spec.sha256 == EMBEDDED.sha256
     return spec
 

@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from _remote_servers import LlamaServer
 
-from steadytext_async import AsyncSteadyText, Chunk, GenerationResult, Settings
+from steadytext_async import AsyncSteadyText, Chunk, GenerationResult
 from steadytext_async._models import ModelSpec
-from steadytext_async._registry import resolve_model
+from steadytext_async._registry import embedded_model
 from steadytext_async._validate import build_request
 from steadytext_async.providers.openai_compat import OpenAICompatProvider
 from steadytext_async.providers.presets import get_preset, register_provider, unregister_provider
@@ -40,15 +40,7 @@ def _no_result_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    spec = resolve_model(
-        model=None,
-        model_repo=None,
-        model_filename=None,
-        size="mini",
-        default_size="mini",
-        default_path=None,
-        model_dir=Settings.from_env().model_dir,
-    )
+    spec = embedded_model()
     assert spec.path is not None
     server = LlamaServer(Path(spec.path), tmp_path_factory.mktemp("llama") / "server.log")
     server.start()

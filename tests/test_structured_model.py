@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-import steadytext_async
 from steadytext_async import ConstraintError
-from steadytext_async._registry import resolve_model
+from steadytext_async._registry import embedded_model
 from steadytext_async._worker.sampling import Sampler
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize, parse
 
@@ -52,15 +51,7 @@ class Runner:
         self.lc = llama_cpp
         self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
         llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        spec = resolve_model(
-            model=None,
-            model_repo=None,
-            model_filename=None,
-            size="mini",
-            default_size="mini",
-            default_path=None,
-            model_dir=steadytext_async.Settings.from_env().model_dir,
-        )
+        spec = embedded_model()
         self.llm = llama_cpp.Llama(
             model_path=str(spec.path),
             n_ctx=1024,
