@@ -7,8 +7,9 @@ each figure is the median of all rounds. Prints one JSON line per figure:
 
 - ``p50_ms`` of each client, non-streamed and streamed (SSE);
 - ``overhead_ms`` = client p50 - raw httpx p50 (``router_*`` = ``AsyncSteadyText.generate``/``stream``, which cross
-  into the runtime thread; ``router_generate`` currently streams SSE underneath, ``router_generate_json`` uses a
-  provider in one-document mode; ``provider_*`` = :class:`OpenAICompatProvider` called on this loop);
+  into the runtime thread; ``router_generate`` sends one non-streamed request, ``router_generate_json`` uses a
+  provider fixed to one-document mode; the result cache is disabled for these;
+  ``provider_*`` = :class:`OpenAICompatProvider` called on this loop);
 - ``litellm_over_router`` = LiteLLM overhead / router overhead (target >= 5), and ``req_per_s`` at
   ``--concurrency`` concurrent requests.
 """
@@ -98,7 +99,8 @@ async def run(base: str, args: argparse.Namespace) -> None:
     raw = httpx.AsyncClient(timeout=30)
     provider = OpenAICompatProvider(preset)
     spec = ModelSpec(provider="bench", name="m")
-    client = AsyncSteadyText(providers={"benchjson": OpenAICompatProvider(preset, sse=False)})
+    # The result cache is off: every request is a miss here, and the figure is the transport/router overhead.
+    client = AsyncSteadyText(cache_disabled=True, providers={"benchjson": OpenAICompatProvider(preset, sse=False)})
 
     async def raw_json(i: int) -> str:
         r = await raw.post(url, json=body(i, False))
