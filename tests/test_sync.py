@@ -82,3 +82,14 @@ def test_generate_keeps_original_positional_order() -> None:
     text, logprobs = st.generate(PROMPT, 4, True)  # type: ignore[misc]
     assert logprobs is not None and len(logprobs["content"]) == 4
     assert text == st.generate(PROMPT, max_new_tokens=4)
+
+
+def test_breaking_out_of_sync_iter_frees_the_worker() -> None:
+    with st.SteadyText(workers=1, threads=2) as client:
+        for n, _item in enumerate(client.stream("Once upon a time", max_new_tokens=400)):
+            if n == 2:
+                break
+        pids = client.worker_pids()
+        r = client.generate("Hello", max_new_tokens=3)
+        assert r.usage.completion_tokens == 3
+        assert client.worker_pids() == pids  # stopped by a cancel message, not killed
