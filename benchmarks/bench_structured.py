@@ -10,7 +10,6 @@ unconstrained, mask time per token (compute + apply), and whether the output val
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import json
 import sys
@@ -23,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from steadytext_async._exceptions import ConstraintError
 from steadytext_async._registry import embedded_model
+from steadytext_async._worker.llama import LlamaModel
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize
 from steadytext_async.structured.grammar import choices_regex
 
@@ -58,39 +58,11 @@ def _argmax(logits: Any) -> int:
     return int(np.argmax(logits))
 
 
-class Model:
+class Model(LlamaModel):
     """The model plus the worker's low-level decode primitives."""
 
     def __init__(self, path: str, threads: int) -> None:
-        import llama_cpp
-
-        self.lc = llama_cpp
-        self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-        llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        self.llm = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=512,
-            n_batch=256,
-            n_ubatch=256,
-            n_threads=threads,
-            n_threads_batch=threads,
-            logits_all=False,
-            verbose=False,
-        )
-        self.n_vocab = int(self.llm.n_vocab())
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-
-    def logits(self) -> Any:
-        ptr = self.lc.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(256)
-        n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        return bytes(buf.raw[:n])
-
-    def is_end(self, token: int) -> bool:
-        return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
+        super().__init__(path, n_ctx=512, n_batch=256, n_threads=threads)
 
     def decode(self, prompt: str, max_new: int, guide: Any | None) -> dict[str, Any]:
         """Greedy decode; ``guide`` has TokenMatcher's choose/advance/done. Returns text and timings.

@@ -7,7 +7,6 @@ computed from the constraint; every output must then validate.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import re
 import string
@@ -23,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from steadytext_async import ConstraintError
 from steadytext_async._registry import embedded_model
+from steadytext_async._worker.llama import LlamaModel
 from steadytext_async._worker.sampling import Sampler
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize, parse
 
@@ -42,41 +42,12 @@ class Output:
     finish: str
 
 
-class Runner:
+class Runner(LlamaModel):
     """The worker's decode primitives plus the constrained loop proposed for ``Worker.generate``."""
 
     def __init__(self) -> None:
-        import llama_cpp
-
-        self.lc = llama_cpp
-        self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-        llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        spec = embedded_model()
-        self.llm = llama_cpp.Llama(
-            model_path=str(spec.path),
-            n_ctx=1024,
-            n_batch=256,
-            n_ubatch=256,
-            n_threads=1,
-            n_threads_batch=1,
-            logits_all=False,
-            verbose=False,
-        )
-        self.n_vocab = int(self.llm.n_vocab())
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        super().__init__(str(embedded_model().path), n_ctx=1024, n_batch=256, n_threads=1)
         self.factory = MatcherFactory(self.llm)
-
-    def logits(self) -> Any:
-        ptr = self.lc.llama_get_logits_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def piece(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(256)
-        n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        return bytes(buf.raw[:n])
-
-    def is_end(self, token: int) -> bool:
-        return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
 
     def generate(
         self, prompt: str, constraint: Constraint, max_new: int, *, temperature: float = 0.0, seed: int = 42

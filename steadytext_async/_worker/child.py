@@ -20,6 +20,7 @@ from typing import Any
 
 from .._exceptions import ConstraintError
 from .governor import ThreadGovernor
+from .llama import LlamaModel
 from .protocol import read_frame_fd, write_frame_fd
 
 _OUT_FD = -1
@@ -72,28 +73,18 @@ class Worker:
         self.lc = llama_cpp
         self.cfg = cfg
         self.inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self._log_cb: Any = None
-        if not cfg.get("llama_log"):
-            # llama.cpp logs through this callback even with verbose=False; drop everything.
-            self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-            llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
         self.n_threads = int(cfg["n_threads"])  # threads in use now (<= share)
         self.share = self.n_threads  # threads granted by the pool
         self.governor = ThreadGovernor()
-        self.llm = llama_cpp.Llama(
-            model_path=cfg["model_path"],
+        self.model = LlamaModel(
+            cfg["model_path"],
             n_ctx=int(cfg["n_ctx"]),
             n_batch=int(cfg["n_batch"]),
-            n_ubatch=int(cfg["n_batch"]),
             n_threads=self.n_threads,
-            n_threads_batch=self.n_threads,
-            logits_all=False,
-            verbose=bool(cfg.get("llama_log")),
+            log=bool(cfg.get("llama_log")),
         )
-        self.ctx = self.llm.ctx
+        self.llm = self.model.llm
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
-        self.n_vocab = int(self.llm.n_vocab())
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
 
     def info(self) -> dict[str, Any]:
         lc = self.lc
@@ -105,7 +96,7 @@ class Worker:
             "n_ctx": int(self.llm.n_ctx()),
             "n_batch": int(self.cfg["n_batch"]),
             "n_ubatch": int(self.cfg["n_batch"]),
-            "n_vocab": self.n_vocab,
+            "n_vocab": self.model.n_vocab,
             "cpu": _cpu_summary(),
         }
 
@@ -118,7 +109,7 @@ class Worker:
 
     def use_threads(self, n: int) -> None:
         if n != self.n_threads:
-            self.lc.llama_set_n_threads(self.ctx, n, n)
+            self.model.set_threads(n)
             self.n_threads = n
 
     def poll(self, rid: int) -> None:
@@ -151,20 +142,6 @@ class Worker:
 
             self._matchers = MatcherFactory(self.llm)
         return self._matchers.matcher(constraint)
-
-    def _logits(self) -> Any:
-        import numpy as np
-
-        ptr = self.lc.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
-
-    def _piece_bytes(self, token: int) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self.lc.llama_token_to_piece(self.vocab, token, buf, len(buf), 0, False)
-        return bytes(buf.raw[:n])
 
     def _tokenize(self, prompt: str, prompt_format: str) -> list[int]:
         if prompt_format == "chat":
@@ -236,11 +213,9 @@ class Worker:
             _send(("piece", rid, piece.text, toks, lps))
             sent += len(toks)
 
-        def is_end(token: int) -> bool:
-            return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
-
+        is_end = self.model.is_end
         for i in range(max_new):
-            logits = self._logits()
+            logits = self.model.logits()
             raw = logits.copy() if want_lp and matcher is not None else logits  # logprobs: the model's own
             if matcher is not None:
                 choice = matcher.choose(logits, sampler.pick, is_end)  # masks in place when needed
@@ -255,10 +230,10 @@ class Worker:
                     finish = "eos"
                     break
             ids.append(token)
-            data = self._piece_bytes(token)
+            data = self.model.piece(token)
             if want_lp:
                 lp, lse = log_softmax_at(raw, token)
-                tops = [(t, self._piece_bytes(t), v) for t, v in top_alternatives(raw, top_n, lse)]
+                tops = [(t, self.model.piece(t), v) for t, v in top_alternatives(raw, top_n, lse)]
                 info.append((token, data, lp, tops))
             flush(asm.feed(i, data))
             if asm.stopped:
@@ -276,7 +251,7 @@ class Worker:
             if matcher.done:
                 finish = "constraint_complete"
             elif not matcher.accepting:
-                partial = b"".join(self._piece_bytes(t) for t in ids).decode("utf-8", "replace")
+                partial = b"".join(self.model.piece(t) for t in ids).decode("utf-8", "replace")
                 raise ConstraintError(
                     f"max_new_tokens={max_new} ran out before the output satisfied the constraint",
                     partial_text=partial,
