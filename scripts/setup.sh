@@ -32,5 +32,7 @@ fi
 "$VENV/bin/python" - <<'PY'
 import llama_cpp
 info = llama_cpp.llama_print_system_info().decode()
+if "OPENMP = 1" in info:
+    raise SystemExit(f"setup: this llama-cpp-python was built with OpenMP; rebuild with CMAKE_ARGS=-DGGML_OPENMP=OFF: {info}")
 print(f"setup: llama-cpp-python {llama_cpp.__version__} ready: {info.strip()}")
 PY
