@@ -16,7 +16,6 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -36,9 +35,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        # Weak references to bound methods: registering a client must not keep it alive forever.
-        self._shutdown_hooks: list[weakref.WeakMethod[Callable[[], Awaitable[None]]]] = []
-        self._sync_hooks: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._sync_hooks: list[Callable[[], None]] = []
         self._atexit_registered = False
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -67,12 +65,13 @@ class Runtime:
             return self._loop
 
     def on_shutdown(self, hook: Callable[[], Awaitable[None]], last_resort: Callable[[], None]) -> None:
-        """Register bound methods: an async cleanup (run at shutdown) and a synchronous last resort (if that times
-        out). Held weakly, and forgotten once their object is gone."""
-        self._shutdown_hooks = [h for h in self._shutdown_hooks if h() is not None]
-        self._sync_hooks = [h for h in self._sync_hooks if h() is not None]
-        self._shutdown_hooks.append(weakref.WeakMethod(hook))
-        self._sync_hooks.append(weakref.WeakMethod(last_resort))
+        """Register an async cleanup (run at shutdown) and a synchronous last resort (if that times out).
+
+        Held strongly on purpose: a client dropped without ``aclose()`` still gets its worker processes stopped and
+        its pending cache writes flushed at interpreter exit.
+        """
+        self._shutdown_hooks.append(hook)
+        self._sync_hooks.append(last_resort)
 
     def in_runtime(self) -> bool:
         try:
@@ -85,9 +84,8 @@ class Runtime:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not loop.is_running():
             return
-        hooks = [h for h in (ref() for ref in self._shutdown_hooks) if h is not None]
-        sync_hooks = [h for h in (ref() for ref in self._sync_hooks) if h is not None]
-        self._shutdown_hooks, self._sync_hooks = [], []
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        sync_hooks, self._sync_hooks = self._sync_hooks, []
 
         async def run_hooks() -> None:
             await asyncio.gather(*(h() for h in hooks), return_exceptions=True)

@@ -185,14 +185,3 @@ async def test_unloadable_model_file_falls_back_or_raises_when_strict(tmp_path: 
         assert r.fallback and len(r.text.split()) == 5
         with pytest.raises(st.ModelUnavailableError, match="could not load model"):
             await client.generate("Hello", model=str(bad), max_new_tokens=5, strict=True)
-
-
-async def test_clients_are_not_kept_alive_by_the_runtime() -> None:
-    import gc
-    import weakref
-
-    client = st.AsyncSteadyText(workers=1, threads=1)
-    ref = weakref.ref(client)
-    del client
-    gc.collect()
-    assert ref() is None
