@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any
 
 from ._config import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError, UnsafeModeRequiredError
@@ -118,8 +117,3 @@ def build_request(
         strict=strict if isinstance(strict, bool) else None,
         constraint=constraint,
     )
-
-
-def request_kwargs(**kwargs: Any) -> dict[str, Any]:
-    """Drop None-valued keys (helper for CLI/shims)."""
-    return {k: v for k, v in kwargs.items() if v is not None}
