@@ -159,8 +159,8 @@ async def run(base: str, args: argparse.Namespace) -> None:
             litellm_version = importlib.metadata.version("litellm")
         litellm.suppress_debug_info = True
 
-        async def litellm_json(i: int) -> str:
-            r = await litellm.acompletion(
+        async def litellm_call(i: int, stream: bool) -> Any:
+            return await litellm.acompletion(
                 model="openai/m",
                 api_base=base,
                 api_key="unused",
@@ -168,20 +168,15 @@ async def run(base: str, args: argparse.Namespace) -> None:
                 max_tokens=MAX_TOKENS,
                 temperature=0.0,
                 seed=42,
+                stream=stream,
             )
+
+        async def litellm_json(i: int) -> str:
+            r = await litellm_call(i, False)
             return str(r.choices[0].message.content)
 
         async def litellm_sse(i: int) -> str:
-            r = await litellm.acompletion(
-                model="openai/m",
-                api_base=base,
-                api_key="unused",
-                messages=[{"role": "user", "content": f"hello {i}"}],
-                max_tokens=MAX_TOKENS,
-                temperature=0.0,
-                seed=42,
-                stream=True,
-            )
+            r = await litellm_call(i, True)
             return "".join([c.choices[0].delta.content or "" async for c in r])
 
         clients["litellm_json"] = litellm_json

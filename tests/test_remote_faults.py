@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from _remote_servers import Action, ScriptedServer, chat_doc, chat_events
@@ -26,13 +25,6 @@ from steadytext_async.providers.presets import RemoteOptions, get_preset, regist
 GUARD = 30.0  # a test-side bound far above every deadline below: reaching it means a hang
 OPTIONS = RemoteOptions(timeout=0.5, connect_timeout=2.0, deadline=8.0, max_attempts=3, backoff=0.01, max_backoff=0.05)
 OK = Action("sse", events=chat_events(["Hel", "lo"]))
-
-
-@pytest.fixture(autouse=True)
-def _no_result_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Every call must reach the server: no result cache, and none outside this test's directory."""
-    monkeypatch.setenv("STEADYTEXT_DISABLE_CACHE", "1")
-    monkeypatch.setenv("STEADYTEXT_CACHE_DIR", str(tmp_path))
 
 
 @pytest.fixture(scope="module")

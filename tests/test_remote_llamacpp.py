@@ -31,13 +31,6 @@ MAX = 12
 MAX_LP = 5  # tokens when logprobs are requested
 
 
-@pytest.fixture(autouse=True)
-def _no_result_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Every call must reach the server: no result cache, and none outside this test's directory."""
-    monkeypatch.setenv("STEADYTEXT_DISABLE_CACHE", "1")
-    monkeypatch.setenv("STEADYTEXT_CACHE_DIR", str(tmp_path))
-
-
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     spec = embedded_model()

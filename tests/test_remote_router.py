@@ -9,7 +9,6 @@ import logging
 import pickle
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from _remote_servers import Action, ScriptedServer, Seen, chat_doc
@@ -28,13 +27,6 @@ from steadytext_async.providers.presets import RemoteOptions, register_provider,
 
 SENTINEL = "sk-SENTINEL-9f8e7d6c5b4a"
 KEY_VAR = "STEADYTEXT_TEST_SENTINEL_KEY"
-
-
-@pytest.fixture(autouse=True)
-def _no_result_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Every call must reach the server: no result cache, and none outside this test's directory."""
-    monkeypatch.setenv("STEADYTEXT_DISABLE_CACHE", "1")
-    monkeypatch.setenv("STEADYTEXT_CACHE_DIR", str(tmp_path))
 
 
 @pytest.fixture(scope="module")
