@@ -1,18 +1,25 @@
-"""Module-level functions with the original SteadyText signatures, over one lazily created default client.
+"""Module-level functions with the original SteadyText signatures, over lazily created default clients.
 
 ``agenerate``/``agenerate_iter`` are the native async API (keyword-only options). ``generate``/``generate_iter``
 are sync shims that keep the original positional order for compatibility.
+
+There is one lightweight default client per event loop (weakly keyed, so ``asyncio.run`` called many times leaves
+nothing behind) plus one for the sync shims; all of them share the engine's worker pool and result cache.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar, overload
 
 from ._client import AsyncSteadyText
+from ._config import Settings
+from ._engine import engine
 from ._models import Chunk, GenerationResult
-from ._runtime import runtime
 from ._validate import DEFAULT_SEED, build_request
 
 __all__ = [
@@ -33,19 +40,40 @@ __all__ = [
 T = TypeVar("T")
 
 _lock = threading.Lock()
-_default: AsyncSteadyText | None = None
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSteadyText] = weakref.WeakKeyDictionary()
+_settings: Settings | None = None
+
+
+def _new_default() -> AsyncSteadyText:
+    global _settings
+    if _settings is None:
+        _settings = Settings.from_env()
+    return AsyncSteadyText(_settings, _shared_local=engine().default_local(_settings))
 
 
 def default_client() -> AsyncSteadyText:
-    """The process-wide client used by the module-level functions (configured from ``STEADYTEXT_*``)."""
-    global _default
-    client = _default
+    """The client the module-level functions use on this event loop (configured from ``STEADYTEXT_*``); outside
+    a running loop, the one the sync shims use. Every default client shares the engine's worker pool."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = engine().portal.loop
+    client = _defaults.get(loop)
     if client is None:
         with _lock:
-            if _default is None:
-                _default = AsyncSteadyText()
-            client = _default
+            client = _defaults.get(loop)
+            if client is None:
+                client = _defaults[loop] = _new_default()
     return client
+
+
+def _forget_defaults() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _defaults.clear()
+
+
+os.register_at_fork(after_in_child=_forget_defaults)
 
 
 class GeneratedText(str):
@@ -117,10 +145,7 @@ async def agenerate(
         unsafe_mode=unsafe_mode,
         strict=strict,
     )
-    client = default_client()
-    result = client._peek(request)
-    if result is None:
-        result = await runtime.call(client._generate(request))
+    result = await default_client()._agenerate(request)
     return _shape(result, request.logprobs)
 
 
@@ -155,7 +180,7 @@ async def agenerate_iter(
         unsafe_mode=unsafe_mode,
         strict=strict,
     )
-    async for item in runtime.iterate(default_client()._stream(request)):
+    async for item in default_client()._astream(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
@@ -201,7 +226,7 @@ def generate(
     client = default_client()
     result = client._peek(request)
     if result is None:
-        result = runtime.run(client._generate(request))
+        result = engine().portal.run(client._generate(request))
     return _shape(result, request.logprobs)
 
 
@@ -239,7 +264,10 @@ def generate_iter(
 
 
 def _iter_sync(request: Any, include_logprobs: bool) -> Iterator[str | dict[str, Any]]:
-    for item in runtime.iterate_sync(default_client()._stream(request)):
+    client = default_client()
+    hot = client._peek_items(request)
+    items = hot if hot is not None else engine().portal.iterate_sync(client._stream(request))
+    for item in items:
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
@@ -254,7 +282,7 @@ async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
     from .structured import parse
 
     request = build_request(prompt, schema=schema, **kwargs)
-    result = await runtime.call(default_client()._generate(request))
+    result = await default_client()._agenerate(request)
     return parse(schema, result.text)
 
 
@@ -267,7 +295,7 @@ def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
     from .structured import parse
 
     request = build_request(prompt, schema=schema, **kwargs)
-    result = runtime.run(default_client()._generate(request))
+    result = engine().portal.run(default_client()._generate(request))
     return parse(schema, result.text)
 
 
@@ -285,16 +313,19 @@ async def apreload_models(
 def preload_models(verbose: bool = False, size: str | None = None) -> None:
     """Blocking :func:`apreload_models` (original signature; ``verbose`` is accepted and ignored)."""
     request = build_request("", size=size)
-    runtime.run(default_client()._preload(request))
+    engine().portal.run(default_client()._preload(request))
+
+
+async def _close_defaults() -> None:
+    if _settings is not None:
+        await engine().release_defaults(_settings)
 
 
 async def aclose() -> None:
-    """Stop the default client's worker processes (they restart on the next call)."""
-    if _default is not None:
-        await _default.aclose()
+    """Stop the module-level functions' worker processes and flush their cache (both restart on the next call)."""
+    await engine().portal.call(_close_defaults())
 
 
 def close() -> None:
     """Blocking :func:`aclose`."""
-    if _default is not None:
-        runtime.run(_default._aclose_impl())
+    engine().portal.run(_close_defaults())

@@ -1,21 +1,27 @@
 """AsyncSteadyText: the one implementation of a generation (validate -> route -> provider -> result).
 
-The public coroutines may be awaited from any event loop; the work runs on the runtime loop (see ``_runtime``),
-which owns the worker pool, so one client serves every loop and thread of a process.
+The client lives on the caller's event loop, as ``httpx.AsyncClient`` does: validation, the cache peek (a hot hit,
+streamed or not, is answered right there), routing and remote HTTP without a result cache run on the caller's loop.
+Local generation, and everything that goes through the result cache, crosses into the process's engine
+(:mod:`._engine`) once: a whole result in one hop, a stream in one hop per batch of ready pieces.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._cache import ResultCache, open_result_cache
+from ._cache import ResultCache
 from ._cache.key import cache_key, cacheable
 from ._config import Settings
+from ._engine import engine
 from ._exceptions import ModelUnavailableError
 from ._fallback import fallback_words
 from ._models import (
@@ -31,8 +37,7 @@ from ._models import (
     sha256_text,
 )
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
-from ._router import Router
-from ._runtime import runtime
+from ._router import Router, is_remote_model
 from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
@@ -51,7 +56,9 @@ T = TypeVar("T")
 class AsyncSteadyText:
     """Async client. Use as ``async with AsyncSteadyText() as client:`` or call :meth:`aclose`.
 
-    Keyword overrides (``workers=2, threads=2, strict=True, ...``) win over ``STEADYTEXT_*`` variables.
+    Keyword overrides (``workers=2, threads=2, strict=True, ...``) win over ``STEADYTEXT_*`` variables. A client
+    may be used from several event loops (one router and remote connection pool per loop); its worker processes
+    and its result cache are the engine's, shared with every client of the process that has the same settings.
     """
 
     def __init__(
@@ -61,15 +68,36 @@ class AsyncSteadyText:
         providers: Mapping[str, Provider] | None = None,
         **overrides: Any,
     ) -> None:
+        shared_local = overrides.pop("_shared_local", None)
         if settings is not None and overrides:
             raise TypeError("pass either settings or keyword overrides, not both")
         self.settings = settings if settings is not None else Settings.from_env(**overrides)
-        self._local = LocalProvider(self.settings)
-        self._router = Router(self.settings, self._local, providers)
-        self._cache: ResultCache | None = open_result_cache(self.settings)
+        self._local: LocalProvider = shared_local if shared_local is not None else LocalProvider(self.settings)
+        self._given = dict(providers or {})
+        self._routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Router] = weakref.WeakKeyDictionary()
+        self._cache_ref: tuple[int, ResultCache | None] | None = None  # (pid, cache) held from the engine
         self._fallback_warned: set[str] = set()
-        self._closed = False
-        runtime.on_shutdown(self._aclose_impl, self._local.kill_now)
+
+    # -- per-loop and per-process state ----------------------------------------------------------------------
+    @property
+    def _router(self) -> Router:
+        """This loop's router (remote providers hold connections bound to the loop that made them)."""
+        try:
+            loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = engine().portal.loop
+        router = self._routers.get(loop)
+        if router is None or router.pid != os.getpid():
+            router = self._routers[loop] = Router(self.settings, self._local, self._given)
+        return router
+
+    @property
+    def _cache(self) -> ResultCache | None:
+        """The engine's result cache for these settings (taken once per process; None when disabled)."""
+        ref = self._cache_ref
+        if ref is None or ref[0] != os.getpid():
+            ref = self._cache_ref = (os.getpid(), engine().cache(self.settings))
+        return ref[1]
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def __aenter__(self) -> AsyncSteadyText:
@@ -81,20 +109,29 @@ class AsyncSteadyText:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop worker processes and release resources. The client can be used again afterwards."""
-        await runtime.call(self._aclose_impl())
-
-    async def _aclose_impl(self) -> None:
-        if self._cache is not None:
-            await self._cache.aclose()
-        await self._local.aclose()
-        for provider in self._router.providers.values():
+        """Stop this client's worker processes, finish its cache writes and close its remote connections. The
+        client can be used again afterwards."""
+        router = self._routers.pop(asyncio.get_running_loop(), None)
+        if router is not None:
+            await router.aclose()
+        for provider in self._given.values():
             await provider.aclose()
+        await engine().portal.call(self._aclose_engine_side())
+
+    async def _aclose_engine_side(self) -> None:
+        ref, self._cache_ref = self._cache_ref, None
+        if ref is not None and ref[1] is not None and ref[0] == os.getpid():
+            await engine().release_cache(self.settings)
+        if not self._local.shared:
+            await self._local.aclose()
+        router = self._routers.pop(asyncio.get_running_loop(), None)
+        if router is not None:
+            await router.aclose()
 
     def worker_pids(self) -> list[int]:
         """PIDs of live local worker processes (for monitoring and tests)."""
         pool = self._local._pool
-        return pool.pids() if pool is not None else []
+        return pool.pids() if pool is not None and self._local._pid == os.getpid() else []
 
     # -- public API ------------------------------------------------------------------------------------------
     async def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
@@ -102,14 +139,11 @@ class AsyncSteadyText:
 
         Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``.
         """
-        request = build_request(prompt, **kwargs)
-        hit = self._peek(request)
-        return hit if hit is not None else await runtime.call(self._generate(request))
+        return await self._agenerate(build_request(prompt, **kwargs))
 
     async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk | GenerationResult]:
         """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
-        request = build_request(prompt, **kwargs)
-        async for item in runtime.iterate(self._stream(request)):
+        async for item in self._astream(build_request(prompt, **kwargs)):
             yield item
 
     async def preload(
@@ -122,9 +156,31 @@ class AsyncSteadyText:
     ) -> ModelSpec:
         """Resolve (assemble/download) a model and start its worker processes now."""
         request = build_request("", model=model, size=size, model_repo=model_repo, model_filename=model_filename)
-        return await runtime.call(self._preload(request))
+        return await engine().portal.call(self._preload(request))
 
-    # -- implementation (runs on the runtime loop) -----------------------------------------------------------
+    # -- the crossing ----------------------------------------------------------------------------------------
+    def _here(self, request: GenerationRequest) -> bool:
+        """True when ``request`` runs wholly on the caller's loop: a remote model without a result cache."""
+        return self._cache is None and is_remote_model(request.model, self._given)
+
+    async def _agenerate(self, request: GenerationRequest) -> GenerationResult:
+        hit = self._peek(request)
+        if hit is not None:
+            return hit
+        if self._here(request):
+            return await self._generate(request)
+        return await engine().portal.call(self._generate(request))
+
+    def _astream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+        """The items of ``request`` on the caller's loop: a hot replay (no hop), a local run, or via the engine."""
+        hot = self._peek_items(request)
+        if hot is not None:
+            return _replay(hot)
+        if self._here(request):
+            return self._stream(request)
+        return engine().portal.iterate(self._stream(request))
+
+    # -- implementation (runs on the engine loop, or on the caller's for _here() requests) ---------------------
     async def _preload(self, request: GenerationRequest) -> ModelSpec:
         provider, spec = await self._router.route(request)
         if isinstance(provider, LocalProvider):
@@ -145,7 +201,7 @@ class AsyncSteadyText:
         either as JSON (``steadytext-async generate --json`` output)."""
         fingerprint, text = load_recording(recording)
         request = request_from_fingerprint(fingerprint)
-        return await runtime.call(self._replay(fingerprint, text, request))
+        return await engine().portal.call(self._replay(fingerprint, text, request))
 
     async def _replay(self, fingerprint: Fingerprint, text: str | None, request: GenerationRequest) -> ReplayReport:
         result = await self._generate(request, use_cache=False)
@@ -174,15 +230,20 @@ class AsyncSteadyText:
             runtime_settings = {"n_ctx": n_ctx or self.settings.n_ctx, "n_batch": n_batch or self.settings.n_batch}
         return cache_key(request, spec, runtime=runtime_settings)
 
-    def _peek(self, request: GenerationRequest) -> GenerationResult | None:
-        """A hot cache hit answered on the caller's thread (no runtime hop), or None."""
-        if self._cache is None:
+    def _peek_items(self, request: GenerationRequest) -> tuple[StreamItem, ...] | None:
+        """A hot cache entry's items, answered on the caller's thread (no engine hop), or None."""
+        cache = self._cache
+        if cache is None:
             return None
         spec = self._router.resolved(request)
         key = self._key(request, spec) if spec is not None else None
-        items = self._cache.peek(key) if key is not None else None
-        result = items[-1] if items else None
-        return result if isinstance(result, GenerationResult) else None
+        items = cache.peek(key) if key is not None else None
+        return items if items and isinstance(items[-1], GenerationResult) else None
+
+    def _peek(self, request: GenerationRequest) -> GenerationResult | None:
+        """A hot cache hit's result, answered on the caller's thread (no engine hop), or None."""
+        items = self._peek_items(request)
+        return items[-1] if items is not None else None  # type: ignore[return-value]
 
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
@@ -200,14 +261,15 @@ class AsyncSteadyText:
             async for item in self._fallback(request, exc, t0):
                 yield item
             return
-        key = self._key(request, spec) if self._cache is not None and use_cache else None
-        if self._cache is None or key is None:
+        cache = self._cache if use_cache else None
+        key = self._key(request, spec) if cache is not None else None
+        if cache is None or key is None:
             async for item in self._produce(provider, spec, request, t0, incremental):
                 yield item
             return
         variant = ("strict" if self._strict(request) else "lenient") + ("" if incremental else "/whole")
         async with _closing(
-            self._cache.stream(key, lambda: self._produce(provider, spec, request, t0, incremental), variant=variant)
+            cache.stream(key, lambda: self._produce(provider, spec, request, t0, incremental), variant=variant)
         ) as items:
             async for item in items:
                 yield item
@@ -374,6 +436,11 @@ class AsyncSteadyText:
             timings=timings,
             fingerprint=fingerprint,
         )
+
+
+async def _replay(items: tuple[StreamItem, ...]) -> AsyncIterator[StreamItem]:
+    for item in items:
+        yield item
 
 
 @contextlib.asynccontextmanager

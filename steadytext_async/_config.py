@@ -14,6 +14,9 @@
 | STEADYTEXT_UNSAFE_MODE    | 1: allow remote (best-effort deterministic) models without unsafe_mode=True | 0      |
 | STEADYTEXT_<NAME>_BASE_URL | base URL of remote provider NAME (e.g. STEADYTEXT_OPENAI_BASE_URL) | preset's      |
 | STEADYTEXT_START_TIMEOUT  | seconds a worker may take to load its model                      | 120                |
+| STEADYTEXT_HOST_BUDGET    | 0: no host-wide thread budget (each pool only keeps its own)      | 1                  |
+| STEADYTEXT_HOST_THREADS   | decode threads shared by every process of the host               | usable cores       |
+| STEADYTEXT_BUDGET_DIR     | directory of the host budget's lock files                        | user cache dir     |
 | STEADYTEXT_CACHE_DIR      | directory of the result cache file (results.sqlite3)            | user cache dir     |
 | STEADYTEXT_DISABLE_CACHE  | 1: no result cache (every call generates)                        | 0                  |
 | STEADYTEXT_CACHE_MAX_ENTRIES | result cache capacity in entries (frecency eviction)          | 50000              |
@@ -94,13 +97,16 @@ class Settings:
     strict: bool = False
     llama_log: bool = False
     start_timeout: float = 120.0
+    host_budget: bool = True
+    host_threads: int = dataclasses.field(default_factory=usable_cores)
+    budget_dir: Path | None = None
     cache_dir: Path = dataclasses.field(default_factory=_default_cache_dir)
     cache_disabled: bool = False
     cache_max_entries: int = 50_000
     cache_max_bytes: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("workers", "threads", "n_ctx", "n_batch"):
+        for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
@@ -127,6 +133,9 @@ class Settings:
             "strict": _env_bool(e, "STEADYTEXT_STRICT", False),
             "llama_log": _env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(_env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
+            "host_budget": _env_bool(e, "STEADYTEXT_HOST_BUDGET", True),
+            "host_threads": _env_int(e, "STEADYTEXT_HOST_THREADS", cores),
+            "budget_dir": Path(e["STEADYTEXT_BUDGET_DIR"]) if e.get("STEADYTEXT_BUDGET_DIR") else None,
             "cache_dir": Path(e["STEADYTEXT_CACHE_DIR"]) if e.get("STEADYTEXT_CACHE_DIR") else _default_cache_dir(),
             "cache_disabled": _env_bool(e, "STEADYTEXT_DISABLE_CACHE", False),
             "cache_max_entries": _env_int(e, "STEADYTEXT_CACHE_MAX_ENTRIES", 50_000),

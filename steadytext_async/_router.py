@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -30,9 +31,17 @@ from .providers.base import Provider
 from .providers.local import LocalProvider
 from .providers.presets import ProviderPreset, get_preset, known_providers, split_remote_model
 
-__all__ = ["Router"]
+__all__ = ["Router", "is_remote_model"]
 
 FAILURE_TTL = 30.0
+
+
+def is_remote_model(model: str | None, providers: Mapping[str, Provider]) -> bool:
+    """True when ``model`` names a remote provider (``provider:model_id``); no I/O."""
+    if model is None or ":" not in model:
+        return False
+    prefix = model.partition(":")[0]
+    return prefix in providers or split_remote_model(model) is not None or not is_local_path(model)
 
 
 class Router:
@@ -45,13 +54,20 @@ class Router:
         self._resolved: dict[tuple[Any, ...], ModelSpec] = {}
         self._failed: dict[tuple[Any, ...], tuple[float, ModelUnavailableError]] = {}
         self._lock = asyncio.Lock()
+        self.pid = os.getpid()  # a router (and its connections) made before a fork belongs to the parent
+
+    async def aclose(self) -> None:
+        """Close the remote providers this router built (given providers belong to the caller)."""
+        built = [self.providers.pop(name) for name in list(self._built) if name in self.providers]
+        self._built.clear()
+        for provider in built:
+            await provider.aclose()
 
     async def route(self, request: GenerationRequest) -> tuple[Provider | LocalProvider, ModelSpec]:
         model = request.model
-        if model is not None and ":" in model:
+        if model is not None and is_remote_model(model, self.providers):
             prefix, _, model_id = model.partition(":")
-            if prefix in self.providers or split_remote_model(model) is not None or not is_local_path(model):
-                return await self.route_remote(request, prefix, model_id)
+            return await self.route_remote(request, prefix, model_id)
         return self.local, await self.resolve_local(request)
 
     async def route_remote(self, request: GenerationRequest, name: str, model_id: str) -> tuple[Provider, ModelSpec]:

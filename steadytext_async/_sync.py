@@ -1,7 +1,8 @@
 """SteadyText: the blocking twin of :class:`AsyncSteadyText`, a thin shim over the same implementation.
 
-Each call hands the async implementation to the runtime loop thread and waits, so it works in plain scripts, from
-many threads at once, and from code already running inside an event loop (sync FastAPI handlers, Jupyter).
+Each call hands the async implementation to the engine's loop thread and waits (a hot cache hit is answered on the
+calling thread), so it works in plain scripts, from many threads at once, and from code already running inside an
+event loop (sync FastAPI handlers, Jupyter).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any
 
 from ._client import AsyncSteadyText
 from ._config import Settings
+from ._engine import engine
 from ._models import Chunk, Fingerprint, GenerationResult, ModelSpec
 from ._replay import ReplayReport, load_recording, request_from_fingerprint
-from ._runtime import runtime
 from ._validate import build_request
 
 __all__ = ["SteadyText"]
@@ -39,26 +40,30 @@ class SteadyText:
         self.close()
 
     def close(self) -> None:
-        runtime.run(self._async._aclose_impl())
+        engine().portal.run(self._async._aclose_engine_side())
 
     def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
         request = build_request(prompt, **kwargs)
         hit = self._async._peek(request)
-        return hit if hit is not None else runtime.run(self._async._generate(request))
+        return hit if hit is not None else engine().portal.run(self._async._generate(request))
 
     def stream(self, prompt: str, **kwargs: Any) -> Iterator[Chunk | GenerationResult]:
         request = build_request(prompt, **kwargs)
-        yield from runtime.iterate_sync(self._async._stream(request))
+        hot = self._async._peek_items(request)
+        if hot is not None:
+            yield from hot
+            return
+        yield from engine().portal.iterate_sync(self._async._stream(request))
 
     def preload(self, **kwargs: Any) -> ModelSpec:
         request = build_request("", **kwargs)
-        return runtime.run(self._async._preload(request))
+        return engine().portal.run(self._async._preload(request))
 
     def replay(self, recording: GenerationResult | Fingerprint | str | dict[str, Any]) -> ReplayReport:
         """Blocking :meth:`AsyncSteadyText.replay`."""
         fingerprint, text = load_recording(recording)
         request = request_from_fingerprint(fingerprint)
-        return runtime.run(self._async._replay(fingerprint, text, request))
+        return engine().portal.run(self._async._replay(fingerprint, text, request))
 
     def worker_pids(self) -> list[int]:
         return self._async.worker_pids()

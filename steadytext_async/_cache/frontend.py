@@ -194,6 +194,12 @@ class ResultCache:
         if self.backend is not None:
             await self._guard("clear", self.backend.clear(), None)
 
+    async def drain(self) -> None:
+        """Finish pending writes (up to ``close_timeout``) and flush counters; the cache stays open."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.close_timeout)
+        await self._flush()
+
     async def aclose(self) -> None:
         """Cancel flights, finish pending writes (up to ``close_timeout``), flush counters, close the backend."""
         if self._flush_handle is not None:

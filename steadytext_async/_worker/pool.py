@@ -4,6 +4,9 @@
 - At most ``min(max_workers, threads)`` requests decode at once; the ``threads`` budget is split among them and
   re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose share shrinks
   must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
+- With a :class:`~steadytext_async._engine.budget.HostBudget`, every decode thread also needs one host token, so
+  all pools of all processes on the host together stay within the cores. A pool holds tokens only while it has
+  active requests; it takes spare tokens for a lone request only while no other pool waits.
 - Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
 - A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
   already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
@@ -26,12 +29,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .._engine.budget import HostBudget, Token
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
 from .protocol import HEADER, decode_header, encode_frame
 
 __all__ = ["Done", "Piece", "Pool", "WorkerInfo"]
 
 logger = logging.getLogger("steadytext_async")
+
+FAILURE_TTL = 30.0  # a model that failed to load is retried after this many seconds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -107,6 +113,7 @@ class Pool:
         llama_log: bool = False,
         start_timeout: float = 120.0,
         cancel_timeout: float = 5.0,
+        budget: HostBudget | None = None,
     ) -> None:
         self.max_workers = max_workers
         self.threads = threads
@@ -122,13 +129,19 @@ class Pool:
         self._seq = itertools.count(1)
         self._closed = False
         self._spawning = 0
-        self._failed: dict[str, str] = {}
+        self._failed: dict[str, tuple[float, str]] = {}
+        self.budget = budget
+        self._tokens: list[Token] = []
         self.generations = 0  # completed generations (observable for tests and stats)
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
         self.shrinks = 0  # acknowledged reductions of a running worker's share
 
     # -- public ----------------------------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     @property
     def max_active(self) -> int:
         return max(1, min(self.max_workers, self.threads))
@@ -196,6 +209,15 @@ class Pool:
             with contextlib.suppress(ProcessLookupError, OSError):
                 os.kill(w.pid, signal.SIGKILL)
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: this pool's workers and tokens are the parent's; drop them without touching them."""
+        self._closed = True
+        self._workers = []
+        if self.budget is not None:
+            for token in self._tokens:
+                self.budget.forget(token)
+        self._tokens = []
+
     # -- one attempt -----------------------------------------------------------------------------------------
     async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[Piece | Done]:
         t_queued = time.perf_counter()
@@ -246,26 +268,78 @@ class Pool:
     def _active(self) -> list[_Worker]:
         return [w for w in self._workers if w.busy and w.alive]
 
-    def _shares(self, k: int) -> list[int]:
-        base, extra = divmod(self.threads, k)
+    def _shares(self, k: int, total: int) -> list[int]:
+        base, extra = divmod(total, k)
         return [base + (1 if i < extra else 0) for i in range(k)]
 
+    def _budget_for(self, active: int, newcomer: bool) -> int:
+        """Threads this pool may use now; takes or returns host tokens to match (returns happen later)."""
+        if self.budget is None or active == 0:
+            return self.threads if active else 0
+        want = min(self.threads, max(active, len(self._tokens)))
+        if newcomer and not self.budget.others_waiting():  # take spare cores while nobody else waits
+            while len(self._tokens) < self.threads:
+                token = self.budget.try_acquire()
+                if token is None:
+                    break
+                self._tokens.append(token)
+            want = min(self.threads, len(self._tokens))
+        elif not newcomer and self.budget.others_waiting():
+            want = active  # one thread each; the surplus goes back to the host
+        return max(active, want)
+
+    def _return_tokens(self, keep: int) -> None:
+        assert self.budget is not None
+        while len(self._tokens) > keep:
+            self.budget.release(self._tokens.pop())
+
+    def _failure(self, model_path: str) -> str | None:
+        failed = self._failed.get(model_path)
+        if failed is None:
+            return None
+        if time.monotonic() - failed[0] >= FAILURE_TTL:
+            del self._failed[model_path]
+            return None
+        return failed[1]
+
+    def _has_token(self, active: int) -> bool:
+        """True when this pool holds (or just took) a host token for one more decoding worker."""
+        if self.budget is None or len(self._tokens) > active:
+            return True
+        token = self.budget.try_acquire()
+        if token is None:
+            return False
+        self._tokens.append(token)
+        return True
+
     async def _acquire(self, model_path: str) -> _Worker:
-        if model_path in self._failed:
-            raise ModelUnavailableError(self._failed[model_path])
+        failure = self._failure(model_path)
+        if failure is not None:
+            raise ModelUnavailableError(failure)
+        delay = 0.002
         async with self._cond:
             while True:
                 if self._closed:
                     raise WorkerError("the pool is closed")
-                if len(self._active()) < self.max_active:
+                active = len(self._active())
+                if active < self.max_active and not self._has_token(active):
+                    # every host token is taken (other pools or processes): poll while listening for our own
+                    assert self.budget is not None
+                    with self.budget.waiting(), contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._cond.wait()
+                    delay = min(0.05, delay * 2)
+                    continue
+                if active < self.max_active:
                     idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
                     if idle:
                         worker = idle[0]
                         break
                     alive = [w for w in self._workers if w.alive]
                     if len(alive) + self._spawning < self.max_workers:
-                        worker = await self._spawn_locked(model_path)
-                        break
+                        # the lock is released while spawning: re-check capacity before using the new worker
+                        await self._spawn_locked(model_path)
+                        continue
                     other = [w for w in alive if not w.busy and w.model_key != model_path]
                     if other:
                         self._retire(other[0])
@@ -304,7 +378,8 @@ class Pool:
             active = self._active()
             others = [w for w in active if w is not newcomer]
             ordered = others + ([newcomer] if newcomer is not None else [])
-            shares = self._shares(len(ordered)) if ordered else []
+            total = self._budget_for(len(ordered), newcomer is not None)
+            shares = self._shares(len(ordered), total) if ordered else []
             waits: list[asyncio.Future[int]] = []
             for w, share in zip(ordered, shares, strict=True):
                 if w is newcomer:
@@ -330,6 +405,8 @@ class Pool:
             if newcomer is not None:
                 in_use = sum(w.threads for w in self._active() if w.alive)
                 self.peak_threads = max(self.peak_threads, in_use)
+            elif self.budget is not None:  # shrinks are acknowledged: surplus tokens can go back
+                self._return_tokens(sum(w.threads for w in self._active() if w.alive))
 
     def _retire(self, worker: _Worker) -> None:
         if worker in self._workers:
@@ -379,8 +456,9 @@ class Pool:
         if first[0] != "ready":
             await proc.wait()
             message = first[1] if first[0] == "fatal" else repr(first)
-            self._failed[model_path] = f"could not load model {model_path}: {message}"
-            raise ModelUnavailableError(self._failed[model_path])
+            failure = f"could not load model {model_path}: {message}"
+            self._failed[model_path] = (time.monotonic(), failure)
+            raise ModelUnavailableError(failure)
         worker.info = first[1]
         worker.tasks.append(asyncio.create_task(self._pump(worker)))
         self._workers.append(worker)

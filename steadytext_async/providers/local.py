@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,27 +36,31 @@ def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
 
 
 class LocalProvider:
-    """Runs GGUF models in a pool of worker processes. Must be used on the runtime loop."""
+    """Runs GGUF models in a pool of worker processes. Used on the engine loop (see :mod:`.._engine`).
+
+    Each client owns one (its worker processes stop with ``aclose()``), except the module-level functions, which
+    share the engine's. Every pool draws decode threads from the engine's host-wide budget. A pool made before a
+    ``fork`` is the parent's: a child makes its own on first use.
+    """
 
     name = "local"
     capabilities = Capabilities(deterministic=True, logprobs=True, streaming=True)
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, shared: bool = False) -> None:
         self.settings = settings
+        self.shared = shared
         self._pool: Pool | None = None
+        self._pid = os.getpid()
 
     @property
     def pool(self) -> Pool:
-        if self._pool is None:
-            s = self.settings
-            self._pool = Pool(
-                max_workers=s.workers,
-                threads=s.threads,
-                n_ctx=s.n_ctx,
-                n_batch=s.n_batch,
-                llama_log=s.llama_log,
-                start_timeout=s.start_timeout,
-            )
+        from .._engine import engine
+
+        if self._pool is None or self._pid != os.getpid():
+            eng = engine()
+            self._pool = pool = eng.new_pool(self.settings)
+            self._pid = os.getpid()
+            weakref.finalize(self, eng.retire_pool, pool)  # an owner dropped without aclose()
         return self._pool
 
     def check(self, request: GenerationRequest) -> None:
@@ -106,9 +112,12 @@ class LocalProvider:
                 yield ProviderChunk(event.text, list(event.token_ids), tokens)
 
     async def aclose(self) -> None:
-        if self._pool is not None:
+        from .._engine import engine
+
+        if self._pool is not None and self._pid == os.getpid():
             pool, self._pool = self._pool, None
             await pool.aclose()
+            engine().retire_pool(pool)
 
     def kill_now(self) -> None:
         if self._pool is not None:

@@ -1,0 +1,7 @@
+"""The engine: the one crossing between the caller's event loop and local generation (see ``engine.py``)."""
+
+from .budget import HostBudget
+from .engine import Engine, engine
+from .portal import Portal
+
+__all__ = ["Engine", "HostBudget", "Portal", "engine"]
