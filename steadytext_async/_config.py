@@ -21,18 +21,22 @@
 | STEADYTEXT_DISABLE_CACHE  | 1: no result cache (every call generates)                        | 0                  |
 | STEADYTEXT_CACHE_MAX_ENTRIES | result cache capacity in entries (frecency eviction)          | 50000              |
 | STEADYTEXT_CACHE_MAX_BYTES | result cache capacity in stored bytes (frecency eviction)       | 268435456 (256 MiB)|
+| STEADYTEXT_CACHE_URL      | redis://… or rediss://…: share the result cache through Redis   | (unset: sqlite)    |
+| STEADYTEXT_CACHE_PREFIX   | prefix of every Redis key this cache writes                       | steadytext:        |
+| STEADYTEXT_CACHE_TTL      | seconds a Redis entry lives (0: until Redis evicts it)            | 0                  |
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
 from ._exceptions import InvalidRequestError
 
-__all__ = ["Settings", "usable_cores"]
+__all__ = ["Settings", "redact_url", "usable_cores"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -44,6 +48,31 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+_SECRET_QUERY = ("pass", "secret", "token", "key", "auth")
+CACHE_URL_SCHEMES = ("redis", "rediss")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (and any secret-looking query value) replaced by ``***``: safe to log or show."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, has_password, _ = userinfo.partition(":")
+            netloc = f"{user}:***@{host}" if has_password else f"***@{host}"  # a lone userinfo may be a password
+        query = urllib.parse.urlencode(
+            [
+                (k, "***" if any(s in k.lower() for s in _SECRET_QUERY) else v)
+                for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            ],
+            safe="*",
+        )
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    except ValueError:
+        return "<unparsable URL>"
 
 
 def _default_model_dir() -> Path:
@@ -104,6 +133,9 @@ class Settings:
     cache_disabled: bool = False
     cache_max_entries: int = 50_000
     cache_max_bytes: int = 256 * 1024 * 1024
+    cache_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password: never shown
+    cache_prefix: str = "steadytext:"
+    cache_ttl: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads"):
@@ -116,6 +148,22 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
+        if self.cache_url is not None:
+            scheme = self.cache_url.split("://", 1)[0].lower() if "://" in self.cache_url else ""
+            if scheme not in CACHE_URL_SCHEMES:
+                raise InvalidRequestError(
+                    f"cache_url must start with redis:// or rediss://, got {redact_url(self.cache_url)!r}"
+                )
+        if not isinstance(self.cache_prefix, str):
+            raise InvalidRequestError(f"cache_prefix must be a str, got {self.cache_prefix!r}")
+        ttl = self.cache_ttl
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
+            raise InvalidRequestError(f"cache_ttl must be a positive number of seconds or None, got {ttl!r}")
+
+    @property
+    def cache_location(self) -> str:
+        """Where results are cached, safe to show: the redacted Redis URL, or the sqlite directory."""
+        return redact_url(self.cache_url) if self.cache_url else str(self.cache_dir)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -140,6 +188,9 @@ class Settings:
             "cache_disabled": _env_bool(e, "STEADYTEXT_DISABLE_CACHE", False),
             "cache_max_entries": _env_int(e, "STEADYTEXT_CACHE_MAX_ENTRIES", 50_000),
             "cache_max_bytes": _env_int(e, "STEADYTEXT_CACHE_MAX_BYTES", 256 * 1024 * 1024),
+            "cache_url": e.get("STEADYTEXT_CACHE_URL", "").strip() or None,
+            "cache_prefix": e.get("STEADYTEXT_CACHE_PREFIX", "steadytext:"),
+            "cache_ttl": float(_env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -1,11 +1,11 @@
-"""The result cache: key derivation, the backend seam, the sqlite backend and the single-flight front."""
+"""The result cache: key derivation, the backend seam, the sqlite and Redis backends, the single-flight front."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from .._config import Settings
-from .base import CacheBackend, CachedEntry, CacheStats, StreamItem
+from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim, StreamItem
 from .frontend import Produce, ResultCache
 from .key import CACHE_FORMAT_VERSION, cache_key, cacheable
 from .sqlite import CACHE_FILENAME, SqliteBackend
@@ -13,9 +13,11 @@ from .sqlite import CACHE_FILENAME, SqliteBackend
 __all__ = [
     "CACHE_FILENAME",
     "CACHE_FORMAT_VERSION",
+    "NO_CLAIM",
     "CacheBackend",
     "CacheStats",
     "CachedEntry",
+    "Claim",
     "Produce",
     "ResultCache",
     "SqliteBackend",
@@ -24,6 +26,7 @@ __all__ = [
     "cache_path",
     "cacheable",
     "open_result_cache",
+    "result_backend",
     "sqlite_backend",
 ]
 
@@ -42,8 +45,18 @@ def sqlite_backend(settings: Settings) -> SqliteBackend:
     )
 
 
+def result_backend(settings: Settings) -> CacheBackend:
+    """Redis (over the sqlite tier it degrades to) when ``STEADYTEXT_CACHE_URL`` is set, else sqlite. Opens lazily."""
+    local = sqlite_backend(settings)
+    if settings.cache_url is None:
+        return local
+    from .redis import RedisBackend  # redis-py is imported only when configured
+
+    return RedisBackend(settings.cache_url, local=local, prefix=settings.cache_prefix, ttl=settings.cache_ttl)
+
+
 def open_result_cache(settings: Settings) -> ResultCache | None:
     """The result cache configured by ``settings``, or None when ``STEADYTEXT_DISABLE_CACHE=1``. Opens lazily."""
     if settings.cache_disabled:
         return None
-    return ResultCache(sqlite_backend(settings))
+    return ResultCache(result_backend(settings))

@@ -1,14 +1,14 @@
-"""The backend seam: a small async interface any shared store (sqlite now, Redis later) implements."""
+"""The backend seam: a small async interface any shared store (sqlite, Redis) implements."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from .._models import Chunk, GenerationResult
 
-__all__ = ["CacheBackend", "CacheStats", "CachedEntry", "StreamItem"]
+__all__ = ["NO_CLAIM", "CacheBackend", "CacheStats", "CachedEntry", "Claim", "StreamItem"]
 
 StreamItem = Chunk | GenerationResult
 
@@ -46,6 +46,21 @@ class CacheStats:
         return self.hits / total if total else None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`CacheBackend.claim` found: another process's result, or the right (maybe a lease) to produce.
+
+    ``entry`` set: replay it and produce nothing. Otherwise produce; when ``release`` is set, the caller holds a
+    cross-process lease on the key and calls ``release()`` once the result is stored (or production gave up).
+    """
+
+    entry: CachedEntry | None = None
+    release: Callable[[], Awaitable[None]] | None = None
+
+
+NO_CLAIM = Claim()
+
+
 @runtime_checkable
 class CacheBackend(Protocol):
     """Shared storage of :class:`CachedEntry` values. Implementations never raise for storage faults."""
@@ -60,6 +75,12 @@ class CacheBackend(Protocol):
 
     async def account(self, hits: Mapping[str, int], misses: int) -> None:
         """Record hits per key (frequency and recency for eviction) and misses (for the hit ratio)."""
+        ...
+
+    async def claim(self, key: str) -> Claim:
+        """Single-flight across processes, called after a miss: wait while another process produces ``key`` and
+        return its entry, or return the right to produce (see :class:`Claim`). A backend without cross-process
+        coordination returns :data:`NO_CLAIM` at once. Cancelling the call leaves no lease behind."""
         ...
 
     async def stats(self) -> CacheStats:

@@ -7,26 +7,29 @@ import json
 from typing import Any
 
 from .._config import Settings
-from . import cache_path, sqlite_backend
+from . import cache_path, result_backend
 from .base import CacheStats
 
 __all__ = ["cache_clear", "cache_command", "cache_path_info", "cache_stats"]
 
 
 def cache_path_info(settings: Settings) -> dict[str, Any]:
-    """Where the cache file is, whether it exists, and whether caching is disabled."""
+    """Where the cache file is, whether it exists, whether caching is disabled, and the shared Redis (redacted)."""
     path = cache_path(settings)
-    return {"path": str(path), "exists": path.is_file(), "disabled": settings.cache_disabled}
+    info: dict[str, Any] = {"path": str(path), "exists": path.is_file(), "disabled": settings.cache_disabled}
+    if settings.cache_url is not None:
+        info.update(url=settings.cache_location, prefix=settings.cache_prefix, ttl=settings.cache_ttl)
+    return info
 
 
 def _read_stats(settings: Settings, *, clear: bool) -> tuple[CacheStats, CacheStats]:
     path = cache_path(settings)
-    if not path.is_file():  # do not create a file just to report on it
+    if settings.cache_url is None and not path.is_file():  # do not create a file just to report on it
         empty = CacheStats(path=str(path))
         return empty, empty
 
     async def run() -> tuple[CacheStats, CacheStats]:
-        backend = sqlite_backend(settings)
+        backend = result_backend(settings)
         try:
             before = await backend.stats()
             if not clear:

@@ -5,6 +5,10 @@ owned by the cache) looks in the backend and otherwise runs ``produce()`` once, 
 concurrent subscribers. A subscriber that leaves (cancelled or closed) never disturbs the others; production is
 cancelled only when no subscriber is left. A fully produced, successful, non-fallback stream enters the front LRU
 at once and is written to the backend in the background (the caller never waits for the write).
+
+Across processes, a flight that misses asks the backend to :meth:`~.base.CacheBackend.claim` the key: it either
+returns another process's result (which that process produced while this one waited) or the right to produce,
+possibly with a lease that is released only after the write, so the waiting processes find the entry stored.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import os
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from .._config import redact_url
 from .._models import Chunk, GenerationResult
-from .base import CacheBackend, CachedEntry, CacheStats, StreamItem
+from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim, StreamItem
 
 __all__ = ["Produce", "ResultCache"]
 
@@ -80,6 +85,9 @@ def storable(items: list[StreamItem]) -> GenerationResult | None:
         return None
     result = items[-1]
     if not isinstance(result, GenerationResult) or result.fallback or result.cached:
+        return None
+    base_url = result.fingerprint.base_url
+    if base_url and redact_url(base_url) != base_url:  # credentials in the URL must never reach a shared store
         return None
     chunks = items[:-1]
     if not all(isinstance(c, Chunk) for c in chunks) or "".join(c.text for c in chunks) != result.text:
@@ -239,8 +247,12 @@ class ResultCache:
     # -- internals -------------------------------------------------------------------------------------------
     async def _fly(self, fkey: tuple[str, str], flight: _Flight, produce: Produce) -> None:
         key = fkey[0]
+        release: Callable[[], Awaitable[None]] | None = None
         try:
             entry = await self._lookup(key)
+            if entry is None:  # another process may be producing it: wait for its result, or lead
+                claim = await self._claim(key)
+                entry, release = claim.entry, claim.release
             if entry is not None:
                 items = entry.replay()
                 self._remember(key, items)
@@ -250,14 +262,7 @@ class ResultCache:
                 return
             self.misses += 1
             self._pending_misses += 1
-            agen = produce()
-            try:
-                async for item in agen:
-                    flight.push(item)
-            finally:
-                aclose = getattr(agen, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            await self._produce(flight, produce)
             result = storable(flight.items)
             if result is None:
                 flight.finish(None)
@@ -269,7 +274,8 @@ class ResultCache:
             )
             self._remember(key, entry.replay())
             flight.finish(None)  # wake the subscribers first; the write happens behind them
-            write = self._spawn(self._store(key, entry))
+            write = self._spawn(self._store(key, entry, release))  # the lease is released after the write
+            release = None
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
         except asyncio.CancelledError:
@@ -283,17 +289,42 @@ class ResultCache:
         finally:
             if self._flights.get(fkey) is flight:
                 del self._flights[fkey]
+            if release is not None:  # production failed or was cancelled: let another process lead at once
+                self._spawn(self._release(release))
+
+    @staticmethod
+    async def _produce(flight: _Flight, produce: Produce) -> None:
+        agen = produce()
+        try:
+            async for item in agen:
+                flight.push(item)
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _lookup(self, key: str) -> CachedEntry | None:
         if self.backend is None:
             return None
         return await self._guard("get", self.backend.get(key), None)
 
-    async def _store(self, key: str, entry: CachedEntry) -> None:
-        await asyncio.sleep(0)  # let the woken subscribers deliver the result before encoding
-        if self.backend is not None:
-            await self._guard("put", self.backend.put(key, entry), None)
+    async def _claim(self, key: str) -> Claim:
+        if self.backend is None:
+            return NO_CLAIM
+        return await self._guard("claim", self.backend.claim(key), NO_CLAIM)
+
+    async def _store(self, key: str, entry: CachedEntry, release: Callable[[], Awaitable[None]] | None) -> None:
+        try:
+            await asyncio.sleep(0)  # let the woken subscribers deliver the result before encoding
+            if self.backend is not None:
+                await self._guard("put", self.backend.put(key, entry), None)
+        finally:
+            if release is not None:  # other processes waiting on this key find the entry stored
+                await self._release(release)
         await self._flush()
+
+    async def _release(self, release: Callable[[], Awaitable[None]]) -> None:
+        await self._guard("release", release(), None)
 
     def _remember(self, key: str, items: tuple[StreamItem, ...]) -> None:
         size = _approx_size(items)
@@ -335,7 +366,7 @@ class ResultCache:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _guard(self, what: str, coro: Coroutine[Any, Any, T], default: T) -> T:
+    async def _guard(self, what: str, coro: Awaitable[T], default: T) -> T:
         """Await a backend call; a backend that raises anyway is logged (once per operation) and ignored."""
         try:
             return await coro

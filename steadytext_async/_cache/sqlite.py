@@ -23,13 +23,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
+from filelock import FileLock
+from filelock import Timeout as LockTimeout
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
-from .base import CachedEntry, CacheStats
+from .base import NO_CLAIM, CachedEntry, CacheStats, Claim
 from .codec import CodecError, decode_entry, encode_entry
 
 __all__ = ["APPLICATION_ID", "CACHE_FILENAME", "SCHEMA_VERSION", "SqliteBackend"]
@@ -206,6 +203,10 @@ class SqliteBackend:
 
         await self._run("account", op, None)
 
+    async def claim(self, key: str) -> Claim:
+        """No cross-process single-flight: processes sharing the file may each produce a key once."""
+        return NO_CLAIM
+
     async def stats(self) -> CacheStats:
         async def op(conn: aiosqlite.Connection) -> CacheStats:
             rows = list(await conn.execute_fetchall("SELECT entries, bytes, hits, misses FROM meta WHERE id = 1"))
@@ -298,7 +299,7 @@ class SqliteBackend:
     async def _open(self) -> aiosqlite.Connection:
         # Opening (creation, format check, switch to WAL) is serialised across processes by a lock file: two
         # processes creating or converting the same new file at once otherwise meet SQLITE_BUSY.
-        lock_fd = await asyncio.to_thread(self._prepare_file)
+        lock = await asyncio.to_thread(self._prepare_file)
         try:
             pending = aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             with contextlib.suppress(AttributeError):
@@ -316,50 +317,38 @@ class SqliteBackend:
                     await conn.close()
                 raise
         finally:
-            if lock_fd is not None:
-                os.close(lock_fd)  # releases the flock (the lock file is not the database: sqlite's locks stay)
+            if lock is not None:  # the lock file is not the database: sqlite's own locks stay
+                lock.release()
         return conn
 
-    def _prepare_file(self) -> int | None:
-        """Create the directory, take the open lock (its descriptor, or None), create a missing file with 0600.
+    def _prepare_file(self) -> FileLock | None:
+        """Create the directory, take the open lock (or None), create a missing file with mode 0600.
 
         Never opens an existing database file: closing any descriptor of a file drops this process's POSIX locks
         on it, including those of a live sqlite connection.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock_fd = self._lock_open()
+        lock = self._open_lock_file()
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            return lock_fd
+            return lock
         except BaseException:
-            if lock_fd is not None:
-                os.close(lock_fd)
+            if lock is not None:
+                lock.release()
             raise
         os.close(fd)
-        return lock_fd
+        return lock
 
-    def _lock_open(self) -> int | None:
-        """An exclusive flock on ``<file>.lock`` (waits up to busy_timeout), or None where unavailable."""
-        if fcntl is None:  # pragma: no cover - Windows
-            return None
+    def _open_lock_file(self) -> FileLock | None:
+        """An exclusive lock on ``<file>.lock`` (waits up to busy_timeout), or None: then open unserialised, with
+        sqlite's own locking still in force. Released from another thread than the one that took it."""
+        lock = FileLock(f"{self.path}.lock", timeout=self.busy_timeout, mode=0o600, thread_local=False)
         try:
-            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            return None  # e.g. a read-only directory holding a usable file
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return None  # proceed unserialised; sqlite's own locking still applies
-                time.sleep(0.005)
-            except OSError:
-                os.close(fd)
-                return None
+            lock.acquire()
+        except (LockTimeout, OSError):  # held too long elsewhere, or e.g. a read-only directory with a usable file
+            return None
+        return lock
 
     async def _check_schema(self, conn: aiosqlite.Connection) -> None:
         app_id, version, tables = await self._schema_state(conn)
