@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_cache_helpers import stream_items
 
-from steadytext_async._cache import CachedEntry, CacheStats, ResultCache, SqliteBackend, StreamItem
+from steadytext_async._cache import NO_CLAIM, CachedEntry, CacheStats, Claim, ResultCache, SqliteBackend, StreamItem
 from steadytext_async._models import GenerationResult
 
 items = stream_items
@@ -216,6 +216,9 @@ class SlowBackend:
 
     async def account(self, hits: dict[str, int], misses: int) -> None:  # type: ignore[override]
         self.accounted.append((dict(hits), misses))
+
+    async def claim(self, key: str) -> Claim:
+        return NO_CLAIM
 
     async def stats(self) -> CacheStats:
         return CacheStats(entries=len(self.stored))

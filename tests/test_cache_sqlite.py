@@ -322,3 +322,51 @@ def test_an_unclosed_backend_does_not_hang_interpreter_exit(tmp_path: Path) -> N
         timeout=20,
     )
     assert out.returncode == 0 and out.stdout.strip() == "opened True", out.stderr
+
+
+LOCK_HOLDER = r"""
+import sys, time
+from filelock import FileLock
+lock = FileLock(sys.argv[1])
+lock.acquire()
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+lock.release()
+"""
+
+
+def hold_lock(path: str, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding the open lock for ``seconds`` (returns once it holds it)."""
+    proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, path, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+async def test_opening_waits_for_another_process_holding_the_open_lock(tmp_path: Path) -> None:
+    import time
+
+    b = backend(tmp_path, busy_timeout=5.0)
+    b.path.parent.mkdir(parents=True)
+    holder = hold_lock(f"{b.path}.lock", 0.6)
+    try:
+        t = time.monotonic()
+        await b.put("k", entry("serialised"))  # opening waits for the lock (a thread, not the loop)
+        waited = time.monotonic() - t
+        assert 0.3 < waited < 4.0 and (await b.get("k")) is not None
+    finally:
+        holder.wait(10)
+        await b.aclose()
+
+
+async def test_opening_proceeds_unserialised_when_the_lock_is_held_too_long(tmp_path: Path) -> None:
+    b = backend(tmp_path, busy_timeout=0.3)
+    b.path.parent.mkdir(parents=True)
+    holder = hold_lock(f"{b.path}.lock", 5)
+    try:
+        await b.put("k", entry("unserialised"))
+        got = await b.get("k")
+        assert got is not None and got.result.text == "unserialised" and b.errors == 0
+    finally:
+        holder.kill()
+        holder.wait()
+        await b.aclose()
