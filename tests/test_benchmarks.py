@@ -54,3 +54,16 @@ def test_bench_structured_bounded() -> None:
     lines = run("bench_structured.py", "--tokens", "16", "--repeat", "1")
     assert {"compile_ms", "constrained_decode", "constrained_vs_unconstrained"} <= figures(lines)
     assert all(line["deterministic"] for line in lines if line["figure"] == "constrained_decode")
+
+
+def test_bench_cache_redis_quick() -> None:
+    from _redis_server import redis_binary
+
+    redis_binary()  # skips (or fails under CI=true) without redis-server
+    got = figures(run("bench_cache_redis.py", "--quick"))
+    assert {
+        "redis_vs_sqlite_hit_p50",
+        "redis_vs_sqlite_throughput",
+        "redis_vs_sqlite_cross_process_hit_p50",
+        "redis_cross_process_first_read_ms",
+    } <= got
