@@ -305,3 +305,30 @@ def test_cache_url_is_validated_and_redacted_without_a_server() -> None:
     assert (
         Settings.from_env({}).cache_url is None and Settings.from_env({"STEADYTEXT_CACHE_TTL": "0"}).cache_ttl is None
     )
+
+
+def test_cache_cli_reports_and_clears_redis_without_the_password(
+    server: RedisServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from steadytext_async._cache.cli import cache_command
+    from steadytext_async._config import Settings
+
+    async def fill() -> None:
+        c = cache(server.url, tmp_path)
+        for key in ("k1", "k2"):
+            await collect(c, key, Producer(key))
+        await c.aclose()
+
+    asyncio.run(fill())
+    settings = Settings(cache_url=server.url, cache_prefix=PREFIX, cache_dir=tmp_path / "cli")
+    for action in ("stats", "path", "clear", "stats"):
+        assert cache_command(action, settings) == 0
+    out = capsys.readouterr().out
+    assert PASSWORD not in out and "redis://:***@127.0.0.1" in out
+    stats, path, cleared, after = (json.loads(doc) for doc in out.replace("}\n{", "}\x00{").split("\x00"))
+    assert (stats["entries"], stats["misses"], stats["available"]) == (2, 2, True)
+    assert path["prefix"] == PREFIX and path["url"].startswith("redis://:***@")
+    assert cleared["removed_entries"] == 2 and after["entries"] == 0
+    assert server.client().keys(f"{PREFIX}*") == []

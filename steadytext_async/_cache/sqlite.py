@@ -20,14 +20,15 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiosqlite
-from filelock import FileLock
-from filelock import Timeout as LockTimeout
 
 from .base import NO_CLAIM, CachedEntry, CacheStats, Claim
 from .codec import CodecError, decode_entry, encode_entry
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 __all__ = ["APPLICATION_ID", "CACHE_FILENAME", "SCHEMA_VERSION", "SqliteBackend"]
 
@@ -343,6 +344,9 @@ class SqliteBackend:
     def _open_lock_file(self) -> FileLock | None:
         """An exclusive lock on ``<file>.lock`` (waits up to busy_timeout), or None: then open unserialised, with
         sqlite's own locking still in force. Released from another thread than the one that took it."""
+        from filelock import FileLock
+        from filelock import Timeout as LockTimeout
+
         lock = FileLock(f"{self.path}.lock", timeout=self.busy_timeout, mode=0o600, thread_local=False)
         try:
             lock.acquire()
