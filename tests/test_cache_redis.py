@@ -332,3 +332,37 @@ def test_cache_cli_reports_and_clears_redis_without_the_password(
     assert path["prefix"] == PREFIX and path["url"].startswith("redis://:***@")
     assert cleared["removed_entries"] == 2 and after["entries"] == 0
     assert server.client().keys(f"{PREFIX}*") == []
+
+
+async def test_a_redis_that_refuses_writes_never_fails_generation(
+    server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    r = server.client()
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", "1")  # every write is refused with OOM
+    c = cache(server.url, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="steadytext_async"):
+        for i in range(3):
+            p = Producer(f"refused {i}")
+            assert await collect(c, f"k{i}", p) == p.out and p.calls == 1
+        await c.aclose()
+    assert not c.backend.down  # type: ignore[union-attr]  # answered with errors, but reachable
+    warned = warnings_of(caplog)
+    assert len(warned) == 1 and "OutOfMemoryError" in warned[0], warned  # once, though claim/put/account all fail
+    assert (await c.backend.local.stats()).entries == 3  # type: ignore[union-attr]  # kept in the local tier
+    await c.aclose()
+
+
+def test_one_backend_survives_a_new_event_loop(server: RedisServer, tmp_path: Path) -> None:
+    b = backend(server.url, tmp_path)
+
+    async def generate() -> list[StreamItem]:
+        c = ResultCache(b)
+        items = await collect(c, "k", Producer())
+        await c.stats()  # waits for the write; the loop then closes without aclose
+        return items
+
+    first = asyncio.run(generate())
+    got = asyncio.run(collect(ResultCache(b), "k", Producer("other")))  # same backend, new loop
+    assert uncached(got) == first and not b.down and b.errors == 0
+    asyncio.run(b.aclose())

@@ -131,6 +131,7 @@ class RedisBackend:
         self.down = False
         self._client: aioredis.Redis | None = None
         self._probe: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._renewals: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
 
@@ -213,27 +214,28 @@ class RedisBackend:
         await self.local.clear()
 
     async def aclose(self) -> None:
-        for task in [*self._renewals, *([self._probe] if self._probe else [])]:
-            task.cancel()
-        await asyncio.gather(*self._renewals, *([self._probe] if self._probe else []), return_exceptions=True)
-        self._renewals.clear()
-        self._probe = None
-        self.down = False
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        client, tasks = self._client, [*self._renewals, *([self._probe] if self._probe else [])]
+        same_loop = self._loop is asyncio.get_running_loop()
+        self._forget()
+        if same_loop:  # another loop's connections and tasks cannot be awaited here: they are dropped
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
         await self.local.aclose()
 
     def _after_fork(self) -> None:
         """In a forked child: forget the parent's connections and tasks (never touch its sockets); reconnect lazily."""
-        self._client = None
-        self._probe = None
-        self._renewals.clear()
-        self.down = False
+        self._forget()
         after_fork = getattr(self.local, "_after_fork", None)
         if after_fork is not None:
             after_fork()
+
+    def _forget(self) -> None:
+        self._client, self._probe, self._loop, self.down = None, None, None, False
+        self._renewals.clear()
 
     # -- single-flight ---------------------------------------------------------------------------------------
     async def _claim(self, c: aioredis.Redis, key: str) -> Claim:
@@ -352,6 +354,10 @@ class RedisBackend:
         local: Callable[[], Awaitable[T]],
     ) -> T:
         """``op`` on Redis; the local tier when Redis is down, fails to answer, or answers with an error."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new loop: connections and tasks belong to their loop
+            self._forget()
+            self._loop = loop
         if self.down:
             return await local()
         if self._client is None:
@@ -362,8 +368,8 @@ class RedisBackend:
             self._went_down(exc)
         except RedisError as exc:  # e.g. OOM under maxmemory with noeviction, a read-only replica
             self.errors += 1
-            if what not in self._warned:
-                self._warned.add(what)
+            if type(exc).__name__ not in self._warned:  # once per kind of error, whichever call met it first
+                self._warned.add(type(exc).__name__)
                 logger.warning("shared result cache %s failed, using the local cache: %s", what, self._safe(exc))
         return await local()
 
