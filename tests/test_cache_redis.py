@@ -13,8 +13,8 @@ from _redis_server import PASSWORD, RedisServer
 from test_cache_helpers import entry, stream_items
 
 from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
-from steadytext_async._cache.codec import encode_entry
-from steadytext_async._cache.redis import FORMAT, MAGIC, RedisBackend, pack_entry
+from steadytext_async._cache.codec import FORMAT, MAGIC, encode_entry, pack_entry
+from steadytext_async._cache.redis import RedisBackend
 from steadytext_async._models import GenerationResult
 
 PREFIX = "st-test:"

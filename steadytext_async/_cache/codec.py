@@ -1,17 +1,26 @@
-"""Stored value format: zlib-compressed JSON of the chunks and the result (round-trips ±inf/NaN exactly)."""
+"""Stored value format: zlib-compressed JSON of the chunks and the result (round-trips ±inf/NaN exactly).
+
+sqlite stores :func:`encode_entry` bytes in a row that has the metadata; Redis stores the same bytes behind a
+small tagged header (:func:`pack_entry`), so both give byte-identical hits.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import struct
 import zlib
 from typing import Any
 
 from .._models import Chunk, GenerationResult
 from .base import CachedEntry
 
-__all__ = ["CodecError", "decode_entry", "encode_entry"]
+__all__ = ["FORMAT", "MAGIC", "CodecError", "decode_entry", "encode_entry", "pack_entry", "unpack_entry"]
 
 VALUE_VERSION = 1
+MAGIC = b"STCR"  # the tagged value (Redis): MAGIC, FORMAT, created, then encode_entry's bytes
+FORMAT = 1
+_HEADER = struct.Struct(">4sBd")
 
 
 class CodecError(ValueError):
@@ -42,3 +51,19 @@ def decode_entry(blob: bytes, *, model_sha256: str | None = None, created: float
     if "".join(c.text for c in chunks) != result.text:
         raise CodecError("chunks do not add up to the result text")
     return CachedEntry(chunks=chunks, result=result, model_sha256=model_sha256, created=created, hits=hits)
+
+
+def pack_entry(entry: CachedEntry) -> bytes:
+    """The tagged value (Redis): header, then exactly the :func:`encode_entry` bytes."""
+    return _HEADER.pack(MAGIC, FORMAT, entry.created) + encode_entry(entry)
+
+
+def unpack_entry(blob: bytes) -> CachedEntry:
+    """The entry in ``blob``; :class:`CodecError` for anything not written by this format."""
+    if len(blob) < _HEADER.size:
+        raise CodecError("truncated cache value")
+    magic, version, created = _HEADER.unpack_from(blob)
+    if magic != MAGIC or version != FORMAT:
+        raise CodecError(f"unknown value format {magic!r}/{version}")
+    entry = decode_entry(blob[_HEADER.size :], created=created)
+    return dataclasses.replace(entry, model_sha256=entry.result.fingerprint.model_sha256)

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -42,17 +40,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._config import redact_url
 from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim
-from .codec import CodecError, decode_entry, encode_entry
+from .codec import CodecError, pack_entry, unpack_entry
 
-__all__ = ["FORMAT", "MAGIC", "RedisBackend", "pack_entry", "unpack_entry"]
+__all__ = ["RedisBackend"]
 
 logger = logging.getLogger("steadytext_async")
 
 T = TypeVar("T")
-
-MAGIC = b"STCR"
-FORMAT = 1
-_HEADER = struct.Struct(">4sBd")  # magic, format, created (unix time)
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)  # OSError includes TimeoutError
 
@@ -70,22 +64,6 @@ if t ~= 'none' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 _WRONG_TYPE = b"\x00wrong type\x00"  # stands for a key holding a hash, list, ... (never a valid string value)
-
-
-def pack_entry(entry: CachedEntry) -> bytes:
-    """The stored value: header, then the sqlite codec's bytes."""
-    return _HEADER.pack(MAGIC, FORMAT, entry.created) + encode_entry(entry)
-
-
-def unpack_entry(blob: bytes) -> CachedEntry:
-    """The entry in ``blob``; :class:`CodecError` for anything not written by this format."""
-    if len(blob) < _HEADER.size:
-        raise CodecError("truncated cache value")
-    magic, version, created = _HEADER.unpack_from(blob)
-    if magic != MAGIC or version != FORMAT:
-        raise CodecError(f"unknown value format {magic!r}/{version}")
-    entry = decode_entry(blob[_HEADER.size :], created=created)
-    return dataclasses.replace(entry, model_sha256=entry.result.fingerprint.model_sha256)
 
 
 def _glob_escape(text: str) -> str:
