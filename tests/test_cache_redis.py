@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -178,8 +179,8 @@ async def test_a_waiter_elsewhere_gets_the_holders_result_and_its_cancel_spares_
 
 
 async def test_a_slow_holder_keeps_its_lease_by_renewing_it(server: RedisServer, tmp_path: Path) -> None:
-    holder, other = cache(server.url, tmp_path, "a", lock_ttl=0.3), cache(server.url, tmp_path, "b", lock_ttl=0.3)
-    ph, po = Producer(delay=0.25), Producer()  # 5 items x 0.25 s = 1.25 s, four lease lifetimes
+    holder, other = cache(server.url, tmp_path, "a", lock_ttl=0.6), cache(server.url, tmp_path, "b", lock_ttl=0.6)
+    ph, po = Producer(delay=0.4), Producer()  # 5 items x 0.4 s = 2 s, over three lease lifetimes
     lead = asyncio.create_task(collect(holder, "k", ph))
     await ph.started.wait()
     got = await collect(other, "k", po)
@@ -195,7 +196,7 @@ async def test_a_dead_holder_blocks_no_one_longer_than_its_lease(server: RedisSe
     t = time.monotonic()
     assert await collect(c, "k", produce) == produce.out
     waited = time.monotonic() - t
-    assert produce.calls == 1 and 0.3 < waited < 3.0  # waited for the lease to expire, then led
+    assert produce.calls == 1 and 0.3 < waited < 5.0  # waited for the lease to expire (not forever), then led
     await c.aclose()
 
 
@@ -366,3 +367,39 @@ def test_one_backend_survives_a_new_event_loop(server: RedisServer, tmp_path: Pa
     got = asyncio.run(collect(ResultCache(b), "k", Producer("other")))  # same backend, new loop
     assert uncached(got) == first and not b.down and b.errors == 0
     asyncio.run(b.aclose())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_never_uses_the_parents_connection(server: RedisServer, tmp_path: Path) -> None:
+    c = cache(server.url, tmp_path)
+
+    async def parent_fill() -> None:
+        await collect(c, "k", Producer())
+        await c.stats()  # waits for the write-behind; the connection pool stays open across the fork
+
+    asyncio.run(parent_fill())
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+
+            async def child() -> bool:
+                produce = Producer("made in the child")
+                made = await collect(c, "k2", produce)
+                await c.aclose()
+                return produce.calls == 1 and made == produce.out and not c.backend.down  # type: ignore[union-attr]
+
+            code = 0 if asyncio.run(asyncio.wait_for(child(), 20)) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    async def parent_check() -> None:
+        fresh = cache(server.url, tmp_path, "b")
+        assert uncached(await collect(fresh, "k2", Producer())) == Producer("made in the child").out
+        await fresh.aclose()
+        await c.aclose()
+
+    asyncio.run(parent_check())
+    assert c.backend.errors == 0  # type: ignore[union-attr]
