@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Model tests must exercise the model, not replay cached bytes (and never touch the user's cache);
 # the cache has its own tests, which enable it on temporary files.
 os.environ["STEADYTEXT_DISABLE_CACHE"] = "1"
+os.environ.pop("STEADYTEXT_CACHE_URL", None)  # a developer's shared Redis is never touched; Redis tests start their own
 
 import pytest
 
