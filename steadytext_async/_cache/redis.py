@@ -88,6 +88,7 @@ class RedisBackend:
         poll_min: float = 0.005,
         poll_max: float = 0.05,
         timeout: float = 2.0,
+        connect_timeout: float = 1.0,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
     ) -> None:
@@ -103,7 +104,7 @@ class RedisBackend:
         self.lock_ttl = lock_ttl
         self.claim_timeout = claim_timeout
         self.poll_min, self.poll_max = poll_min, poll_max
-        self.timeout = timeout
+        self.timeout, self.connect_timeout = timeout, connect_timeout
         self.retry_min, self.retry_max = retry_min, retry_max
         self.errors = 0
         self.down = False
@@ -320,7 +321,7 @@ class RedisBackend:
         return aioredis.Redis.from_url(
             self._url,
             socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
+            socket_connect_timeout=self.connect_timeout,
             retry=Retry(NoBackoff(), 1),  # one reconnect for a stale pooled connection, then degrade
             health_check_interval=30,
         )
