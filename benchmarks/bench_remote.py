@@ -147,6 +147,18 @@ async def run(base: str, args: argparse.Namespace) -> None:
         "provider_sse": provider_call(True),
         "router_stream": router_stream,
     }
+    try:
+        import openai
+
+        oai = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+
+        async def openai_json(i: int) -> str:
+            r = await oai.chat.completions.create(**body(i, False))
+            return str(r.choices[0].message.content)
+
+        clients["openai_json"] = openai_json
+    except ImportError:
+        oai = None
     litellm_version = None
     try:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch from the internet at import
@@ -214,9 +226,17 @@ async def run(base: str, args: argparse.Namespace) -> None:
             total += args.concurrency
         return total / (time.perf_counter() - t0)
 
-    for name in ("raw_httpx_json", "provider_json", "router_generate_json", "router_generate", "litellm_json"):
+    rates: dict[str, float] = {}
+    for name in ("raw_httpx_json", "openai_json", "provider_json", "router_generate_json", "router_generate",
+                 "litellm_json"):  # fmt: skip
         if name in clients:
-            emit(f"{name}.req_per_s", await burst(clients[name]), "req/s", concurrency=args.concurrency)
+            rates[name] = await burst(clients[name])
+            emit(f"{name}.req_per_s", rates[name], "req/s", concurrency=args.concurrency)
+    if "openai_json" in rates:
+        for name in ("router_generate", "router_generate_json"):
+            emit(f"{name}_vs_openai.req_per_s", rates[name] / rates["openai_json"], "ratio", target=1.0)
+    if oai is not None:
+        await oai.close()
     await raw.aclose()
     await provider.aclose()
     await client.aclose()
