@@ -132,6 +132,7 @@ class Pool:
         self._failed: dict[str, tuple[float, str]] = {}
         self.budget = budget
         self._tokens: list[Token] = []
+        self._watcher: asyncio.Task[None] | None = None
         self.generations = 0  # completed generations (observable for tests and stats)
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
@@ -185,6 +186,8 @@ class Pool:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._watcher is not None:
+            self._watcher.cancel()
         workers, self._workers = self._workers, []
         for w in workers:
             if w.alive:
@@ -407,6 +410,19 @@ class Pool:
                 self.peak_threads = max(self.peak_threads, in_use)
             elif self.budget is not None:  # shrinks are acknowledged: surplus tokens can go back
                 self._return_tokens(sum(w.threads for w in self._active() if w.alive))
+            if self.budget is not None and len(self._tokens) > len(self._active()) and self._watcher is None:
+                self._watcher = asyncio.create_task(self._watch_surplus())
+
+    async def _watch_surplus(self) -> None:
+        """While this pool holds more tokens than it has requests, hand the extra back once another pool waits."""
+        assert self.budget is not None
+        try:
+            while not self._closed and len(self._tokens) > len(self._active()):
+                await asyncio.sleep(0.05)
+                if self.budget.others_waiting():
+                    await self._redistribute(newcomer=None)
+        finally:
+            self._watcher = None
 
     def _retire(self, worker: _Worker) -> None:
         if worker in self._workers:
