@@ -55,8 +55,7 @@ class Engine:
         self.portal = Portal()
         self.pid = os.getpid()
         self._lock = threading.Lock()
-        self._budget: HostBudget | None = None
-        self._budget_ready = False
+        self._budgets: dict[tuple[Path, int], HostBudget] = {}
         self._caches: dict[tuple[Any, ...], tuple[ResultCache, int]] = {}
         self._pools: set[Pool] = set()  # live pools (strong: interpreter exit must stop their workers)
         self._default_local: Any = None  # the module-level functions' LocalProvider
@@ -64,14 +63,15 @@ class Engine:
 
     # -- the host budget -------------------------------------------------------------------------------------
     def budget(self, settings: Settings) -> HostBudget | None:
-        """The host-wide thread budget (from the first settings that ask), or None when disabled."""
+        """The host-wide thread budget for ``settings`` (one object per directory and size), or None if disabled."""
+        if not settings.host_budget:
+            return None
+        key = (settings.budget_dir or _default_budget_dir(), settings.host_threads)
         with self._lock:
-            if not self._budget_ready:
-                self._budget_ready = True
-                if settings.host_budget:
-                    directory = settings.budget_dir or _default_budget_dir()
-                    self._budget = HostBudget(directory / f"cores-{settings.host_threads}", settings.host_threads)
-            return self._budget
+            budget = self._budgets.get(key)
+            if budget is None:
+                budget = self._budgets[key] = HostBudget(key[0] / f"cores-{key[1]}", key[1])
+            return budget
 
     # -- pools -----------------------------------------------------------------------------------------------
     def new_pool(self, settings: Settings) -> Pool:
