@@ -27,6 +27,11 @@ from steadytext_async.structured import Constraint, MatcherFactory, check_output
 from steadytext_async.structured.grammar import choices_regex
 
 
+class Named(BaseModel):
+    name: str
+    age: int
+
+
 class Person(BaseModel):
     name: str = Field(max_length=24)
     age: int = Field(ge=0, le=130)
@@ -40,6 +45,8 @@ CASES: list[tuple[str, str, Constraint]] = [
         "A person record as JSON, for Alice, 31, who lives in Paris and likes tea and chess:\n",
         normalize(schema=Person),  # type: ignore[list-item]
     ),
+    # the issue's first example: the model loops inside the name, so the budget rule closes the output
+    ("json_forced", "Create a person", normalize(schema=Named)),  # type: ignore[list-item]
     ("regex_date", "The first moon landing happened on (YYYY-MM-DD): ", normalize(regex=r"[0-9]{4}-[0-9]{2}-[0-9]{2}")),  # type: ignore[list-item]
     ("regex_phone", "Call our office at ", normalize(regex=r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}")),  # type: ignore[list-item]
     (
@@ -83,10 +90,10 @@ class Model(LlamaModel):
                 token = pick(logits)
             else:
                 tm = time.perf_counter()
-                choice = guide.choose(logits, pick, self.is_end)
+                choice = guide.choose(logits, pick, self.is_end, remaining=max_new - i)
                 mask_s += time.perf_counter() - tm
                 if choice is None:
-                    finish = "constraint_complete"
+                    finish = "constraint_forced" if getattr(guide, "forced", False) else "constraint_complete"
                     break
                 token = choice
                 tm = time.perf_counter()
@@ -96,7 +103,9 @@ class Model(LlamaModel):
             out += self.piece(token)
             if i + 1 < max_new:
                 self.llm.eval([token])
-        if guide is not None and finish == "length" and guide.done:
+        if guide is not None and finish == "length" and guide.accepting and getattr(guide, "forced", False):
+            finish = "constraint_forced"
+        elif guide is not None and finish == "length" and guide.done:
             finish = "constraint_complete"
         seconds = time.perf_counter() - t0
         return {
@@ -135,8 +144,14 @@ class OutlinesGuide:
         word, bit = divmod(self.eos, 32)
         return bool(np.count_nonzero(self.bits) == 1 and int(self.bits[word]) == (1 << bit))
 
-    def choose(self, logits: Any, pick: Callable[[Any], int], is_end: Callable[[int], bool]) -> int | None:
-        """TokenMatcher.choose's completion rule over outlines-core's mask."""
+    @property
+    def accepting(self) -> bool:
+        return bool(self.guide.is_finished())
+
+    def choose(
+        self, logits: Any, pick: Callable[[Any], int], is_end: Callable[[int], bool], remaining: int | None = None
+    ) -> int | None:
+        """TokenMatcher.choose's completion rule over outlines-core's mask (no budget rule)."""
         if self.done:
             return None
         if self.guide.is_finished():  # outlines-core: "in a final state", i.e. accepting
@@ -256,6 +271,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
                 plain_s.append(model.decode(prompt, max(r["reads"], 1), None)["seconds"])
             r = min(runs, key=lambda x: x["seconds"])
             ok = validates(constraint, r["text"]) if r["finish"] != "length" else False
+            forced = sum(x["finish"] == "constraint_forced" for x in runs)
             row = {
                 "figure": "constrained_decode",
                 "library": library,
@@ -266,6 +282,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
                 "tokens": r["steps"],
                 "mask_ms_per_token": round(1e3 * r["mask_s"] / max(r["reads"], 1), 3),
                 "finish": r["finish"],
+                "forced_runs": forced,
                 "validates": ok,
                 "deterministic": len({x["text"] for x in runs}) == 1,
                 "text": r["text"],

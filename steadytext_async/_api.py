@@ -100,6 +100,18 @@ def _shape(result: GenerationResult, logprobs: bool) -> GeneratedText | tuple[Ge
     return (text, result.logprobs_dict()) if logprobs else text
 
 
+def _is_model(schema: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(schema, type) and issubclass(schema, BaseModel)
+
+
+def _parse(schema: Any, text: str) -> Any:
+    from .structured import parse
+
+    return parse(schema, text)
+
+
 def _item(chunk: Chunk, include_logprobs: bool) -> str | dict[str, Any]:
     if include_logprobs:
         return {"token": chunk.text, "logprob": chunk.logprob}
@@ -124,9 +136,11 @@ async def agenerate(
     response_format: dict[str, Any] | None = None,
     unsafe_mode: bool = False,
     strict: bool | None = None,
-) -> str | tuple[str, dict[str, Any] | None]:
+    return_pydantic: bool = False,
+) -> str | tuple[str, dict[str, Any] | None] | Any:
     """Generate text. Returns the text (a :class:`GeneratedText`), or ``(text, logprobs)`` with
-    ``return_logprobs=True``. Same inputs give the same bytes."""
+    ``return_logprobs=True``, or with ``return_pydantic=True`` and a Pydantic model ``schema`` the validated
+    instance. Same inputs give the same bytes."""
     request = build_request(
         prompt,
         max_new_tokens=max_new_tokens,
@@ -146,6 +160,8 @@ async def agenerate(
         strict=strict,
     )
     result = await default_client()._agenerate(request)
+    if return_pydantic and _is_model(schema):
+        return _parse(schema, result.text)
     return _shape(result, request.logprobs)
 
 
@@ -201,9 +217,10 @@ def generate(
     choices: list[str] | None = None,
     response_format: dict[str, Any] | None = None,
     unsafe_mode: bool = False,
+    return_pydantic: bool = False,
     *,
     strict: bool | None = None,
-) -> str | tuple[str, dict[str, Any] | None]:
+) -> str | tuple[str, dict[str, Any] | None] | Any:
     """Blocking :func:`agenerate` (original SteadyText signature). Safe from threads and inside a running loop."""
     request = build_request(
         prompt,
@@ -227,6 +244,8 @@ def generate(
     result = client._peek(request)
     if result is None:
         result = engine().portal.run(client._generate(request))
+    if return_pydantic and _is_model(schema):
+        return _parse(schema, result.text)
     return _shape(result, request.logprobs)
 
 

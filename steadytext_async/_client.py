@@ -16,7 +16,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from ._cache import ResultCache
 from ._cache.key import cache_key, cacheable
@@ -455,7 +455,7 @@ async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
 
 
 def _finish(reason: str) -> FinishReason:
-    if reason in ("eos", "stop_string", "length", "constraint_complete"):
+    if reason in get_args(FinishReason):
         return reason  # type: ignore[return-value]
     raise ValueError(f"unknown finish reason {reason!r}")
 

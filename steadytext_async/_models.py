@@ -28,7 +28,9 @@ __all__ = [
     "Usage",
 ]
 
-FinishReason = Literal["eos", "stop_string", "length", "constraint_complete"]
+# "constraint_forced": the constrained output is complete and valid, but closed early (by its shortest
+# completion) so that it fits in max_new_tokens; the model alone would have written more.
+FinishReason = Literal["eos", "stop_string", "length", "constraint_complete", "constraint_forced"]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

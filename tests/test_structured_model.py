@@ -60,9 +60,9 @@ class Runner(LlamaModel):
         finish = "length"
         is_end = self.is_end
         for i in range(max_new):
-            token = matcher.choose(self.logits(), sampler.pick, is_end)
+            token = matcher.choose(self.logits(), sampler.pick, is_end, remaining=max_new - i)
             if token is None:
-                finish = "constraint_complete"
+                finish = "constraint_forced" if matcher.forced else "constraint_complete"
                 break
             matcher.advance(token)
             ids.append(token)
@@ -70,10 +70,15 @@ class Runner(LlamaModel):
                 self.llm.eval([token])
         text = b"".join(self.piece(t) for t in ids).decode("utf-8", "replace")
         if finish == "length":
-            if matcher.done:
+            if matcher.accepting and matcher.forced:
+                finish = "constraint_forced"
+            elif matcher.done:
                 finish = "constraint_complete"
             elif not matcher.accepting:
-                raise ConstraintError(f"max_new_tokens={max_new} ran out before the constraint", partial_text=text)
+                raise ConstraintError(
+                    f"max_new_tokens={max_new} ran out; the shortest valid output is {matcher.minimum} tokens",
+                    partial_text=text,
+                )
         return Output(text, ids, finish)
 
 

@@ -218,9 +218,10 @@ class Worker:
             logits = self.model.logits()
             raw = logits.copy() if want_lp and matcher is not None else logits  # logprobs: the model's own
             if matcher is not None:
-                choice = matcher.choose(logits, sampler.pick, is_end)  # masks in place when needed
+                # masks in place when needed; closes the output early enough to finish within max_new
+                choice = matcher.choose(logits, sampler.pick, is_end, remaining=max_new - i)
                 if choice is None:
-                    finish = "constraint_complete"
+                    finish = "constraint_forced" if matcher.forced else "constraint_complete"
                     break
                 token = choice
                 matcher.advance(token)
@@ -248,12 +249,15 @@ class Worker:
                 gov.record(n, time.perf_counter() - t_step)
         flush(asm.finish())
         if matcher is not None and finish == "length":
-            if matcher.done:
+            if matcher.accepting and matcher.forced:
+                finish = "constraint_forced"
+            elif matcher.done:
                 finish = "constraint_complete"
             elif not matcher.accepting:
                 partial = b"".join(self.model.piece(t) for t in ids).decode("utf-8", "replace")
+                shortest = "" if matcher.minimum is None else f"; the shortest valid output is {matcher.minimum} tokens"
                 raise ConstraintError(
-                    f"max_new_tokens={max_new} ran out before the output satisfied the constraint",
+                    f"max_new_tokens={max_new} ran out before the output satisfied the constraint{shortest}",
                     partial_text=partial,
                 )
         t2 = time.perf_counter()

@@ -4,7 +4,7 @@ One :class:`MatcherFactory` per worker builds the llguidance tokenizer from the 
 gemma-3's 262k tokens) and caches a compiled matcher per ``Constraint.sha256``; each request gets a fresh copy,
 fed only generated tokens (never the prompt). The decode loop does, per step::
 
-    token = m.choose(logits, sampler.pick, is_end)   # None: the output is complete, stop here
+    token = m.choose(logits, sampler.pick, is_end, remaining=max_new - i)   # None: complete, stop here
     if token is None: finish = "constraint_complete"; break
     m.advance(token)
 
@@ -14,6 +14,14 @@ it. Otherwise the logits are masked and the choice is made among the tokens that
 tokens are among them exactly when the output is complete. Without the second half, an open-ended output (a
 top-level number, ``[0-9]+``) would run on until ``max_new_tokens``: base models rarely emit their end token
 right after an answer, they emit a newline, which the grammar forbids.
+
+The budget rule: given ``remaining`` (tokens left, this one included), the output is complete within the budget
+whenever the budget allows it at all. The matcher knows the shortest completion from its current state
+(:mod:`.completion`); while the budget is far from it, nothing changes. Near it, every token the model picks is
+checked: if the shortest completion after it still fits in what is left, the token stands; otherwise the first
+token of the current shortest completion is taken instead and ``forced`` becomes True. Output that completes on
+its own within the budget is therefore never changed, and a budget below the shortest valid output
+(``minimum``) is the only way to run out.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from llguidance import LLMatcher, LLTokenizer
 
 from .._exceptions import ConstraintError, InvalidRequestError
 from ._constraint import Constraint
+from .completion import Budget, Completer
 from .grammar import grammar_for
 
 __all__ = ["MatcherFactory", "TokenMatcher"]
@@ -41,11 +50,18 @@ logger = logging.getLogger("steadytext_async")
 class TokenMatcher:
     """The constraint's state for one generation: masks logits, decides the end, follows the chosen tokens."""
 
-    def __init__(self, matcher: LLMatcher, n_vocab: int) -> None:
+    def __init__(
+        self, matcher: LLMatcher, n_vocab: int, completer: Completer | None = None, plan: list[int] | None = None
+    ) -> None:
         self._matcher = matcher
         self._n_vocab = n_vocab
         self._bits: npt.NDArray[np.int32] = np.zeros(((n_vocab + 31) // 32,), dtype=np.int32)
         self._fresh = False
+        self._budget = None if completer is None else Budget(completer, plan)
+        self.minimum: int | None = None if plan is None else len(plan)
+        """Tokens in the shortest valid output (from the start state); None when unknown."""
+        self.forced = False
+        """True once a token was overridden to finish within the budget."""
 
     @property
     def accepting(self) -> bool:
@@ -82,28 +98,45 @@ class TokenMatcher:
         logits: npt.NDArray[np.float32],
         pick: Callable[[npt.NDArray[np.float32]], int],
         is_end: Callable[[int], bool],
+        *,
+        remaining: int | None = None,
     ) -> int | None:
         """The next token by ``pick`` under the completion rule, or None when the output ends here.
 
         ``logits`` may be masked in place. ``pick`` is called at most once (it may draw from a seeded RNG).
+        ``remaining`` (tokens left, this one included) turns on the budget rule.
         """
         if self.done:
             return None
         if self.accepting:
             token = pick(logits)
-            return None if is_end(token) or not self.allows(token) else token
-        self.mask(logits)
-        return pick(logits)
+            if is_end(token) or not self.allows(token):
+                return None
+        else:
+            self.mask(logits)
+            token = pick(logits)
+        if remaining is None or self._budget is None:
+            return token
+        plan = self._budget.near(self._matcher, remaining)
+        if plan is None or (plan and plan[0] == token) or self._budget.fits(self._matcher, token, remaining - 1):
+            return token
+        self.forced = True
+        return plan[0] if plan else None
 
     def advance(self, token: int) -> None:
         """Consume a generated (non-end) token; raises ConstraintError if it may not come next."""
         self._fresh = False
         if not self._matcher.consume_token(token):
             raise ConstraintError(f"token {token} violates the constraint: {self._matcher.get_error()}")
+        if self._budget is not None:
+            self._budget.advanced(self._matcher, token)
 
 
 class MatcherFactory:
-    """Per-worker source of :class:`TokenMatcher`: one tokenizer, compiled constraints cached by sha256."""
+    """Per-worker source of :class:`TokenMatcher`: one tokenizer, compiled constraints cached by sha256.
+
+    Each cached entry keeps the compiled matcher in its start state and the shortest valid output's tokens.
+    """
 
     def __init__(self, llm: Any, *, cache_size: int = 64) -> None:
         """Build the tokenizer from ``llm`` (a loaded ``llama_cpp.Llama``); all of its end tokens end output."""
@@ -117,7 +150,8 @@ class MatcherFactory:
         with warnings.catch_warnings():  # llguidance calls llama_token_get_attr, deprecated, once per token
             warnings.simplefilter("ignore", DeprecationWarning)
             self.tokenizer: LLTokenizer = lltokenizer_from_vocab(vocab, n_vocab=self.n_vocab, eos_token=self.end_tokens)
-        self._cache: OrderedDict[str, LLMatcher] = OrderedDict()
+        self.completer = Completer(self.tokenizer, self.end_tokens)
+        self._cache: OrderedDict[str, tuple[LLMatcher, list[int] | None]] = OrderedDict()
         self._cache_size = cache_size
         self.build_seconds = time.perf_counter() - t0
         logger.debug("structured: tokenizer built in %.2fs, end tokens %s", self.build_seconds, self.end_tokens)
@@ -127,25 +161,32 @@ class MatcherFactory:
         is_eog = llama_cpp.llama_vocab_is_eog
         return [token for token in range(n_vocab) if is_eog(vocab, token)]
 
-    def _compiled(self, constraint: Constraint) -> LLMatcher:
+    def _compiled(self, constraint: Constraint) -> tuple[LLMatcher, list[int] | None]:
         key = constraint.sha256
-        compiled = self._cache.get(key)
-        if compiled is not None:
+        entry = self._cache.get(key)
+        if entry is not None:
             self._cache.move_to_end(key)
-            return compiled
+            return entry
         t0 = time.perf_counter()
         compiled = LLMatcher(self.tokenizer, grammar_for(constraint), log_level=0)
         if compiled.is_error():
             raise InvalidRequestError(f"cannot enforce constraint: {compiled.get_error()}")
-        self._cache[key] = compiled
+        entry = (compiled, self.completer.walk(compiled))
+        self._cache[key] = entry
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         logger.debug("structured: compiled %s constraint in %.1f ms", constraint.kind, 1e3 * (time.perf_counter() - t0))
-        return compiled
+        return entry
 
     def matcher(self, constraint: Constraint) -> TokenMatcher:
         """A fresh matcher in the constraint's start state."""
-        return TokenMatcher(self._compiled(constraint).deep_copy(), self.n_vocab)
+        compiled, shortest = self._compiled(constraint)
+        return TokenMatcher(compiled.deep_copy(), self.n_vocab, self.completer, shortest)
+
+    def shortest(self, constraint: Constraint) -> list[int] | None:
+        """The token ids of the shortest valid output for ``constraint`` (None when none was found)."""
+        shortest = self._compiled(constraint)[1]
+        return None if shortest is None else list(shortest)
 
     def is_cached(self, constraint: Constraint) -> bool:
         """Whether ``constraint`` is compiled already."""
