@@ -118,6 +118,25 @@ class Model(LlamaModel):
         }
 
 
+class NoBudget:
+    """A TokenMatcher with the budget rule off (``remaining`` dropped): what the budget rule itself costs."""
+
+    def __init__(self, matcher: Any) -> None:
+        self.m = matcher
+        self.advance = matcher.advance
+
+    @property
+    def done(self) -> bool:
+        return bool(self.m.done)
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self.m.accepting)
+
+    def choose(self, logits: Any, pick: Any, is_end: Any, remaining: int | None = None) -> int | None:
+        return self.m.choose(logits, pick, is_end)  # type: ignore[no-any-return]
+
+
 class OutlinesGuide:
     """outlines-core behind the same three members as TokenMatcher (done = only EOS is allowed).
 
@@ -246,6 +265,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
             **common,
         )
         libs.append(("llguidance", functools.partial(factory.matcher, constraint)))
+        libs.append(("llguidance-no-budget", lambda c=constraint: NoBudget(factory.matcher(c))))
         t0 = time.perf_counter()
         try:
             index = outlines_core.Index(outlines_regex(constraint), oc_vocab)
@@ -291,7 +311,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
             extra = {"seconds": r["seconds"], "plain_seconds": min(plain_s), "reads": r["reads"], "mask_s": r["mask_s"]}
             results.append({**row, **extra})
             emit(**row)
-    for library in ("llguidance", "outlines-core"):
+    for library in ("llguidance", "llguidance-no-budget", "outlines-core"):
         rows = [r for r in results if r["library"] == library]
         if not rows:
             continue

@@ -104,9 +104,7 @@ def generate_json(
 ) -> Any:
     """JSON valid for ``schema`` (a JSON-schema dict, Pydantic model or Python type), as text; with
     ``return_pydantic=True`` and a Pydantic model, the validated instance."""
-    result = _api.generate(
-        prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs
-    )
+    result = _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs)
     return _json_result(schema, result, return_pydantic)
 
 
@@ -120,7 +118,9 @@ def generate_regex(
     **kwargs: Any,
 ) -> str:
     """Text the regex ``pattern`` matches in full."""
-    return _text(_api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, regex=pattern, **kwargs))
+    return _text(
+        _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, regex=pattern, **kwargs)
+    )
 
 
 def generate_choice(

@@ -28,6 +28,7 @@ from llguidance import LLMatcher, LLTokenizer
 __all__ = ["MAX_TOKENS", "Budget", "Completer"]
 
 MAX_TOKENS = 512  # give up (no steering) on completions longer than this
+_TRIES = 8  # probes looked at after the first that moves
 
 _PROBE_ORDER = (
     b'"}], '
@@ -50,43 +51,72 @@ class Completer:
             if len(ids) == 1 and tokenizer.decode_bytes(ids) == bytes([byte]):
                 probes.append(ids[0])
         self._probes = probes
+        self._closers = [t for t, b in zip(probes, _PROBE_ORDER, strict=False) if b in b'"}],']
 
-    @staticmethod
-    def _forced(m: LLMatcher) -> list[int]:
-        ff = m.compute_ff_tokens()
-        if ff and not m.consume_tokens(ff):
+    def _forced(self, m: LLMatcher) -> list[int]:
+        """Consume the bytes the state forces (the trailing space of ``": "`` included) and return their tokens."""
+        forced = m.compute_ff_bytes()
+        if not forced:
             return []
-        return ff
+        ff = self._tokenizer.tokenize_bytes(forced)
+        if m.consume_tokens(ff):
+            return ff
+        ff = m.compute_ff_tokens()
+        return ff if ff and m.consume_tokens(ff) else []
+
+    def _allows_closer(self, mask: bytes) -> bool:
+        return any(mask[c >> 3] >> (c & 7) & 1 for c in self._closers)
 
     def _step(self, m: LLMatcher) -> list[int] | None:
         """Consume the next choice (one token plus the bytes it forces); the tokens taken, or None: no way on.
 
-        The choice is the first allowed probe that completes the output or changes the state's token mask (a
-        probe that leaves the mask as it was -- one more letter of ``[a-z]+``, one more digit -- goes nowhere);
-        failing that the first allowed probe (padding, e.g. up to a ``minLength``), failing that the lowest
-        allowed token id.
+        A probe "moves" when it forces bytes or changes the state's token mask (one more letter of ``[a-z]+`` or
+        one more character of a plain string does neither). Allowed probes are tried in order; the choice is the
+        first that completes the output by itself (``5`` for an integer from 5 to 20, not ``2`` that forces
+        ``0``), else the one that completes it forcing the fewest bytes, else the first closer (``"`` ``}`` ``]``
+        ``,``) that moves or probe that moves to where a closer is allowed; else the first that moves (looking
+        at most ``_TRIES`` probes further); else the first allowed probe (padding up to a ``minLength``); else
+        the lowest allowed token id.
         """
         mask = m.compute_bitmask()
         first: int | None = None
+        moving: int | None = None
+        best: list[int] | None = None  # the shortest choice found that completes the output
+        tries = 0
         for probe in self._probes:
             if not mask[probe >> 3] >> (probe & 7) & 1:
                 continue
-            m.consume_token(probe)
-            ff = self._forced(m)
-            if m.is_accepting() or m.compute_bitmask() != mask:
-                return [probe, *ff]
-            m.rollback(1 + len(ff))
             if first is None:
                 first = probe
-        if first is None:
+            m.consume_token(probe)
+            ff = self._forced(m)
+            after = m.compute_bitmask()
+            moved = bool(ff) or after != mask
+            if m.is_accepting():
+                if not ff:
+                    return [probe]
+                if best is None or len(ff) < len(best) - 1:
+                    best = [probe, *ff]
+            elif best is None and moved and (probe in self._closers or self._allows_closer(after)):
+                return [probe, *ff]
+            if moving is None and moved:
+                moving = probe
+            m.rollback(1 + len(ff))
+            tries += moving is not None or best is not None
+            if tries > _TRIES:
+                break
+        if best is not None:
+            return best if m.consume_tokens(best) else None
+        choice = moving if moving is not None else first
+        if choice is None:
             allowed = np.flatnonzero(np.unpackbits(np.frombuffer(mask, np.uint8), bitorder="little"))
             allowed = allowed[~np.isin(allowed, self._ends)]
             if not allowed.size:
                 return None
-            first = int(allowed[0])
-        if not m.consume_token(first):
+            choice = int(allowed[0])
+        if not m.consume_token(choice):
             return None
-        return [first, *self._forced(m)]
+        return [choice, *self._forced(m)]
 
     def walk(self, matcher: LLMatcher) -> list[int] | None:
         """The token ids of the shortest completion found from ``matcher``'s state (``[]`` when it is complete),
@@ -124,7 +154,7 @@ class Budget:
         self._completer = completer
         self._plan = None if plan is None else list(plan)
         self._exact = plan is not None  # the plan is the search's result for this state, not a leftover
-        self._next: tuple[int, list[int]] | None = None
+        self._next: tuple[int, list[int], bool] | None = None  # (token, completion after it, exact)
         self._known = 0 if plan is None else len(plan)
         self._stale = 0
         self._slack = slack
@@ -145,13 +175,14 @@ class Budget:
         after = matcher.deep_copy()
         if not after.consume_token(token):
             return False
-        if self._plan is not None and len(self._plan) <= budget and _completes(after, self._plan):
-            self._next = (token, self._plan)
+        reused = _reuse(after, self._plan)
+        if reused is not None and len(reused) <= budget:
+            self._next = (token, reused, False)
             return True
         plan = self._completer.walk(after)
         if plan is None or len(plan) > budget:
             return False
-        self._next = (token, plan)
+        self._next = (token, plan, True)
         return True
 
     def advanced(self, matcher: LLMatcher, token: int) -> None:
@@ -161,9 +192,9 @@ class Budget:
         if plan and plan[0] == token:
             self._set(plan[1:], exact=self._exact)
         elif nxt is not None and nxt[0] == token:
-            self._set(nxt[1], exact=nxt[1] is not plan)
-        elif plan is not None and _completes(matcher, plan):
-            self._set(plan, exact=False)
+            self._set(nxt[1], exact=nxt[2])
+        else:
+            self._set(_reuse(matcher, plan), exact=False)
 
     def _set(self, plan: list[int] | None, *, exact: bool) -> None:
         self._plan = plan
@@ -171,6 +202,17 @@ class Budget:
         if plan is not None:
             self._known = len(plan)
             self._stale = 0
+
+
+def _reuse(matcher: LLMatcher, plan: list[int] | None) -> list[int] | None:
+    """The old completion without its first token, or whole, if it still completes from ``matcher``'s state.
+
+    The first covers a token that did the plan's first token's job (``5`` where the plan had ``0``)."""
+    if plan is None:
+        return None
+    if plan and _completes(matcher, plan[1:]):
+        return plan[1:]
+    return plan if _completes(matcher, plan) else None
 
 
 def _completes(matcher: LLMatcher, tokens: list[int]) -> bool:
