@@ -157,8 +157,8 @@ SLOW_PROPERTY = settings(PROPERTY, max_examples=60)
 
 REGEXES = st.lists(
     st.tuples(
-        st.sampled_from(["[a-z]", "[0-9]", "[A-Z]", "x", "-", r"\.", "(cat|dog)", "[a-z]+", "[0-9]+"]),
-        st.sampled_from(["", "?", "{1,3}", "{2}"]),
+        st.sampled_from(["[a-z]", "[0-9]", "[A-Z]", "x", "-", r"\.", "(cat|dog)", "[a-z]", "[0-9]"]),
+        st.sampled_from(["", "?", "{1,3}", "{2}", "+", "*"]),
     ).map("".join),
     min_size=1,
     max_size=4,
