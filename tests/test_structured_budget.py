@@ -65,10 +65,10 @@ def shortest_text(runner: Runner, constraint: Constraint) -> tuple[str, int]:
         ({"schema": list[int]}, "[]"),
         ({"schema": dict[str, float]}, '{"": 0}'),  # llguidance's dict grammar needs one entry to close
         ({"schema": {"type": "integer", "minimum": 5, "maximum": 20}}, "5"),
-        ({"schema": {"type": "string", "minLength": 3}}, '"}}}"'),
+        ({"schema": {"type": "string", "minLength": 3}}, '"aaa"'),
         ({"schema": {"enum": ["ab", "c"]}}, '"c"'),
         ({"regex": r"\d{3}-\d{3}-\d{4}"}, "000-000-0000"),
-        ({"regex": r"[a-z]+@[a-z]+\.[a-z]+"}, "t@t.t"),
+        ({"regex": r"[a-z]+@[a-z]+\.[a-z]+"}, "a@a.a"),
         ({"choices": ["positive", "negative", "neutral"]}, "positive"),
     ],
 )

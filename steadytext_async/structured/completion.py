@@ -3,21 +3,20 @@
 llguidance exposes no distance-to-accept, so it is searched for on a scratch copy of the matcher, byte by byte:
 
 1. stop when the state is accepting (an end token is allowed);
-2. take the forced bytes (``compute_ff_tokens``: keys of required fields, ``rue`` after ``t``, separators);
-3. otherwise probe single-byte tokens in a fixed order -- closers first (``"`` ``}`` ``]`` ``,``), then the
-   shortest values (``0``..``9`` ``-`` ``[`` ``{`` ``t`` ``n`` ``f``), then letters and other printable ASCII -- and
-   take the first one that *can end what it starts*: after it (and its forced bytes) the output is complete or a
-   closer is allowed. Failing that, the first allowed probe; failing that, the lowest allowed token id.
+2. take the forced bytes (``compute_ff_bytes``: keys of required fields, ``rue`` after ``t``, separators);
+3. otherwise probe single-byte tokens in a fixed order -- ``"``, ``a``, the closers ``}`` ``]`` ``,``, then the
+   shortest values (``0``..``9`` ``-`` ``[`` ``{`` ``t`` ``n`` ``f``), then letters and other printable ASCII --
+   and take the one that gets furthest (see :meth:`Completer._step`).
 
-So a string is closed as soon as its constraints allow (padded with the first allowed character when it has a
-``minLength`` or a pattern), a missing required field gets ``0``/``""``/``[]``/``{}``/``true``... whatever its
-schema admits first, an integer with ``minimum: 5`` gets ``5`` rather than ``10``, and containers are closed. The
+So a string is closed as soon as its constraints allow (padded with ``a`` or the first allowed character when it
+has a ``minLength`` or a pattern), a missing required field gets ``0``/``""``/``[]``/``{}``/``true``... whatever
+its schema admits first, an integer with ``minimum: 5`` gets ``5`` rather than ``10``, and containers are closed. The
 bytes found are then tokenized with the model's tokenizer (``"}`` is one token, not two) and whichever token
 sequence is shorter and accepted is the completion. The walk is deterministic: same state, same completion.
 
 It is a heuristic, not an exhaustive search (that would mean a mask per node of a tree with hundreds of branches):
 it finds the shortest completion for the shapes JSON schemas, regexes and choices usually take, and always finds
-*a* completion when one exists within ``MAX_BYTES``.
+*a* completion when one exists within ``MAX_TOKENS``.
 """
 
 from __future__ import annotations
@@ -31,9 +30,9 @@ MAX_TOKENS = 512  # give up (no steering) on completions longer than this
 _TRIES = 8  # probes looked at after the first that moves
 
 _PROBE_ORDER = (
-    b'"}], '
+    b'"a}], '  # "a" (never JSON structure) pads strings and patterns before "}" "]" "," could
     + b"0123456789-[{tnf"
-    + b"abcdeghijklmopqrsuvwxyz"
+    + b"bcdeghijklmopqrsuvwxyz"
     + b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     + b".:_+/@#$%&*()<>=?!;'`~^|\\\n\t"
 )

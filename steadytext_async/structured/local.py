@@ -5,7 +5,7 @@ gemma-3's 262k tokens) and caches a compiled matcher per ``Constraint.sha256``; 
 fed only generated tokens (never the prompt). The decode loop does, per step::
 
     token = m.choose(logits, sampler.pick, is_end, remaining=max_new - i)   # None: complete, stop here
-    if token is None: finish = "constraint_complete"; break
+    if token is None: finish = "constraint_forced" if m.forced else "constraint_complete"; break
     m.advance(token)
 
 The completion rule: the output ends when the grammar admits nothing more, or when it is complete (``accepting``)
@@ -21,7 +21,7 @@ whenever the budget allows it at all. The matcher knows the shortest completion 
 checked: if the shortest completion after it still fits in what is left, the token stands; otherwise the first
 token of the current shortest completion is taken instead and ``forced`` becomes True. Output that completes on
 its own within the budget is therefore never changed, and a budget below the shortest valid output
-(``minimum``) is the only way to run out.
+(``minimum``) is the only way to run out (then nothing is steered: the partial text is the model's own).
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class TokenMatcher:
         if remaining is None or self._budget is None:
             return token
         plan = self._budget.near(self._matcher, remaining)
-        if plan is None or (plan and plan[0] == token) or self._budget.fits(self._matcher, token, remaining - 1):
+        if plan is None or len(plan) > remaining:  # far from the budget, or too late to fit: the model's choice
+            return token
+        if (plan and plan[0] == token) or self._budget.fits(self._matcher, token, remaining - 1):
             return token
         self.forced = True
         return plan[0] if plan else None
