@@ -42,9 +42,21 @@ async def test_choices_and_regex() -> None:
 
 
 async def test_running_out_of_tokens_raises_with_partial_text() -> None:
-    with pytest.raises(st.ConstraintError) as info:
+    with pytest.raises(st.ConstraintError, match="the shortest valid output is 10 tokens") as info:
         await st.agenerate("Person:", schema=Person, max_new_tokens=3)
     assert info.value.partial_text.startswith("{")
+
+
+async def test_output_is_closed_in_time_when_the_model_loops() -> None:
+    client = st.default_client()
+    r = await client.generate("Create a person", schema=Person, max_new_tokens=40)
+    assert r.finish_reason == "constraint_forced"
+    assert r.usage.completion_tokens <= 40
+    person = Person.model_validate_json(r.text)
+    assert person.name.startswith("The_Story_of_the_Day_of_the_Month")
+    items = [i async for i in client.stream("Create a person", schema=Person, max_new_tokens=40)]
+    assert isinstance(items[-1], st.GenerationResult) and items[-1].finish_reason == "constraint_forced"
+    assert "".join(i.text for i in items[:-1] if isinstance(i, st.Chunk)) == r.text
 
 
 async def test_constraint_errors_before_any_work() -> None:
