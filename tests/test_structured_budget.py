@@ -153,7 +153,7 @@ PROPERTY = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-SLOW_PROPERTY = settings(PROPERTY, max_examples=60)
+SLOW_PROPERTY = settings(PROPERTY, max_examples=30)
 
 REGEXES = st.lists(
     st.tuples(
@@ -199,6 +199,7 @@ def test_every_budget_gives_valid_output_or_error_below_minimum(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # up to 30 generations of up to 512 tokens
 @SLOW_PROPERTY
 @given(kwargs=CONSTRAINTS, prompt=PROMPTS, over=st.one_of(st.integers(-3, 40), st.integers(41, 512)))
 def test_every_budget_up_to_512_gives_valid_output_or_error_below_minimum(
