@@ -56,10 +56,8 @@ class Runner(LlamaModel):
             elif matcher.done:
                 finish = "constraint_complete"
             elif not matcher.accepting:
-                raise ConstraintError(
-                    f"max_new_tokens={max_new} ran out; the shortest valid output is {matcher.minimum} tokens",
-                    partial_text=text,
-                )
+                shortest = "" if matcher.minimum is None else f"; the shortest valid output is {matcher.minimum} tokens"
+                raise ConstraintError(f"max_new_tokens={max_new} ran out{shortest}", partial_text=text)
         return Output(text, ids, finish)
 
 

@@ -121,6 +121,17 @@ def test_regex_and_choices_close_within_the_budget(runner: Runner) -> None:
     assert out.text in choices.choices and len(out.token_ids) == 1
 
 
+def test_no_steering_when_the_shortest_output_is_too_long_to_search(runner: Runner) -> None:
+    constraint = c(schema={"type": "array", "items": {"type": "integer"}, "minItems": 200})
+    assert runner.factory.shortest(constraint) is None  # over MAX_TOKENS: the budget rule stays off
+    matcher = runner.factory.matcher(constraint)
+    assert matcher.minimum is None
+    with pytest.raises(ConstraintError, match="ran out") as info:
+        runner.generate("Numbers: ", constraint, 8)
+    assert "shortest" not in str(info.value)
+    assert info.value.partial_text.startswith("[")
+
+
 # ---- output that completes on its own never changes ------------------------------------------------------------
 
 NATURAL = [

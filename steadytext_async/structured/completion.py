@@ -26,7 +26,7 @@ from llguidance import LLMatcher, LLTokenizer
 
 __all__ = ["MAX_TOKENS", "Budget", "Completer"]
 
-MAX_TOKENS = 512  # give up (no steering) on completions longer than this
+MAX_TOKENS = 256  # give up (no steering) on completions longer than this
 _TRIES = 8  # probes looked at after the first that moves
 
 _PROBE_ORDER = (
@@ -156,16 +156,27 @@ class Budget:
         self._next: tuple[int, list[int], bool] | None = None  # (token, completion after it, exact)
         self._known = 0 if plan is None else len(plan)
         self._stale = 0
+        self._failed = False  # the last search found nothing
         self._slack = slack
         self._period = period
 
     def near(self, matcher: LLMatcher, remaining: int) -> list[int] | None:
-        """The shortest completion from ``matcher``'s state when ``remaining`` is close to it, else None."""
+        """The shortest completion from ``matcher``'s state when ``remaining`` is close to it, else None.
+
+        A search that finds nothing is not repeated for ``period`` tokens (no steering meanwhile)."""
         near = remaining <= 2 * self._known + self._slack
         plan = self._plan
-        stale = plan is None and self._stale >= self._period
-        if (near and (plan is None or (not self._exact and len(plan) >= remaining - 1))) or stale:
-            self._set(self._completer.walk(matcher), exact=True)
+        if plan is None:
+            due = self._stale >= self._period or (near and not self._failed)
+        else:
+            due = near and not self._exact and len(plan) >= remaining - 1
+        if due:
+            found = self._completer.walk(matcher)
+            self._failed = found is None
+            if found is not None:
+                self._set(found, exact=True)
+            else:
+                self._stale = 0
             near = remaining <= 2 * self._known + self._slack
         return self._plan if near else None
 
@@ -201,6 +212,7 @@ class Budget:
         if plan is not None:
             self._known = len(plan)
             self._stale = 0
+            self._failed = False
 
 
 def _reuse(matcher: LLMatcher, plan: list[int] | None) -> list[int] | None:
