@@ -24,6 +24,8 @@
 | STEADYTEXT_CACHE_URL      | redis://… or rediss://…: share the result cache through Redis   | (unset: sqlite)    |
 | STEADYTEXT_CACHE_PREFIX   | prefix of every Redis key this cache writes                       | steadytext:        |
 | STEADYTEXT_CACHE_TTL      | seconds a Redis entry lives (0: until Redis evicts it)            | 0                  |
+| STEADYTEXT_DAEMON_URL     | local generations go to a running `serve` (http://H:P, unix:///x) | (unset)            |
+| STEADYTEXT_SERVE_TOKEN    | bearer token `serve` requires (and the daemon client sends)      | (unset: no auth)   |
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Settings:
     cache_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password: never shown
     cache_prefix: str = "steadytext:"
     cache_ttl: float | None = None
+    daemon_url: str | None = None  # local generations go to a running `serve` (see providers/daemon.py)
 
     def __post_init__(self) -> None:
         for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads"):
@@ -164,6 +167,10 @@ class Settings:
     def cache_location(self) -> str:
         """Where results are cached, safe to show: the redacted Redis URL, or the sqlite directory."""
         return redact_url(self.cache_url) if self.cache_url else str(self.cache_dir)
+        if self.daemon_url is not None and not self.daemon_url.startswith(("http://", "https://", "unix://")):
+            raise InvalidRequestError(
+                f"daemon_url must start with http://, https:// or unix:// (got {self.daemon_url!r})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -191,6 +198,7 @@ class Settings:
             "cache_url": e.get("STEADYTEXT_CACHE_URL", "").strip() or None,
             "cache_prefix": e.get("STEADYTEXT_CACHE_PREFIX", "steadytext:"),
             "cache_ttl": float(_env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
+            "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -219,3 +227,9 @@ def provider_api_key(env_var: str, env: Mapping[str, str] | None = None) -> str 
 def unsafe_mode_from_env(env: Mapping[str, str] | None = None) -> bool:
     """``STEADYTEXT_UNSAFE_MODE=1``: an explicit process-wide opt-in to remote models."""
     return _env_bool(os.environ if env is None else env, "STEADYTEXT_UNSAFE_MODE", False)
+
+
+def serve_token(env: Mapping[str, str] | None = None) -> str | None:
+    """``STEADYTEXT_SERVE_TOKEN``: the bearer token ``serve`` requires and the daemon client sends. Never log it."""
+    e = os.environ if env is None else env
+    return e.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None

@@ -28,6 +28,7 @@ from ._exceptions import (
 from ._models import GenerationRequest, ModelSpec
 from ._registry import is_local_path, resolve_model
 from .providers.base import Provider
+from .providers.daemon import DaemonProvider, local_provider_for
 from .providers.local import LocalProvider
 from .providers.presets import ProviderPreset, get_preset, known_providers, split_remote_model
 
@@ -48,6 +49,7 @@ class Router:
     def __init__(self, settings: Settings, local: LocalProvider, providers: Mapping[str, Provider] | None = None):
         self.settings = settings
         self.local = local
+        self.local_target: DaemonProvider | LocalProvider = local_provider_for(settings, local)  # daemon mode hook
         self.providers: dict[str, Provider] = dict(providers or {})  # given ones, then presets built on first use
         # name -> (preset, key digest) a provider in self.providers was built from
         self._built: dict[str, tuple[ProviderPreset, str | None]] = {}
@@ -68,7 +70,7 @@ class Router:
         if model is not None and is_remote_model(model, self.providers):
             prefix, _, model_id = model.partition(":")
             return await self.route_remote(request, prefix, model_id)
-        return self.local, await self.resolve_local(request)
+        return self.local_target, await self.resolve_local(request)
 
     async def route_remote(self, request: GenerationRequest, name: str, model_id: str) -> tuple[Provider, ModelSpec]:
         """The provider for ``name:model_id``: gate first, then the API key, then the (cached) provider."""

@@ -34,7 +34,35 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="replay a recording (generate --json output) and check the bytes are identical")
     v.add_argument("recording", help="path to the JSON file, or '-' for stdin")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_serve_parser(sub)
     return p
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    s = sub.add_parser("serve", help="run the OpenAI-compatible server (also the daemon of STEADYTEXT_DAEMON_URL)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this host only)")
+    s.add_argument("--port", type=int, default=8000, help="TCP port (0: pick a free one; printed at startup)")
+    s.add_argument("--uds", default=None, metavar="PATH", help="listen on a unix socket (mode 0600) instead of TCP")
+    s.add_argument("--allow-remote", action="store_true", help="serve remote provider models (provider:model)")
+    s.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
+    s.add_argument("--no-preload", action="store_true", help="start workers on first request, not at startup")
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ._config import Settings, serve_token
+    from .serve import ServeConfig, run
+
+    settings = dataclasses.replace(Settings.from_env(), daemon_url=None)  # the daemon never forwards to a daemon
+    config = ServeConfig(
+        settings=settings,
+        allow_remote=args.allow_remote,
+        token=serve_token(),
+        shutdown_timeout=args.shutdown_timeout,
+        preload=not args.no_preload,
+    )
+    return run(config, host=args.host, port=args.port, uds=args.uds)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -139,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_generate(args)
         if args.command == "verify":
             return _cmd_verify(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
         if args.command == "cache":
             from ._cache.cli import cache_command
 

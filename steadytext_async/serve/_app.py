@@ -1,0 +1,236 @@
+"""The Starlette application: OpenAI-compatible endpoints, health, metrics and the daemon's private endpoint.
+
+One :class:`~steadytext_async.AsyncSteadyText` per server (made in the lifespan), so responses are the SDK's bytes
+and share the SDK's result cache. Errors become OpenAI-style JSON at one point (``_errors.error_body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .._client import AsyncSteadyText
+from .._config import Settings
+from .._models import Chunk, GenerationResult
+from .._registry import REGISTRY
+from .._version import __version__
+from ..providers.daemon import DAEMON_PATH
+from . import _daemon_endpoint
+from ._engine import pool_stats
+from ._errors import HTTPError, error_body, error_status
+from ._metrics import Metrics
+from ._openai import DEFAULT_MODEL, Envelope, Kind, parse_request, response_body
+from ._sse import ShuttingDown, sse, until
+
+__all__ = ["ServeConfig", "create_app"]
+
+logger = logging.getLogger("steadytext_async")
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServeConfig:
+    settings: Settings
+    allow_remote: bool = False
+    token: str | None = None  # bearer token required on every endpoint but /health
+    shutdown_timeout: float = 30.0  # in-flight requests get this long to finish before they are ended
+    preload: bool = True  # start the default model's workers at startup
+
+
+class ServerState:
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.client: AsyncSteadyText | None = None
+        self.metrics = Metrics(self.stats)
+        self.stop = asyncio.Event()  # set when in-flight work must end (shutdown deadline passed)
+        self.draining = False
+        self.started = time.time()
+
+    def stats(self) -> dict[str, Any]:
+        return pool_stats(self.client) if self.client is not None else pool_stats_empty(self.config.settings)
+
+    def begin_drain(self) -> None:
+        """Stop taking new generations; end whatever still runs after ``shutdown_timeout``."""
+        if self.draining:
+            return
+        self.draining = True
+        asyncio.get_running_loop().call_later(self.config.shutdown_timeout, self.stop.set)
+
+    @property
+    def sdk(self) -> AsyncSteadyText:
+        assert self.client is not None
+        return self.client
+
+
+def pool_stats_empty(settings: Settings) -> dict[str, Any]:
+    keys = ("workers_alive", "workers_busy", "generations", "respawns", "cache_hits", "cache_misses")
+    return {"workers_max": settings.workers, "threads": settings.threads, **dict.fromkeys(keys, 0)}
+
+
+async def _or_stop(coro: Coroutine[Any, Any, T], stop: asyncio.Event, request: Request) -> T:
+    """Await ``coro`` unless the server must stop or the client goes away first (then cancel it)."""
+    task = asyncio.ensure_future(coro)
+    stopper = asyncio.ensure_future(stop.wait())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, stopper, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if stopper.done():
+            raise ShuttingDown
+        raise HTTPError(499, "the client disconnected", type="client_closed_request")
+    finally:
+        stopper.cancel()
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _authorized(request: Request, token: str | None) -> bool:
+    if token is None:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return hmac.compare_digest(f"{scheme.lower()} {given}".encode(), f"bearer {token}".encode())
+
+
+def _endpoint(state: ServerState, name: str, handler: Handler, *, auth: bool = True) -> Handler:
+    """Auth, error mapping and request metrics around one route handler."""
+
+    async def wrapped(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            if auth and not _authorized(request, state.config.token):
+                raise HTTPError(401, "missing or wrong bearer token", code="invalid_api_key")
+            response = await handler(request)
+        except Exception as exc:
+            response = JSONResponse(error_body(exc), status_code=error_status(exc))
+        state.metrics.requests.labels(name, str(response.status_code)).inc()
+        state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+        return response
+
+    return wrapped
+
+
+async def read_json(request: Request) -> Any:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def _generation(state: ServerState, kind: Kind) -> Handler:
+    async def handler(request: Request) -> Response:
+        if state.draining:
+            raise ShuttingDown
+        req = parse_request(kind, await read_json(request), allow_remote=state.config.allow_remote)
+        env = Envelope(req)
+        metrics = state.metrics
+        if not req.stream:
+            metrics.in_flight_generations += 1
+            try:
+                result = await _or_stop(state.sdk.generate(req.prompt, **req.kwargs), state.stop, request)
+            finally:
+                metrics.in_flight_generations -= 1
+            _record(state, result)
+            return JSONResponse(response_body(env, result))
+        items = until(state.sdk.stream(req.prompt, **req.kwargs), state.stop)
+        metrics.in_flight_generations += 1
+        try:
+            first = await anext(items)  # errors before the first piece still get their HTTP status
+        except BaseException:
+            metrics.in_flight_generations -= 1
+            await items.aclose()  # type: ignore[attr-defined]
+            raise
+        body = _counted(state, sse(env, first, items, lambda r: _record(state, r)))
+        return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+async def _counted(state: ServerState, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for part in body:
+            yield part
+    finally:
+        state.metrics.in_flight_generations -= 1
+        await body.aclose()  # type: ignore[attr-defined]
+
+
+def _record(state: ServerState, result: GenerationResult | Chunk) -> None:
+    if isinstance(result, GenerationResult):
+        state.metrics.record_tokens(result.usage.completion_tokens, result.cached)
+
+
+def _models(state: ServerState) -> Handler:
+    async def handler(request: Request) -> Response:
+        created = int(state.started)
+        ids = [DEFAULT_MODEL, *REGISTRY]
+        data = [{"id": i, "object": "model", "created": created, "owned_by": "steadytext"} for i in ids]
+        return JSONResponse({"object": "list", "data": data})
+
+    return handler
+
+
+def _health(state: ServerState) -> Handler:
+    async def handler(request: Request) -> Response:
+        s = state.stats()
+        pids = state.client.worker_pids() if state.client is not None else []
+        body = {"status": "draining" if state.draining else "ok", "version": __version__, **s, "worker_pids": pids}
+        return JSONResponse(body, status_code=503 if state.draining else 200)
+
+    return handler
+
+
+def _metrics(state: ServerState) -> Handler:
+    async def handler(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return handler
+
+
+def create_app(config: ServeConfig) -> Starlette:
+    state = ServerState(config)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        state.client = AsyncSteadyText(config.settings)
+        if config.preload:
+            await state.client.preload()
+        try:
+            yield
+        finally:
+            state.begin_drain()
+            state.stop.set()
+            await state.client.aclose()
+
+    routes = [
+        Route("/health", _endpoint(state, "health", _health(state), auth=False), methods=["GET"]),
+        Route("/metrics", _endpoint(state, "metrics", _metrics(state)), methods=["GET"]),
+        Route("/v1/models", _endpoint(state, "models", _models(state)), methods=["GET"]),
+        Route("/v1/completions", _endpoint(state, "completions", _generation(state, "completion")), methods=["POST"]),
+        Route("/v1/chat/completions", _endpoint(state, "chat", _generation(state, "chat")), methods=["POST"]),
+        Route(DAEMON_PATH, _endpoint(state, "daemon", _daemon_endpoint.handler(state)), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.serve = state
+    return app

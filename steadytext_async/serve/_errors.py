@@ -1,0 +1,75 @@
+"""Errors -> OpenAI-style JSON bodies and HTTP statuses, at one point (:func:`error_body`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from .._exceptions import (
+    ConstraintError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelUnavailableError,
+    RemoteError,
+    RemoteStatusError,
+    UnsafeModeRequiredError,
+    WorkerError,
+)
+
+__all__ = ["HTTPError", "error_body", "error_status"]
+
+logger = logging.getLogger("steadytext_async")
+
+
+class HTTPError(Exception):
+    """An error raised by the server itself (auth, malformed JSON, routing) with its status and OpenAI type."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.code = code
+
+
+def _classify(exc: BaseException) -> tuple[int, str, str | None]:
+    if isinstance(exc, HTTPError):
+        return exc.status, exc.type, exc.code
+    if isinstance(exc, ModelNotFoundError):
+        return 404, "invalid_request_error", "model_not_found"
+    if isinstance(exc, InvalidRequestError):
+        return 400, "invalid_request_error", None
+    if isinstance(exc, UnsafeModeRequiredError):
+        return 403, "permission_error", "remote_disabled"
+    if isinstance(exc, ConstraintError):
+        return 422, "constraint_error", "constraint_incomplete"
+    if isinstance(exc, ModelUnavailableError):
+        return 503, "model_unavailable", None
+    if isinstance(exc, WorkerError):
+        return 503, "worker_error", None
+    if isinstance(exc, RemoteStatusError):
+        return 502, "upstream_error", str(exc.status_code)
+    if isinstance(exc, RemoteError):
+        return 502, "upstream_error", None
+    if isinstance(exc, NotImplementedError):
+        return 501, "not_implemented", None
+    logger.exception("serve: unexpected error", exc_info=exc)
+    return 500, "internal_error", None
+
+
+def error_status(exc: BaseException) -> int:
+    return _classify(exc)[0]
+
+
+def error_body(exc: BaseException) -> dict[str, Any]:
+    """``{"error": {"message", "type", "param", "code"}}`` for ``exc``."""
+    _, kind, code = _classify(exc)
+    message = str(exc) if kind != "internal_error" else "internal server error"
+    error: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": code}
+    if isinstance(exc, ConstraintError):
+        error["partial_text"] = exc.partial_text
+    return {"error": error}
+
+
+def error_json(exc: BaseException) -> str:
+    return json.dumps(error_body(exc), ensure_ascii=False)

@@ -1,0 +1,87 @@
+"""Prometheus text for ``/metrics``: request counters kept by the app, pool and cache counters read at scrape time."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+WINDOW = 60.0  # seconds over which tokens/s is averaged
+
+
+class _PoolCollector(Collector):
+    def __init__(self, metrics: Metrics, stats: Callable[[], dict[str, Any]]) -> None:
+        self.metrics = metrics
+        self.stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        s = self.stats()
+        yield GaugeMetricFamily("steadytext_workers", "Live local worker processes", value=s["workers_alive"])
+        yield GaugeMetricFamily("steadytext_workers_max", "Configured worker processes", value=s["workers_max"])
+        yield GaugeMetricFamily("steadytext_workers_busy", "Workers generating right now", value=s["workers_busy"])
+        queued = max(0, self.metrics.in_flight_generations - s["workers_busy"])
+        yield GaugeMetricFamily("steadytext_queue_depth", "Requests waiting for a worker", value=queued)
+        yield CounterMetricFamily(
+            "steadytext_worker_restarts", "Workers that died unexpectedly and were replaced", value=s["respawns"]
+        )
+        yield CounterMetricFamily("steadytext_generations", "Generations completed by workers", value=s["generations"])
+        yield CounterMetricFamily(
+            "steadytext_cache_lookup_hits", "Result cache hits (all callers)", value=s["cache_hits"]
+        )
+        yield CounterMetricFamily(
+            "steadytext_cache_lookup_misses", "Result cache misses (all callers)", value=s["cache_misses"]
+        )
+        yield GaugeMetricFamily(
+            "steadytext_tokens_per_second",
+            f"Generated (non-cached) completion tokens per second over the last {WINDOW:.0f} s",
+            value=self.metrics.tokens_per_second(),
+        )
+
+
+class Metrics:
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "steadytext_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "steadytext_cache_hits", "Responses served from the result cache", registry=self.registry
+        )
+        self.tokens = Counter(
+            "steadytext_completion_tokens", "Completion tokens returned (cached or not)", registry=self.registry
+        )
+        self.generated = Counter("steadytext_generated_tokens", "Completion tokens generated", registry=self.registry)
+        self.in_flight = Gauge("steadytext_requests_in_flight", "Requests being answered", registry=self.registry)
+        self.latency = Histogram(
+            "steadytext_request_seconds", "Time to the full response", ["endpoint"], registry=self.registry
+        )
+        self.in_flight_generations = 0
+        self._window: collections.deque[tuple[float, int]] = collections.deque()
+        self.registry.register(_PoolCollector(self, stats))
+
+    def record_tokens(self, count: int, cached: bool) -> None:
+        self.tokens.inc(count)
+        if cached:
+            self.cache_hits.inc()
+            return
+        self.generated.inc(count)
+        self._window.append((time.monotonic(), count))
+
+    def tokens_per_second(self) -> float:
+        now = time.monotonic()
+        while self._window and self._window[0][0] < now - WINDOW:
+            self._window.popleft()
+        return sum(c for _, c in self._window) / WINDOW
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
