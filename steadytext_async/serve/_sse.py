@@ -34,23 +34,30 @@ def event(body: dict[str, Any]) -> bytes:
 
 
 async def until(items: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
-    """``items`` until ``stop`` is set; then closes ``items`` (freeing its worker) and raises :class:`ShuttingDown`."""
+    """``items`` until ``stop`` is set; then closes ``items`` (freeing its worker) and raises :class:`ShuttingDown`.
+
+    Cancellation (a client disconnect) and early exit close ``items`` too, after the pending step has unwound.
+    """
     stopper = asyncio.ensure_future(stop.wait())
+    step: asyncio.Future[T] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(items))
             await asyncio.wait({step, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if not step.done():
-                step.cancel()
-                with contextlib.suppress(BaseException):
-                    await step
                 raise ShuttingDown
             try:
-                yield step.result()
+                item = step.result()
             except StopAsyncIteration:
                 return
+            step = None
+            yield item
     finally:
         stopper.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(BaseException):
+                await step
         close = getattr(items, "aclose", None)
         if close is not None:
             await close()
