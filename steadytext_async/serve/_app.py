@@ -208,19 +208,38 @@ def _metrics(state: ServerState) -> Handler:
     return handler
 
 
+async def _keep_full(state: ServerState, interval: float = 0.2) -> None:
+    """Replace dead workers of the default model right away, not on the next request that needs one."""
+    while not state.draining:
+        await asyncio.sleep(interval)
+        s = state.stats()
+        if s["workers_alive"] < s["workers_max"] and not state.draining:
+            try:
+                await state.sdk.preload()
+            except Exception as exc:  # the next request reports it; keep watching
+                logger.warning("serve: could not restart workers: %s", exc)
+                await asyncio.sleep(5.0)
+
+
 def create_app(config: ServeConfig) -> Starlette:
     state = ServerState(config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.client = AsyncSteadyText(config.settings)
+        keeper = None
         if config.preload:
             await state.client.preload()
+            keeper = asyncio.ensure_future(_keep_full(state))
         try:
             yield
         finally:
             state.begin_drain()
             state.stop.set()
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             await state.client.aclose()
 
     routes = [
