@@ -67,3 +67,11 @@ def test_bench_cache_redis_quick() -> None:
         "redis_vs_sqlite_cross_process_hit_p50",
         "redis_cross_process_first_read_ms",
     } <= got
+
+
+@pytest.mark.timeout(900)
+def test_bench_server_quick() -> None:
+    lines = run("bench_server.py", "--quick")
+    assert {"server_unique", "server_repeated", "server_ratio", "identical_after_different_prompts"} <= figures(lines)
+    ours = [x for x in lines if x["figure"] == "identical_after_different_prompts" and x["server"] == "steadytext"]
+    assert ours and ours[0]["identical"] is True
