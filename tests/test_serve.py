@@ -11,14 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
+from _remote_servers import ScriptedServer, instant
+from _serve_helpers import SDK_SETTINGS, ServeProcess, metric, same_fingerprint, serve, sse_events
 
 from steadytext_async import GenerationResult
 from steadytext_async._sync import SteadyText
-
-from _remote_servers import ScriptedServer, instant
-from _serve_helpers import SDK_SETTINGS, ServeProcess, metric, same_fingerprint, serve, sse_events
 
 PROMPT = "The three primary colors are"
 CHOICES = ["red", "green", "blue"]
@@ -215,6 +215,17 @@ def test_disconnect_frees_the_worker(server: ServeProcess, oai: openai.OpenAI, s
     assert health["generations"] == generations  # cancelled, not run to the end
     golden = sdk.generate("After", max_new_tokens=4)
     assert oai.completions.create(model="default", prompt="After", max_tokens=4).choices[0].text == golden.text
+
+
+def test_disconnect_frees_the_worker_of_a_plain_request(server: ServeProcess) -> None:
+    generations = server.health()["generations"]
+    with server.client(timeout=1.5) as c, pytest.raises(httpx.ReadTimeout):
+        c.post("/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 400})  # gives up, disconnects
+    t0 = time.monotonic()
+    while server.health()["workers_busy"] != 0:
+        assert time.monotonic() - t0 < 5, "the worker was not freed after the client disconnected"
+        time.sleep(0.02)
+    assert server.health()["generations"] == generations
 
 
 def test_auth(tmp_path: Path) -> None:

@@ -126,6 +126,7 @@ def _run(tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache
         if cache:
             # single-flight + cache: each distinct prompt is generated at most twice (again after a killed worker)
             assert metric(text, "steadytext_generations_total") <= 2 * distinct
+            assert metric(text, "steadytext_cache_hits_total") >= requests - 2 * distinct
         print(f"serve load: {requests} requests, {counts}, pool recovered in {recovered}s")
 
 
