@@ -226,7 +226,8 @@ def create_app(config: ServeConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        state.client = AsyncSteadyText(config.settings)
+        # the server's own generations run here: never forwarded to a daemon (which could be this server)
+        state.client = AsyncSteadyText(dataclasses.replace(config.settings, daemon_url=None))
         keeper = None
         if config.preload:
             await state.client.preload()

@@ -14,7 +14,7 @@ import pydantic
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .._exceptions import InvalidRequestError, SteadyTextError
+from .._exceptions import InvalidRequestError
 from .._models import GenerationRequest
 from .._registry import is_local_path
 from ..providers.base import ProviderChunk, ProviderDone
@@ -82,7 +82,7 @@ async def _lines(
                 state.metrics.record_tokens(event.completion_tokens, cached=False)
                 break
             event = await anext(events, None)
-    except (SteadyTextError, HTTPError) as exc:
+    except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)
         yield encode_error(exc)
     finally:
         state.metrics.in_flight_generations -= 1

@@ -72,6 +72,12 @@ def run(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, uds: 
         lifespan="on",
     )
     server = _Server(uv_config, app.state.serve)
+    if uds is None and host not in ("127.0.0.1", "::1", "localhost") and config.token is None:
+        print(
+            f"steadytext-async serve: warning: {host} is reachable from other hosts and no STEADYTEXT_SERVE_TOKEN "
+            "is set: anyone who can connect can generate",
+            file=sys.stderr,
+        )
     print(f"steadytext-async serve: listening on {where}", file=sys.stderr, flush=True)
     try:
         server.run(sockets=[sock])

@@ -13,7 +13,6 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from .._exceptions import SteadyTextError
 from .._models import Chunk, GenerationResult
 from ._errors import HTTPError, error_body
 from ._openai import Envelope, stream_chunk, usage_chunk
@@ -85,7 +84,7 @@ async def sse(
             yield event(stream_chunk(env, item, offset))
             offset += len(item.text)
             item = await anext(rest, None)
-    except (SteadyTextError, HTTPError) as exc:
+    except Exception as exc:  # headers are sent: report it in-band (error_body logs unexpected ones)
         yield event(error_body(exc))
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
