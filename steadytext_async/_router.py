@@ -64,6 +64,8 @@ class Router:
         self._built.clear()
         for provider in built:
             await provider.aclose()
+        if self.local_target is not self.local:
+            await self.local_target.aclose()  # the daemon provider's connections
 
     async def route(self, request: GenerationRequest) -> tuple[Provider | LocalProvider, ModelSpec]:
         model = request.model

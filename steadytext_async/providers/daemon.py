@@ -224,8 +224,7 @@ class DaemonProvider:
         clients = list(self._clients.values())
         self._clients.clear()
         for client in clients:
-            await client.aclose()
-        await self.fallback.aclose()
+            await client.aclose()  # the fallback LocalProvider belongs to the client (or the engine), not to us
 
 
 def local_provider_for(settings: Settings, local: LocalProvider) -> DaemonProvider | LocalProvider:

@@ -1,7 +1,7 @@
 """The one place serve reaches into the SDK's internals: the local provider, the router and the pool counters.
 
-Everything here runs the SDK's engine-side objects through the runtime bridge, exactly as the client does, so the
-server shares the client's worker pool and thread budget.
+Engine-side objects (router, local provider, pool) run on the engine's loop through its portal, exactly as the
+client runs them, so the server shares the client's worker pool, result cache and the host's thread budget.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .._client import AsyncSteadyText
+from .._engine import engine
 from .._models import GenerationRequest, ModelSpec
-from .._runtime import runtime
 from ..providers.base import ProviderChunk, ProviderDone
 
 __all__ = ["local_events", "pool_stats", "resolve_local"]
@@ -19,14 +19,18 @@ __all__ = ["local_events", "pool_stats", "resolve_local"]
 
 async def resolve_local(client: AsyncSteadyText, request: GenerationRequest) -> ModelSpec:
     """The server's own resolution of ``request``'s local model (assembled and verified)."""
-    return await runtime.call(client._router.resolve_local(request))
+
+    async def resolve() -> ModelSpec:
+        return await client._router.resolve_local(request)  # the engine loop's router, as the client uses
+
+    return await engine().portal.call(resolve())
 
 
 def local_events(
     client: AsyncSteadyText, spec: ModelSpec, request: GenerationRequest
 ) -> AsyncIterator[ProviderChunk | ProviderDone]:
     """Raw provider events of one local generation on the server's worker pool (never forwarded to a daemon)."""
-    return runtime.iterate(client._local.stream(spec, request))
+    return engine().portal.iterate(client._local.stream(spec, request))
 
 
 def pool_stats(client: AsyncSteadyText) -> dict[str, Any]:
