@@ -178,7 +178,7 @@ async def _counted(state: ServerState, body: AsyncIterator[bytes]) -> AsyncItera
 
 def _record(state: ServerState, result: GenerationResult | Chunk) -> None:
     if isinstance(result, GenerationResult):
-        state.metrics.record_tokens(result.usage.completion_tokens, result.cached)
+        state.metrics.record_result(result)
 
 
 def _models(state: ServerState) -> Handler:

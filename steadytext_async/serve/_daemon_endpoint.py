@@ -79,7 +79,7 @@ async def _lines(
         while event is not None:
             yield encode_event(event)
             if isinstance(event, ProviderDone):
-                state.metrics.record_tokens(event.completion_tokens, cached=False)
+                state.metrics.record_generated(event.completion_tokens)
                 break
             event = await anext(events, None)
     except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)

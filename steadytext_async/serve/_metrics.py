@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .._models import GenerationResult
+
 __all__ = ["Metrics"]
 
 WINDOW = 60.0  # seconds over which tokens/s is averaged
@@ -67,13 +69,23 @@ class Metrics:
         )
         self.in_flight_generations = 0
         self._window: collections.deque[tuple[float, int]] = collections.deque()
+        self._seen: collections.OrderedDict[int, GenerationResult] = collections.OrderedDict()
         self.registry.register(_PoolCollector(self, stats))
 
-    def record_tokens(self, count: int, cached: bool) -> None:
+    def record_result(self, result: GenerationResult) -> None:
+        """Count one answered generation. Requests that joined another's in-flight generation (single-flight) get
+        that very result object: they count as cache hits, not as generated tokens."""
+        count = result.usage.completion_tokens
         self.tokens.inc(count)
-        if cached:
+        if result.cached or id(result) in self._seen:
             self.cache_hits.inc()
             return
+        self._seen[id(result)] = result  # held, so the id is not reused while it is remembered
+        while len(self._seen) > 4096:
+            self._seen.popitem(last=False)
+        self.record_generated(count)
+
+    def record_generated(self, count: int) -> None:
         self.generated.inc(count)
         self._window.append((time.monotonic(), count))
 
