@@ -116,6 +116,7 @@ def _run(tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache
         wave = [prompts[i % distinct] for i in range(requests)]
         outcomes, recovered = asyncio.run(_load(srv, wave, max_tokens, kill=kill))
         counts = _check(outcomes, goldens, allow_typed_errors=kill)
+        print(f"serve load: {requests} requests, {counts}, pool recovered in {recovered}s, load {os.getloadavg()}")
         text = srv.metrics()
         if not kill:
             assert counts == {"ok": requests, "typed_error": 0}
@@ -127,7 +128,6 @@ def _run(tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache
             # single-flight + cache: each distinct prompt is generated at most twice (again after a killed worker)
             assert metric(text, "steadytext_generations_total") <= 2 * distinct
             assert metric(text, "steadytext_cache_hits_total") >= requests - 2 * distinct
-        print(f"serve load: {requests} requests, {counts}, pool recovered in {recovered}s")
 
 
 def test_concurrent_streams_match_goldens(tmp_path: Path) -> None:
