@@ -87,10 +87,10 @@ async def _load(
     return outcomes, recovered
 
 
-def _recovery_limit() -> float:
-    """2 s on an idle host; a worker start (python, llama.cpp, model load) slows with the host's load (this machine
-    is shared), so the limit scales with load average per core."""
-    return 2.0 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+def _recovery_limit(idle_limit: float) -> float:
+    """``idle_limit`` on an idle host; a worker start (python, llama.cpp, model load) slows with the host's load
+    (this machine is shared), so the limit scales with load average per core."""
+    return idle_limit * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
 
 
 def _check(outcomes: list[Any], goldens: dict[str, str], *, allow_typed_errors: bool) -> dict[str, int]:
@@ -108,7 +108,9 @@ def _check(outcomes: list[Any], goldens: dict[str, str], *, allow_typed_errors: 
     return counts
 
 
-def _run(tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache: bool, kill: bool) -> None:
+def _run(
+    tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache: bool, kill: bool, recovery: float = 2.0
+) -> None:
     prompts = _prompts(distinct)
     goldens = _goldens(prompts, max_tokens)
     env = {"STEADYTEXT_DISABLE_CACHE": "0" if cache else "1"}
@@ -121,7 +123,7 @@ def _run(tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache
         if not kill:
             assert counts == {"ok": requests, "typed_error": 0}
         else:
-            limit = _recovery_limit()
+            limit = _recovery_limit(recovery)
             assert recovered is not None and recovered < limit, f"pool took {recovered:.2f}s (limit {limit:.1f}s)"
             assert metric(text, "steadytext_worker_restarts_total") >= 1
         if cache:
@@ -135,7 +137,9 @@ def test_concurrent_streams_match_goldens(tmp_path: Path) -> None:
 
 
 def test_worker_killed_during_run(tmp_path: Path) -> None:
-    _run(tmp_path, requests=12, distinct=6, max_tokens=16, cache=False, kill=True)
+    # uncached: the new worker loads while the survivor decodes on every core, so allow more than the 2 s target
+    # (which the slow 200-request form asserts)
+    _run(tmp_path, requests=12, distinct=6, max_tokens=16, cache=False, kill=True, recovery=5.0)
 
 
 @pytest.mark.slow
