@@ -5,6 +5,8 @@ generation with exactly one warning."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,3 +97,24 @@ def test_mismatched_daemon_falls_back(daemon: ServeProcess, caplog: pytest.LogCa
         _same(client.generate(CALLS[0][0], **CALLS[0][1]), golden)
     assert daemon.health()["generations"] == before
     assert [r for r in caplog.records if "409" in r.getMessage() and "n_batch" in r.getMessage()]
+
+
+def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path) -> None:
+    """The daemon is SIGKILLed mid-stream: the in-process pool re-runs the request, skips the text already
+    delivered, and the caller gets exactly the in-process bytes."""
+    prompt, kwargs = "Once upon a time", {"max_new_tokens": 48, "return_logprobs": True}
+    with SteadyText(**SDK_SETTINGS) as sdk:
+        golden = sdk.generate(prompt, **kwargs)
+    with (
+        serve(tmp_path, uds=str(tmp_path / "engine.sock")) as srv,
+        SteadyText(daemon_url=f"unix://{srv.uds}", **SDK_SETTINGS) as client,
+    ):
+        items = []
+        for item in client.stream(prompt, **kwargs):
+            items.append(item)
+            if len(items) == 3:
+                os.killpg(srv.proc.pid, signal.SIGKILL)
+        assert isinstance(items[-1], GenerationResult)
+        _same(items[-1], golden)
+        assert "".join(c.text for c in items[:-1]) == golden.text
+        assert client.worker_pids() != []  # finished in-process
