@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from ._sync import SteadyText
     from ._validate import DEFAULT_SEED
     from ._version import __version__
+    from .providers.mock import MockProvider
     from .providers.presets import PRESETS, ProviderPreset, RemoteOptions, register_provider, unregister_provider
     from .structured import Constraint
 
@@ -94,6 +95,7 @@ _LAZY: dict[str, str] = {
     "GenerationResult": "._models",
     "InvalidRequestError": "._exceptions",
     "MissingAPIKeyError": "._exceptions",
+    "MockProvider": ".providers.mock",
     "ModelNotFoundError": "._exceptions",
     "ModelSpec": "._models",
     "ModelUnavailableError": "._exceptions",
@@ -181,6 +183,7 @@ __all__ = [
     "GenerationResult",
     "InvalidRequestError",
     "MissingAPIKeyError",
+    "MockProvider",
     "ModelNotFoundError",
     "ModelSpec",
     "ModelUnavailableError",

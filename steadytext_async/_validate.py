@@ -7,9 +7,9 @@ import math
 import threading
 
 from ._config import unsafe_mode_from_env
-from ._exceptions import InvalidRequestError, UnsafeModeRequiredError
+from ._exceptions import InvalidRequestError
 from ._models import GenerationRequest, SamplingParams
-from ._registry import check_selectors, is_local_path
+from ._registry import check_selectors
 from .structured.normalize import normalize
 
 __all__ = ["DEFAULT_SEED", "build_request"]
@@ -86,10 +86,7 @@ def build_request(
     file_s = _check_opt_str("model_filename", model_filename)
     size_s = _check_opt_str("size", size)
     check_selectors(model=model_s, model_repo=repo_s, model_filename=file_s, size=size_s)
-    if model_s is not None and ":" in model_s and not is_local_path(model_s) and not unsafe:
-        raise UnsafeModeRequiredError(
-            f"model {model_s!r} is remote and only best-effort deterministic; pass unsafe_mode=True to use it"
-        )
+    # The unsafe_mode gate is the router's (it knows which providers are deterministic), before any byte is sent.
     constraint = normalize(schema=schema, regex=regex, choices=choices, response_format=response_format)
     if constraint is not None and eos_string != "[EOS]":
         raise InvalidRequestError(

@@ -1,6 +1,8 @@
 """Shared fixtures. Tests run offline on the embedded gemma-3-270m model."""
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Model tests must exercise the model, not replay cached bytes (and never touch the user's cache);
@@ -37,3 +39,24 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.fixture
+def mock_default(monkeypatch: pytest.MonkeyPatch) -> Iterator[st.MockProvider]:
+    """The module-level functions' default clients answer ``model="mock:..."`` from a MockProvider (no workers)."""
+    from steadytext_async import _api
+
+    mock = st.MockProvider()
+    saved = dict(_api._defaults)
+    _api._defaults.clear()
+    monkeypatch.setattr(_api, "_new_default", lambda: st.AsyncSteadyText(providers={"mock": mock}))
+    yield mock
+    _api._defaults.clear()
+    _api._defaults.update(saved)
+
+
+def mock_text(prompt: str, max_new_tokens: int, **kw: Any) -> str:
+    """What a default MockProvider answers for ``prompt`` (an independent expectation for the pipeline)."""
+    from steadytext_async.providers.mock import default_tokens
+
+    return "".join(default_tokens(st.GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens, **kw)))

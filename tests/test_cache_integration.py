@@ -1,4 +1,8 @@
-"""The cache through the public API: hits, replayed streams, single-flight, what is never stored."""
+"""The cache through the public API: hits, replayed streams, single-flight, what is never stored.
+
+These run on a MockProvider (no model workers): the cache behaviour is the client's, whatever the provider. One
+test keeps the embedded model, for the local path (engine crossing, model sha256 in the key).
+"""
 
 import asyncio
 import json
@@ -8,10 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import mock_text
 
 import steadytext_async as st
 
 PROMPT = "The capital of France is"
+MOCK = "mock:m"
 
 
 @pytest.fixture
@@ -19,50 +25,66 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def client(cache_dir: Path, **kw: object) -> st.AsyncSteadyText:
-    return st.AsyncSteadyText(cache_disabled=False, cache_dir=cache_dir, workers=2, threads=2, **kw)
+def client(cache_dir: Path, mock: st.MockProvider | None = None, **kw: object) -> st.AsyncSteadyText:
+    providers = {"mock": mock} if mock is not None else None
+    return st.AsyncSteadyText(cache_disabled=False, cache_dir=cache_dir, providers=providers, **kw)
 
 
 async def test_hit_is_identical_and_marked_cached(cache_dir: Path) -> None:
-    async with client(cache_dir) as c:
-        miss = await c.generate(PROMPT, max_new_tokens=12, return_logprobs=True)
-        hit = await c.generate(PROMPT, max_new_tokens=12, return_logprobs=True)
-        assert not miss.cached and hit.cached
+    mock = st.MockProvider()
+    async with client(cache_dir, mock) as c:
+        miss = await c.generate(PROMPT, model=MOCK, max_new_tokens=12, return_logprobs=True)
+        hit = await c.generate(PROMPT, model=MOCK, max_new_tokens=12, return_logprobs=True)
+        assert not miss.cached and hit.cached and miss.text == mock_text(PROMPT, 12)
         assert hit.text == miss.text and hit.logprobs == miss.logprobs and hit.token_ids == miss.token_ids
+        assert hit.logprobs is not None and len(hit.logprobs) == 12
         assert hit.fingerprint == miss.fingerprint
-        assert c._local.pool.generations == 1
-        other = await c.generate(PROMPT, max_new_tokens=12, seed=7, temperature=0.5)  # another key
-        assert not other.cached and c._local.pool.generations == 2
+        assert len(mock.requests) == 1
+        other = await c.generate(PROMPT, model=MOCK, max_new_tokens=12, seed=7, temperature=0.5)  # another key
+        assert not other.cached and len(mock.requests) == 2
+        assert other.text == mock_text(PROMPT, 12, sampling=st.SamplingParams(seed=7, temperature=0.5))
+
+
+async def test_local_model_hit_is_identical(cache_dir: Path) -> None:
+    async with client(cache_dir, workers=1, threads=2) as c:
+        miss = await c.generate(PROMPT, max_new_tokens=4)
+        hit = await c.generate(PROMPT, max_new_tokens=4)
+        assert not miss.cached and hit.cached and hit.text == miss.text and hit.token_ids == miss.token_ids
+        assert hit.fingerprint == miss.fingerprint and c._local.pool.generations == 1
 
 
 async def test_stream_hit_replays_the_live_token_sequence(cache_dir: Path) -> None:
-    async with client(cache_dir) as c:
-        live = [i async for i in c.stream(PROMPT, max_new_tokens=16)]
-        replay = [i async for i in c.stream(PROMPT, max_new_tokens=16)]
+    mock = st.MockProvider()
+    async with client(cache_dir, mock) as c:
+        live = [i async for i in c.stream(PROMPT, model=MOCK, max_new_tokens=16)]
+        replay = [i async for i in c.stream(PROMPT, model=MOCK, max_new_tokens=16)]
         assert isinstance(replay[-1], st.GenerationResult) and replay[-1].cached
+        assert len(live) == 17  # one chunk per mock token, then the result
         assert [(x.text, x.token_ids) for x in live[:-1]] == [(x.text, x.token_ids) for x in replay[:-1]]
-        assert c._local.pool.generations == 1
+        assert len(mock.requests) == 1
 
 
 async def test_single_flight_sixteen_identical_requests_one_generation(cache_dir: Path) -> None:
-    async with client(cache_dir) as c:
-        tasks = [asyncio.create_task(c.generate("Single flight", max_new_tokens=24)) for _ in range(16)]
-        await asyncio.sleep(0.3)
+    mock = st.MockProvider(delay=0.02)
+    async with client(cache_dir, mock) as c:
+        tasks = [asyncio.create_task(c.generate("Single flight", model=MOCK, max_new_tokens=24)) for _ in range(16)]
+        await asyncio.sleep(0.1)
         tasks[0].cancel()  # one waiter leaving does not cancel the generation for the others
         results = await asyncio.gather(*tasks[1:])
-        assert len({r.text for r in results}) == 1
-        assert c._local.pool.generations == 1
+        assert {r.text for r in results} == {mock_text("Single flight", 24)}
+        assert len(mock.requests) == 1
         with pytest.raises(asyncio.CancelledError):
             await tasks[0]
 
 
 async def test_cancelled_stream_is_not_stored(cache_dir: Path) -> None:
-    async with client(cache_dir) as c:
-        async for item in c.stream(PROMPT, max_new_tokens=200):
+    mock = st.MockProvider(delay=0.005)
+    async with client(cache_dir, mock) as c:
+        async for item in c.stream(PROMPT, model=MOCK, max_new_tokens=60):
             if isinstance(item, st.Chunk):
                 break
-        r = await c.generate(PROMPT, max_new_tokens=200)
-        assert not r.cached
+        r = await c.generate(PROMPT, model=MOCK, max_new_tokens=60)
+        assert not r.cached and len(mock.requests) == 2
 
 
 async def test_fallback_is_never_cached(cache_dir: Path) -> None:
@@ -77,7 +99,8 @@ def test_other_processes_see_the_entries(cache_dir: Path) -> None:
     env = {**os.environ, "STEADYTEXT_DISABLE_CACHE": "0", "STEADYTEXT_CACHE_DIR": str(cache_dir)}
     code = (
         "import json, steadytext_async as st\n"
-        "r = st.SteadyText().generate('Across processes', max_new_tokens=6)\n"
+        "with st.SteadyText(providers={'mock': st.MockProvider()}) as c:\n"
+        "    r = c.generate('Across processes', model='mock:m', max_new_tokens=6)\n"
         "print(json.dumps([r.text, r.cached]))\n"
     )
     runs = [
@@ -88,7 +111,7 @@ def test_other_processes_see_the_entries(cache_dir: Path) -> None:
         )
         for _ in range(2)
     ]
-    assert runs[0][0] == runs[1][0] and runs[0][1] is False and runs[1][1] is True
+    assert runs[0] == [mock_text("Across processes", 6), False] and runs[1] == [runs[0][0], True]
     cli = [sys.executable, "-m", "steadytext_async", "cache"]
     stats = subprocess.run([*cli, "stats"], env=env, capture_output=True, text=True, timeout=60, check=True).stdout
     data = json.loads(stats)

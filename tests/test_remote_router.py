@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from _remote_servers import Action, ScriptedServer, Seen, chat_doc
 
-from steadytext_async import AsyncSteadyText, GenerationRequest, ModelNotFoundError, Settings, UnsafeModeRequiredError
+from steadytext_async import AsyncSteadyText, GenerationRequest, MockProvider, Settings, UnsafeModeRequiredError
 from steadytext_async._exceptions import (
     MissingAPIKeyError,
     RemoteAuthenticationError,
@@ -81,16 +81,14 @@ async def test_unknown_provider_lists_the_known_ones() -> None:
 
 @pytest.mark.parametrize("model", ["vllm:m", "openai:gpt-4o-mini", "openrouter:meta-llama/llama-3-8b", "nokey-x:m"])
 async def test_unsafe_gate_sends_nothing(env: ScriptedServer, model: str) -> None:
-    # The validator still treats ids containing '/' as local paths (ModelNotFoundError): refused all the same.
-    refused = (UnsafeModeRequiredError, ModelNotFoundError) if "/" in model else UnsafeModeRequiredError
     register_provider("nokey-x", base_url=env.url, replace=True)
     try:
         with pytest.raises(UnsafeModeRequiredError, match="unsafe_mode=True"):
             await router().route(raw_request(model, False))
         async with AsyncSteadyText() as client:
-            with pytest.raises(refused):
+            with pytest.raises(UnsafeModeRequiredError, match="unsafe_mode=True"):
                 await client.generate("hi", model=model, max_new_tokens=4)
-            with pytest.raises(refused):
+            with pytest.raises(UnsafeModeRequiredError, match="unsafe_mode=True"):
                 async for _ in client.stream("hi", model=model, max_new_tokens=4):
                     pass
     finally:
@@ -129,6 +127,24 @@ async def test_given_provider_wins(env: ScriptedServer) -> None:
         assert result.text == "from given" and result.provider == "given-x"
     finally:
         unregister_provider("given-x")
+
+
+async def test_given_mock_provider_gate_follows_its_capabilities() -> None:
+    """A deterministic given provider needs no unsafe_mode; a best-effort one is refused before it is called."""
+    sure, loose = MockProvider(), MockProvider(deterministic=False)
+    async with AsyncSteadyText(providers={"sure": sure, "loose": loose}) as client:
+        result = await client.generate("hi", model="sure:m", max_new_tokens=3)
+        assert result.provider == "mock" and result.model == "m" and result.usage.completion_tokens == 3
+        with pytest.raises(UnsafeModeRequiredError, match="'loose:m' is remote"):
+            await client.generate("hi", model="loose:m", max_new_tokens=3)
+        with pytest.raises(UnsafeModeRequiredError):
+            async for _ in client.stream("hi", model="loose:m", max_new_tokens=3):
+                pass
+        assert loose.requests == []
+        loosened = await client.generate("hi", model="loose:m", max_new_tokens=3, unsafe_mode=True)
+    assert [r.model for r in sure.requests + loose.requests] == ["sure:m", "loose:m"]
+    assert loosened.text == result.text  # same default answer, both mocks
+    assert sure.closed == loose.closed == 1  # aclose() closes the providers it was given
 
 
 def _echo_auth(seen: Seen) -> object:

@@ -49,9 +49,10 @@ def test_unknown_size_and_model_are_model_not_found() -> None:
         build_request("x", model="gpt-17")
 
 
-def test_remote_model_without_unsafe_mode_is_refused() -> None:
+async def test_remote_model_without_unsafe_mode_is_refused() -> None:
+    assert build_request("x", model="openai:gpt-4o-mini").unsafe_mode is False  # the router's gate decides
     with pytest.raises(st.UnsafeModeRequiredError, match="unsafe_mode=True"):
-        build_request("x", model="openai:gpt-4o-mini")
+        await st.agenerate("x", model="openai:gpt-4o-mini")
 
 
 def test_structured_output_is_carried_as_a_constraint() -> None:
