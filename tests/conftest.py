@@ -1,7 +1,9 @@
 """Shared fixtures. Tests run offline on the embedded gemma-3-270m model."""
 
+import asyncio
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -60,3 +62,82 @@ def mock_text(prompt: str, max_new_tokens: int, **kw: Any) -> str:
     from steadytext_async.providers.mock import default_tokens
 
     return "".join(default_tokens(st.GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens, **kw)))
+
+
+# -- every fast async test runs on asyncio and on uvloop and fails if it blocks its loop (as anyio's plugin does) ----
+# Every loop is in debug mode (`asyncio_debug` in pyproject.toml). Model-backed tests keep one asyncio loop and only
+# log slow callbacks: they are slow on a loaded machine anyway. Mark a test `blocks_loop` to keep both loops and debug
+# mode but allow a slow callback (a sync call from inside a loop, on purpose).
+FAST_MODULES = {
+    "test_cache_frontend",
+    "test_cache_helpers",
+    "test_cache_integration",
+    "test_cache_sqlite",
+    "test_config",
+    "test_governor",
+    "test_mock_provider",
+    "test_remote_cache",
+    "test_remote_faults",
+    "test_remote_router",
+    "test_remote_unit",
+    "test_structured_normalize",
+    "test_structured_remote",
+    "test_structured_validate",
+    "test_sync",
+    "test_textstream",
+    "test_validate",
+}
+SLOW_CALLBACK = 0.5  # seconds a callback may hold the loop (generous: the machine is shared)
+
+
+def _debug(factory: Callable[[], asyncio.AbstractEventLoop]) -> Callable[[], asyncio.AbstractEventLoop]:
+    def make() -> asyncio.AbstractEventLoop:
+        loop = factory()  # pytest-asyncio turns debug mode on (asyncio_debug)
+        loop.slow_callback_duration = SLOW_CALLBACK
+        return loop
+
+    make.__name__ = factory.__module__.split(".")[0]
+    return make
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "model: needs the embedded model (plain asyncio loop only)")
+    config.addinivalue_line("markers", "blocks_loop: blocks its event loop on purpose (no slow-callback check)")
+
+
+def _fast(item: pytest.Item) -> bool:
+    module = getattr(item, "module", None)
+    name = module.__name__.rpartition(".")[2] if module is not None else ""
+    return name in FAST_MODULES and item.get_closest_marker("model") is None
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    if _fast(item):
+        import uvloop
+
+        return {"asyncio": _debug(asyncio.new_event_loop), "uvloop": _debug(uvloop.new_event_loop)}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("Executing") and "took" in record.msg:
+            self.seen.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_blocked_loop(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test whose event loop is in debug mode fails when a callback held the loop over SLOW_CALLBACK seconds."""
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.seen and _fast(request.node) and request.node.get_closest_marker("blocks_loop") is None:
+        pytest.fail("blocking call on the event loop:\n" + "\n".join(handler.seen), pytrace=False)

@@ -45,6 +45,7 @@ async def test_hit_is_identical_and_marked_cached(cache_dir: Path) -> None:
         assert other.text == mock_text(PROMPT, 12, sampling=st.SamplingParams(seed=7, temperature=0.5))
 
 
+@pytest.mark.model
 async def test_local_model_hit_is_identical(cache_dir: Path) -> None:
     async with client(cache_dir, workers=1, threads=2) as c:
         miss = await c.generate(PROMPT, max_new_tokens=4)

@@ -15,8 +15,24 @@ CLI = [sys.executable, "-m", "steadytext_async"]
 
 
 def test_facade_exports_resolve() -> None:
-    assert all(hasattr(st, name) for name in st.__all__)
-    assert sorted(dir(st)) == sorted(st.__all__)
+    """Every export resolves to a steadytext_async object, and the three lists that name the exports agree:
+    ``__all__``, the lazy-import table and the ``TYPE_CHECKING`` imports type checkers read."""
+    import ast
+    import inspect
+
+    assert st.__all__ == sorted(st.__all__, key=lambda n: (not n.isupper(), n))
+    assert set(st.__all__) == set(st._LAZY)
+    tree = ast.parse(inspect.getsource(st))
+    guarded = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    typed = {a.asname or a.name for n in guarded.body if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert typed == set(st.__all__)
+    for name in st.__all__:
+        value = getattr(st, name)
+        module = getattr(value, "__module__", None)
+        if module is not None and (inspect.isclass(value) or inspect.isfunction(value)):
+            assert module.startswith("steadytext_async"), (name, module)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = st.nope  # type: ignore[attr-defined]
 
 
 async def test_local_fingerprint_fields() -> None:

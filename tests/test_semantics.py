@@ -2,6 +2,7 @@
 
 import math
 
+import pydantic
 import pytest
 
 import steadytext_async as st
@@ -79,7 +80,10 @@ async def test_long_prompt_is_truncated_from_the_left() -> None:
         assert r.usage.prompt_tokens == 256 - 16
         assert r.usage.prompt_tokens_truncated > 0
         assert r.usage.completion_tokens == 16
-        # The kept tail decides the output: the same tail alone (plus BOS) gives the same text.
+        # The kept tail alone decides the output: a different (dropped) head gives the same text.
+        other_head = await client.generate("Something else entirely. " * 50 + long_prompt, max_new_tokens=16)
+        assert other_head.text == r.text and other_head.token_ids == r.token_ids
+        assert other_head.usage.prompt_tokens_truncated > r.usage.prompt_tokens_truncated
         with pytest.raises(st.InvalidRequestError, match="n_ctx"):
             await client.generate("x", max_new_tokens=256)
 
@@ -119,5 +123,6 @@ async def test_result_object_fields() -> None:
     assert fp.n_ctx == 4096 and fp.n_batch == 512
     assert "OPENMP" not in (fp.llama_cpp_system_info or "")
     assert fp.to_json() == r.fingerprint.to_json()
-    with pytest.raises(Exception):  # noqa: B017 - frozen pydantic model
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         r.text = "changed"  # type: ignore[misc]
+    assert r.text != "changed"

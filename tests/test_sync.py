@@ -9,6 +9,7 @@ import concurrent.futures
 import subprocess
 import sys
 
+import pytest
 from conftest import mock_text
 
 import steadytext_async as st
@@ -53,6 +54,7 @@ def test_sync_iter_from_many_threads(mock_default: st.MockProvider) -> None:
     assert outs == [expected] * 3 and len(mock_default.requests) == 3
 
 
+@pytest.mark.blocks_loop
 async def test_sync_call_inside_running_loop_does_not_deadlock(mock_default: st.MockProvider) -> None:
     text = st.generate(PROMPT, max_new_tokens=6, model=MOCK)  # e.g. a sync helper called from async code (Jupyter)
     assert text == await st.agenerate(PROMPT, max_new_tokens=6, model=MOCK) == mock_text(PROMPT, 6)
