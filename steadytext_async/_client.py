@@ -37,7 +37,7 @@ from ._models import (
     sha256_text,
 )
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
-from ._router import Router, is_remote_model
+from ._router import Router
 from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
@@ -161,7 +161,7 @@ class AsyncSteadyText:
     # -- the crossing ----------------------------------------------------------------------------------------
     def _here(self, request: GenerationRequest) -> bool:
         """True when ``request`` runs wholly on the caller's loop: a remote model without a result cache."""
-        return self._cache is None and is_remote_model(request.model, self._given)
+        return self._cache is None and request.model_ref.remote
 
     async def _agenerate(self, request: GenerationRequest) -> GenerationResult:
         hit = self._peek(request)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .structured import Constraint
+
+if TYPE_CHECKING:
+    from ._modelref import ModelRef
 
 __all__ = [
     "Chunk",
@@ -82,6 +85,13 @@ class GenerationRequest(BaseModel):
     unsafe_mode: bool = False
     strict: bool | None = None
     constraint: Constraint | None = None  # normalized schema/regex/choices/response_format
+
+    @property
+    def model_ref(self) -> ModelRef:
+        """What the model selectors name (parsed once per distinct selectors; see :mod:`._modelref`)."""
+        from ._modelref import parse_model
+
+        return parse_model(self.model, self.model_repo, self.model_filename, self.size)
 
     @property
     def stop_string(self) -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from ._exceptions import InvalidRequestError, ModelNotFoundError, ModelUnavailableError
+from ._modelref import ModelRef, parse_model
 from ._models import ModelSpec
 
 __all__ = ["EMBEDDED", "REGISTRY", "SIZES", "RegistryEntry", "file_sha256", "resolve_model"]
@@ -71,27 +72,23 @@ REGISTRY: dict[str, RegistryEntry] = {
 SIZES: dict[str, RegistryEntry] = {e.size: e for e in REGISTRY.values() if e.size}
 
 
-def is_local_path(model: str) -> bool:
-    """True for a local file selector (``*.gguf`` or a path); ``provider:org/model`` ids are remote, not paths."""
-    from .providers.presets import split_remote_model
-
-    return split_remote_model(model) is None and (model.endswith(".gguf") or os.sep in model)
-
-
 def check_selectors(*, model: str | None, model_repo: str | None, model_filename: str | None, size: str | None) -> None:
-    """Validate model selectors without touching disk or network (raises ModelNotFoundError/InvalidRequestError)."""
+    """Validate model selectors without touching the network (raises ModelNotFoundError/InvalidRequestError)."""
     if size is not None and size not in SIZES:
         raise ModelNotFoundError(f"unknown size {size!r}; known sizes: {', '.join(sorted(SIZES))}")
     if (model_repo is None) != (model_filename is None):
         raise InvalidRequestError("model_repo and model_filename must be given together")
     if model is not None:
-        if ":" in model and not is_local_path(model):
-            return  # remote, checked by the router
-        if is_local_path(model):
-            if not Path(model).expanduser().is_file():
-                raise ModelNotFoundError(f"local model file not found: {model}")
-        elif model not in REGISTRY:
-            raise ModelNotFoundError(f"unknown model {model!r}; known models: {', '.join(sorted(REGISTRY))}")
+        _check_local(parse_model(model))
+
+
+def _check_local(ref: ModelRef) -> None:
+    """A local file must exist and a registry name be known (remote models are the router's to check)."""
+    assert ref.name is not None
+    if ref.kind == "file" and not Path(ref.name).expanduser().is_file():
+        raise ModelNotFoundError(f"local model file not found: {ref.name}")
+    if ref.kind == "registry" and ref.name not in REGISTRY:
+        raise ModelNotFoundError(f"unknown model {ref.name!r}; known models: {', '.join(sorted(REGISTRY))}")
 
 
 def file_sha256(path: Path) -> str:
@@ -173,34 +170,31 @@ def _hub_download(repo: str, filename: str) -> Path:
         ) from exc
 
 
-def resolve_model(
-    *,
-    model: str | None,
-    model_repo: str | None,
-    model_filename: str | None,
-    size: str | None,
-    default_size: str,
-    default_path: str | None,
-    model_dir: Path,
-) -> ModelSpec:
-    """Resolve selectors to a local file with its sha256. Blocking; may assemble or download."""
-    check_selectors(model=model, model_repo=model_repo, model_filename=model_filename, size=size)
-    if model_repo is not None and model_filename is not None:
-        path = _hub_download(model_repo, model_filename)
-        return ModelSpec(name=f"{model_repo}/{model_filename}", path=str(path), sha256=file_sha256(path))
-    if model is not None and is_local_path(model):
-        path = Path(model).expanduser().resolve()
+def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None, model_dir: Path) -> ModelSpec:
+    """Resolve a local model reference to a file with its sha256. Blocking; may assemble or download."""
+    if ref.kind == "remote":
+        raise InvalidRequestError(f"{ref.provider}:{ref.name} is a remote model, not a local one")
+    if ref.kind == "hub":
+        assert ref.repo is not None and ref.name is not None
+        path = _hub_download(ref.repo, ref.name)
+        return ModelSpec(name=f"{ref.repo}/{ref.name}", path=str(path), sha256=file_sha256(path))
+    if ref.kind in ("file", "registry"):
+        _check_local(ref)
+    if ref.kind == "file":
+        assert ref.name is not None
+        path = Path(ref.name).expanduser().resolve()
         return ModelSpec(name=path.name, path=str(path), sha256=file_sha256(path))
-    if model is None and size is None and default_path:
+    if ref.kind == "default" and default_path:
         path = Path(default_path).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"STEADYTEXT_MODEL_PATH points to a missing file: {default_path}")
         path = path.resolve()
         return ModelSpec(name=path.name, path=str(path), sha256=file_sha256(path))
-    if model is not None:
-        entry = REGISTRY[model]
+    if ref.kind == "registry":
+        assert ref.name is not None
+        entry = REGISTRY[ref.name]
     else:
-        chosen = size or default_size
+        chosen = ref.name or default_size
         if chosen not in SIZES:
             raise ModelNotFoundError(f"unknown size {chosen!r}; known sizes: {', '.join(sorted(SIZES))}")
         entry = SIZES[chosen]
@@ -217,12 +211,4 @@ def embedded_model(model_dir: Path | None = None) -> ModelSpec:
         from ._config import Settings
 
         model_dir = Settings.from_env().model_dir
-    return resolve_model(
-        model=None,
-        model_repo=None,
-        model_filename=None,
-        size="mini",
-        default_size="mini",
-        default_path=None,
-        model_dir=model_dir,
-    )
+    return resolve_model(ModelRef("size", name="mini"), default_size="mini", default_path=None, model_dir=model_dir)

@@ -15,7 +15,6 @@ import hashlib
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from ._config import Settings, provider_api_key
 from ._exceptions import (
@@ -25,24 +24,17 @@ from ._exceptions import (
     UnknownProviderError,
     UnsafeModeRequiredError,
 )
+from ._modelref import ModelRef
 from ._models import GenerationRequest, ModelSpec
-from ._registry import is_local_path, resolve_model
+from ._registry import resolve_model
 from .providers.base import Provider
 from .providers.daemon import DaemonProvider, local_provider_for
 from .providers.local import LocalProvider
-from .providers.presets import ProviderPreset, get_preset, known_providers, split_remote_model
+from .providers.presets import ProviderPreset, get_preset, known_providers
 
-__all__ = ["Router", "is_remote_model"]
+__all__ = ["Router"]
 
 FAILURE_TTL = 30.0
-
-
-def is_remote_model(model: str | None, providers: Mapping[str, Provider]) -> bool:
-    """True when ``model`` names a remote provider (``provider:model_id``); no I/O."""
-    if model is None or ":" not in model:
-        return False
-    prefix = model.partition(":")[0]
-    return prefix in providers or split_remote_model(model) is not None or not is_local_path(model)
 
 
 class Router:
@@ -53,8 +45,8 @@ class Router:
         self.providers: dict[str, Provider] = dict(providers or {})  # given ones, then presets built on first use
         # name -> (preset, key digest) a provider in self.providers was built from
         self._built: dict[str, tuple[ProviderPreset, str | None]] = {}
-        self._resolved: dict[tuple[Any, ...], ModelSpec] = {}
-        self._failed: dict[tuple[Any, ...], tuple[float, ModelUnavailableError]] = {}
+        self._resolved: dict[ModelRef, ModelSpec] = {}
+        self._failed: dict[ModelRef, tuple[float, ModelUnavailableError]] = {}
         self._lock = asyncio.Lock()
         self.pid = os.getpid()  # a router (and its connections) made before a fork belongs to the parent
 
@@ -68,10 +60,10 @@ class Router:
             await self.local_target.aclose()  # the daemon provider's connections
 
     async def route(self, request: GenerationRequest) -> tuple[Provider | LocalProvider, ModelSpec]:
-        model = request.model
-        if model is not None and is_remote_model(model, self.providers):
-            prefix, _, model_id = model.partition(":")
-            return await self.route_remote(request, prefix, model_id)
+        ref = request.model_ref
+        if ref.remote:
+            assert ref.provider is not None and ref.name is not None
+            return await self.route_remote(request, ref.provider, ref.name)
         return self.local_target, await self.resolve_local(request)
 
     async def route_remote(self, request: GenerationRequest, name: str, model_id: str) -> tuple[Provider, ModelSpec]:
@@ -124,13 +116,11 @@ class Router:
 
     def resolved(self, request: GenerationRequest) -> ModelSpec | None:
         """The already-resolved local spec for ``request`` (no I/O, any thread), or None."""
-        if request.model is not None and ":" in request.model and not is_local_path(request.model):
-            return None
-        return self._resolved.get((request.model, request.model_repo, request.model_filename, request.size))
+        return self._resolved.get(request.model_ref)
 
     async def resolve_local(self, request: GenerationRequest) -> ModelSpec:
         s = self.settings
-        key = (request.model, request.model_repo, request.model_filename, request.size)
+        key = request.model_ref
         spec = self._resolved.get(key)
         if spec is not None:
             return spec
@@ -143,14 +133,7 @@ class Router:
                 raise failed[1]
             try:
                 spec = await asyncio.to_thread(
-                    resolve_model,
-                    model=request.model,
-                    model_repo=request.model_repo,
-                    model_filename=request.model_filename,
-                    size=request.size,
-                    default_size=s.size,
-                    default_path=s.model_path,
-                    model_dir=s.model_dir,
+                    resolve_model, key, default_size=s.size, default_path=s.model_path, model_dir=s.model_dir
                 )
             except ModelUnavailableError as exc:
                 self._failed[key] = (time.monotonic(), exc)

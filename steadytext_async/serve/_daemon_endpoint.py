@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .._exceptions import InvalidRequestError
+from .._modelref import parse_model
 from .._models import GenerationRequest
-from .._registry import is_local_path
 from ..providers.base import ProviderChunk, ProviderDone
 from ..providers.daemon import encode_error, encode_event
 from ._engine import local_events, resolve_local
@@ -37,7 +37,7 @@ def _parse(body: Any) -> GenerationRequest:
     except pydantic.ValidationError as exc:
         raise InvalidRequestError(f"malformed request: {exc}") from None
     model = request.model
-    if model is not None and (":" in model or is_local_path(model)):
+    if model is not None and parse_model(model).kind in ("remote", "file"):
         raise HTTPError(409, f"the daemon serves registry models only, not {model!r}", code="daemon_mismatch")
     return request
 

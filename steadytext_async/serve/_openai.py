@@ -14,8 +14,9 @@ import uuid
 from typing import Any, Literal
 
 from .._exceptions import InvalidRequestError, UnsafeModeRequiredError
+from .._modelref import parse_model
 from .._models import Chunk, GenerationResult, TokenLogprob
-from .._registry import REGISTRY, SIZES, is_local_path
+from .._registry import REGISTRY, SIZES
 
 __all__ = ["ParsedRequest", "parse_request", "response_body", "stream_chunk"]
 
@@ -96,7 +97,7 @@ def _model(model: object, allow_remote: bool) -> dict[str, Any]:
         return {"size": model}
     if model in REGISTRY:
         return {"model": model}
-    if is_local_path(model):
+    if parse_model(model).kind == "file":
         raise InvalidRequestError(f"serve does not load model files named by a request: {model!r}")
     if ":" in model:
         if not allow_remote:
