@@ -240,10 +240,7 @@ def generate(
         unsafe_mode=unsafe_mode,
         strict=strict,
     )
-    client = default_client()
-    result = client._peek(request)
-    if result is None:
-        result = engine().portal.run(client._generate(request))
+    result = default_client()._generate_blocking(request)
     if return_pydantic and _is_model(schema):
         return _parse(schema, result.text)
     return _shape(result, request.logprobs)
@@ -283,10 +280,7 @@ def generate_iter(
 
 
 def _iter_sync(request: Any, include_logprobs: bool) -> Iterator[str | dict[str, Any]]:
-    client = default_client()
-    hot = client._peek_items(request)
-    items = hot if hot is not None else engine().portal.iterate_sync(client._stream(request))
-    for item in items:
+    for item in default_client()._iterate_blocking(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, get_args
 
@@ -164,21 +165,35 @@ class AsyncSteadyText:
         return self._cache is None and request.model_ref.remote
 
     async def _agenerate(self, request: GenerationRequest) -> GenerationResult:
-        hit = self._peek(request)
-        if hit is not None:
-            return hit
+        hot, key = self._lookup(request)
+        if hot is not None:
+            return hot[-1]  # type: ignore[return-value]
         if self._here(request):
-            return await self._generate(request)
-        return await engine().portal.call(self._generate(request))
+            return await self._generate(request, key=key)
+        return await engine().portal.call(self._generate(request, key=key))
 
     def _astream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         """The items of ``request`` on the caller's loop: a hot replay (no hop), a local run, or via the engine."""
-        hot = self._peek_items(request)
+        hot, key = self._lookup(request)
         if hot is not None:
             return _replay(hot)
         if self._here(request):
-            return self._stream(request)
-        return engine().portal.iterate(self._stream(request))
+            return self._stream(request, key=key)
+        return engine().portal.iterate(self._stream(request, key=key))
+
+    def _generate_blocking(self, request: GenerationRequest) -> GenerationResult:
+        """The sync shims' generate: a hot hit on the calling thread, else one engine hop."""
+        hot, key = self._lookup(request)
+        if hot is not None:
+            return hot[-1]  # type: ignore[return-value]
+        return engine().portal.run(self._generate(request, key=key))
+
+    def _iterate_blocking(self, request: GenerationRequest) -> Iterator[StreamItem]:
+        """The sync shims' stream: a hot replay on the calling thread, else the engine's stream."""
+        hot, key = self._lookup(request)
+        if hot is not None:
+            return iter(hot)
+        return engine().portal.iterate_sync(self._stream(request, key=key))
 
     # -- implementation (runs on the engine loop, or on the caller's for _here() requests) ---------------------
     async def _preload(self, request: GenerationRequest) -> ModelSpec:
@@ -187,9 +202,11 @@ class AsyncSteadyText:
             await provider.preload(spec)
         return spec
 
-    async def _generate(self, request: GenerationRequest, *, use_cache: bool = True) -> GenerationResult:
+    async def _generate(
+        self, request: GenerationRequest, *, use_cache: bool = True, key: str | None = None
+    ) -> GenerationResult:
         result: GenerationResult | None = None
-        async for item in self._stream(request, incremental=False, use_cache=use_cache):
+        async for item in self._stream(request, incremental=False, use_cache=use_cache, key=key):
             if isinstance(item, GenerationResult):
                 result = item
         assert result is not None
@@ -230,28 +247,30 @@ class AsyncSteadyText:
             runtime_settings = {"n_ctx": n_ctx or self.settings.n_ctx, "n_batch": n_batch or self.settings.n_batch}
         return cache_key(request, spec, runtime=runtime_settings)
 
-    def _peek_items(self, request: GenerationRequest) -> tuple[StreamItem, ...] | None:
-        """A hot cache entry's items, answered on the caller's thread (no engine hop), or None."""
+    def _lookup(self, request: GenerationRequest) -> tuple[tuple[StreamItem, ...] | None, str | None]:
+        """(A hot cache entry's items or None, the request's cache key if already known), answered on the
+        caller's thread with no engine hop. The key is passed down so that a request computes it once."""
         cache = self._cache
         if cache is None:
-            return None
+            return None, None
         spec = self._router.resolved(request)
         key = self._key(request, spec) if spec is not None else None
         items = cache.peek(key) if key is not None else None
-        return items if items and isinstance(items[-1], GenerationResult) else None
-
-    def _peek(self, request: GenerationRequest) -> GenerationResult | None:
-        """A hot cache hit's result, answered on the caller's thread (no engine hop), or None."""
-        items = self._peek_items(request)
-        return items[-1] if items is not None else None  # type: ignore[return-value]
+        return (items if items and isinstance(items[-1], GenerationResult) else None), key
 
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
 
     async def _stream(
-        self, request: GenerationRequest, *, incremental: bool = True, use_cache: bool = True
+        self,
+        request: GenerationRequest,
+        *,
+        incremental: bool = True,
+        use_cache: bool = True,
+        key: str | None = None,
     ) -> AsyncIterator[StreamItem]:
-        """The whole pipeline. ``incremental=False``: the caller only wants the result (remote: no SSE)."""
+        """The whole pipeline. ``incremental=False``: the caller only wants the result (remote: no SSE).
+        ``key``: the cache key when the caller already computed it (else computed here, once)."""
         t0 = time.perf_counter()
         try:
             provider, spec = await self._router.route(request)
@@ -262,15 +281,15 @@ class AsyncSteadyText:
                 yield item
             return
         cache = self._cache if use_cache else None
-        key = self._key(request, spec) if cache is not None else None
+        if key is None:
+            key = self._key(request, spec)
         if cache is None or key is None:
-            async for item in self._produce(provider, spec, request, t0, incremental):
+            async for item in self._produce(provider, spec, request, t0, key, incremental):
                 yield item
             return
         variant = ("strict" if self._strict(request) else "lenient") + ("" if incremental else "/whole")
-        async with _closing(
-            cache.stream(key, lambda: self._produce(provider, spec, request, t0, incremental), variant=variant)
-        ) as items:
+        produce = functools.partial(self._produce, provider, spec, request, t0, key, incremental)
+        async with _closing(cache.stream(key, produce, variant=variant)) as items:
             async for item in items:
                 yield item
 
@@ -280,6 +299,7 @@ class AsyncSteadyText:
         spec: ModelSpec,
         request: GenerationRequest,
         t0: float,
+        key: str | None,
         incremental: bool = True,
     ) -> AsyncIterator[StreamItem]:
         """Run the provider and build chunks and the final result (falls back if the model cannot load)."""
@@ -331,7 +351,7 @@ class AsyncSteadyText:
                 total=time.perf_counter() - t0,
             ),
             info=done.info,
-            fallback=False,
+            key=key,
         )
 
     async def _fallback(
@@ -368,6 +388,7 @@ class AsyncSteadyText:
             usage=Usage(completion_tokens=count),
             timings=Timings(total=time.perf_counter() - t0),
             info={},
+            key=None,
             fallback=True,
         )
 
@@ -384,7 +405,8 @@ class AsyncSteadyText:
         usage: Usage,
         timings: Timings,
         info: dict[str, Any],
-        fallback: bool,
+        key: str | None,
+        fallback: bool = False,
     ) -> GenerationResult:
         s = request.sampling
         remote = bool(info.get("remote"))
@@ -412,7 +434,7 @@ class AsyncSteadyText:
             top_logprobs=request.top_logprobs,
             constraint=request.constraint.canonical if request.constraint is not None else None,
             constraint_sha256=request.constraint.sha256 if request.constraint is not None else None,
-            inputs_sha256=None if fallback else self._key(request, spec),
+            inputs_sha256=key,
             llama_cpp_python_version=info.get("llama_cpp_python_version"),
             llama_cpp_system_info=info.get("llama_cpp_system_info"),
             n_ctx=info.get("n_ctx"),

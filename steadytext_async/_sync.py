@@ -43,17 +43,10 @@ class SteadyText:
         engine().portal.run(self._async._aclose_engine_side())
 
     def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
-        request = build_request(prompt, **kwargs)
-        hit = self._async._peek(request)
-        return hit if hit is not None else engine().portal.run(self._async._generate(request))
+        return self._async._generate_blocking(build_request(prompt, **kwargs))
 
     def stream(self, prompt: str, **kwargs: Any) -> Iterator[Chunk | GenerationResult]:
-        request = build_request(prompt, **kwargs)
-        hot = self._async._peek_items(request)
-        if hot is not None:
-            yield from hot
-            return
-        yield from engine().portal.iterate_sync(self._async._stream(request))
+        yield from self._async._iterate_blocking(build_request(prompt, **kwargs))
 
     def preload(self, **kwargs: Any) -> ModelSpec:
         request = build_request("", **kwargs)

@@ -60,9 +60,7 @@ def test_model_identity_changes_the_key(spec: ModelSpec) -> None:
     assert cache_key(REQ, spec) != BASE
 
 
-def test_constraint_and_runtime_settings_change_the_key() -> None:
-    assert cache_key(REQ, LOCAL, constraint='{"type":"object"}') != BASE
-    assert cache_key(REQ, LOCAL, constraint='{"type":"object"}') != cache_key(REQ, LOCAL, constraint="regex:a+")
+def test_runtime_settings_change_the_key() -> None:
     assert cache_key(REQ, LOCAL, runtime={"n_ctx": 4096}) != cache_key(REQ, LOCAL, runtime={"n_ctx": 2048})
 
 
@@ -142,10 +140,7 @@ def test_constraints_change_the_key_and_equivalent_forms_share_it() -> None:
     assert len(set(keys.values())) == len(keys)
 
 
-def test_memoised_and_long_prompt_keys_stay_exact() -> None:
+def test_long_prompt_keys_stay_exact() -> None:
     long = "word " * 5000
     assert cache_key(_req(prompt=long), LOCAL) == cache_key(_req(prompt=long), LOCAL)
     assert cache_key(_req(prompt=long), LOCAL) != cache_key(_req(prompt=long + "!"), LOCAL)
-    for _ in range(3):  # served from the memo, still input-exact
-        assert cache_key(_sampling(seed=7), LOCAL) != cache_key(_sampling(seed=8), LOCAL)
-        assert cache_key(REQ, LOCAL, runtime={"n_ctx": 1}) != cache_key(REQ, LOCAL, runtime={"n_ctx": 2})

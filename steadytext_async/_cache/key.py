@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .._models import GenerationRequest, ModelSpec
@@ -51,41 +51,10 @@ def _model_identity(spec: ModelSpec) -> str:
     return json.dumps(_canonical(model), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def cache_key(
-    request: GenerationRequest,
-    spec: ModelSpec,
-    *,
-    constraint: str | None = None,
-    runtime: Mapping[str, Any] | None = None,
-) -> str:
-    """Hex sha256 identifying the output of ``request`` on ``spec``.
-
-    ``constraint`` is a canonical constraint string given separately from the request (the request's own
-    ``constraint`` field is keyed like every other field), ``runtime`` any output-affecting settings that are not
-    part of the request (e.g. ``{"n_ctx": 4096, "n_batch": 512}``). Memoised for recently seen inputs.
-    """
-    if len(request.prompt) > _MEMO_MAX_PROMPT:  # do not pin large prompts in memory
-        return _cache_key(request, spec, constraint, runtime)
-    try:
-        memo_key: Hashable = (request, spec, constraint, tuple(sorted(runtime.items())) if runtime else None)
-        hit = _memo.get(memo_key)
-    except TypeError:  # an unhashable value somewhere: compute every time
-        return _cache_key(request, spec, constraint, runtime)
-    if hit is None:
-        if len(_memo) >= _MEMO_SIZE:
-            _memo.clear()  # atomic, so safe from any thread; the memo refills with what is hot
-        hit = _memo[memo_key] = _cache_key(request, spec, constraint, runtime)
-    return hit
-
-
-_MEMO_SIZE = 1024
-_MEMO_MAX_PROMPT = 8192
-_memo: dict[Hashable, str] = {}
-
-
-def _cache_key(
-    request: GenerationRequest, spec: ModelSpec, constraint: str | None, runtime: Mapping[str, Any] | None
-) -> str:
+def cache_key(request: GenerationRequest, spec: ModelSpec, *, runtime: Mapping[str, Any] | None = None) -> str:
+    """Hex sha256 identifying the output of ``request`` on ``spec``; ``runtime`` holds output-affecting settings
+    that are not part of the request (e.g. ``{"n_ctx": 4096, "n_batch": 512}``). The client computes it once per
+    request and passes it down."""
     req = request.model_dump(mode="python")
     for name in IGNORED_REQUEST_FIELDS:
         del req[name]
@@ -95,7 +64,7 @@ def _cache_key(
         "v": CACHE_FORMAT_VERSION,
         "pkg": __version__,
         "request": _canonical(req),
-        "constraint": constraint,
+        "constraint": None,  # a retired field, kept so that keys stay stable (the request carries the constraint)
         "runtime": _canonical(dict(runtime)) if runtime is not None else None,
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
