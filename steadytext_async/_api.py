@@ -292,11 +292,11 @@ async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: .
 async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
     """Generate under ``schema`` and return the parsed, validated value: an instance of a Pydantic model,
     dataclass or other type, or the decoded JSON for a dict schema. Other keywords as :func:`agenerate`."""
-    from .structured import parse
+    from .structured.validate import to_value
 
     request = build_request(prompt, schema=schema, **kwargs)
     result = await default_client()._agenerate(request)
-    return parse(schema, result.text)
+    return to_value(schema, result.text)  # the client already checked the text against the schema
 
 
 @overload
@@ -305,11 +305,11 @@ def generate_object(prompt: str, *, schema: type[T], **kwargs: Any) -> T: ...
 def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: ...
 def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
     """Blocking :func:`agenerate_object`."""
-    from .structured import parse
+    from .structured.validate import to_value
 
     request = build_request(prompt, schema=schema, **kwargs)
-    result = engine().portal.run(default_client()._generate(request))
-    return parse(schema, result.text)
+    result = default_client()._generate_blocking(request)
+    return to_value(schema, result.text)  # the client already checked the text against the schema
 
 
 async def apreload_models(

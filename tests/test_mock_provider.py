@@ -48,3 +48,29 @@ async def test_constraint_is_checked_on_mock_output() -> None:
             await client.generate("x", model="mock:m", choices=["yes", "no"], max_new_tokens=4)
         mock.handler = lambda request: "yes"
         assert (await client.generate("x", model="mock:m", choices=["yes", "no"], max_new_tokens=4)).text == "yes"
+
+
+@pytest.mark.blocks_loop  # generate_object (sync) from inside the loop, on purpose
+async def test_generate_object_checks_the_output_once(
+    mock_default: st.MockProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import BaseModel
+
+    from steadytext_async.structured import remote, validate
+
+    class Point(BaseModel):
+        x: int
+
+    checks: list[object] = []
+    real = validate._schema_errors
+    monkeypatch.setattr(validate, "_schema_errors", lambda schema, value: checks.append(value) or real(schema, value))
+    mock_default.handler = lambda request: '{"x": 3}'
+    point = await st.agenerate_object("p", schema=Point, model="mock:m", max_new_tokens=8)
+    assert point == Point(x=3) and checks == [{"x": 3}]
+    assert st.generate_object("p", schema=Point, model="mock:m", max_new_tokens=8) == Point(x=3)
+    assert len(checks) == 2
+    mock_default.handler = lambda request: '{"x": "three"}'
+    with pytest.raises(st.ConstraintError, match="does not match the JSON schema"):
+        await st.agenerate_object("p", schema=Point, model="mock:m", max_new_tokens=8)
+    constraint = st.GenerationRequest(prompt="p", constraint=validate.normalize(schema=Point)).constraint
+    assert constraint is not None and remote.translate(constraint, "openai") is remote.translate(constraint, "openai")

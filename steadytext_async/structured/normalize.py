@@ -11,6 +11,8 @@ order fields are generated in), so a dict schema and the equivalent Pydantic mod
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import typing
 from collections.abc import Mapping
@@ -64,17 +66,30 @@ def _schema_constraint(schema: object, *, name: str | None = None) -> Constraint
         text = canonical_json(payload)
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"schema is not JSON-serializable: {exc}") from exc
+    problem = _schema_problem(text)
+    if problem is not None:
+        raise InvalidRequestError(problem)
+    return Constraint("json_schema", text)
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_problem(text: str) -> str | None:
+    """What is wrong with a canonical json_schema constraint (metaschema check, then grammar), memoised."""
     from jsonschema import exceptions, validators  # type: ignore[import-untyped]
 
+    schema = json.loads(text)["schema"]
     try:
-        validators.validator_for(canonical_schema).check_schema(canonical_schema)
+        validators.validator_for(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
-        raise InvalidRequestError(f"invalid JSON schema: {exc.message}") from exc
-    constraint = Constraint("json_schema", text)
-    problem = grammar_problem(constraint)
-    if problem is not None:
-        raise InvalidRequestError(f"unsupported JSON schema for structured output: {problem}")
-    return constraint
+        return f"invalid JSON schema: {exc.message}"
+    problem = grammar_problem(Constraint("json_schema", text))
+    return None if problem is None else f"unsupported JSON schema for structured output: {problem}"
+
+
+@functools.lru_cache(maxsize=256)
+def _type_constraint(tp: Any) -> Constraint:
+    """A type's constraint; Pydantic's schema generation runs once per type (types are hashable, kept alive)."""
+    return _schema_constraint(schema_from_type(tp))
 
 
 def _from_schema(schema: object) -> Constraint:
@@ -85,12 +100,22 @@ def _from_schema(schema: object) -> Constraint:
             "schema must be a JSON-schema dict, a Pydantic model class or a Python type, "
             f"got {type(schema).__name__} {schema!r:.80}"
         )
-    return _schema_constraint(schema_from_type(schema))
+    try:
+        return _type_constraint(schema)
+    except TypeError as exc:  # an unhashable typing form: no memo
+        if "unhashable" not in str(exc):
+            raise
+        return _schema_constraint(schema_from_type(schema))
 
 
 def _from_regex(regex: object) -> Constraint:
     if not isinstance(regex, str) or not regex:
         raise InvalidRequestError(f"regex must be a non-empty str, got {regex!r:.80}")
+    return _regex_constraint(regex)
+
+
+@functools.lru_cache(maxsize=512)
+def _regex_constraint(regex: str) -> Constraint:
     try:
         re.compile(regex)
     except re.error as exc:

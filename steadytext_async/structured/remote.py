@@ -8,6 +8,7 @@ text is turned back into our plain output with :meth:`RemoteConstraint.output`; 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -84,8 +85,11 @@ def _json_schema_body(schema: dict[str, Any], name: str | None, caps: RemoteCapa
     return {"response_format": {"type": "json_schema", "json_schema": spec}}
 
 
+@functools.lru_cache(maxsize=256)
 def translate(constraint: Constraint, provider: str | RemoteCapabilities) -> RemoteConstraint:
-    """The request fragment for ``constraint`` on ``provider`` (a name in PROVIDER_CAPABILITIES, or capabilities)."""
+    """The request fragment for ``constraint`` on ``provider`` (a name in PROVIDER_CAPABILITIES, or capabilities).
+
+    Memoised: a request's body and its stream reuse one translation (the result is shared: never mutate it)."""
     if isinstance(provider, str):
         if provider not in PROVIDER_CAPABILITIES:
             raise InvalidRequestError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, TypeVar, overload
@@ -10,7 +11,7 @@ from .._exceptions import ConstraintError
 from ._constraint import Constraint
 from .normalize import _is_type_form, normalize
 
-__all__ = ["check_output", "parse"]
+__all__ = ["check_output", "parse", "to_value"]
 
 T = TypeVar("T")
 
@@ -58,11 +59,29 @@ def parse(source: Any, text: str) -> Any:
     constraint = normalize(schema=source)
     assert constraint is not None
     check_output(constraint, text)
+    return to_value(source, text)
+
+
+def to_value(source: Any, text: str) -> Any:
+    """``text``, already checked against ``source``'s constraint, as a Python value: an instance of a type
+    (Pydantic builds it), or the decoded JSON for a dict schema. Raises :class:`ConstraintError`."""
     if not _is_type_form(source):
         return json.loads(text)
     from pydantic import TypeAdapter, ValidationError
 
     try:
-        return TypeAdapter(source).validate_json(text)
+        adapter = _adapter(source)
+    except TypeError:  # an unhashable typing form: no memo
+        adapter = TypeAdapter(source)
+    try:
+        return adapter.validate_json(text)
     except ValidationError as exc:
         raise ConstraintError(f"output does not validate as {source!r}: {exc}", partial_text=text) from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(source: Any) -> Any:
+    """One Pydantic TypeAdapter per type (building one generates its core schema)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(source)
