@@ -7,7 +7,7 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
     │   ├── ModelNotFoundError                    unknown registry name/size, missing local file
     │   └── UnknownProviderError                  "provider:model" names no preset or registered provider
     ├── UnsafeModeRequiredError                   a remote model without unsafe_mode=True
-    ├── ModelUnavailableError                     no model could be loaded (strict mode, or hub offline)
+    ├── ModelUnavailableError                     no model could be loaded (strict, constrained or mid-stream)
     ├── WorkerError                               a worker process died or misbehaved mid-request
     ├── ConstraintError                           structured output could not be completed
     └── RemoteError                               a remote provider call failed (.provider, .attempts)
@@ -21,8 +21,6 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
             ├── RemoteNotFoundError               404 (often: unknown model id)
             ├── RemoteRateLimitError              429 (.retry_after)
             └── RemoteServerError                 5xx (.retry_after)
-
-``NotImplementedError`` is raised (not a SteadyTextError) for accepted-but-unbuilt features.
 """
 
 from __future__ import annotations
@@ -69,7 +67,8 @@ class UnsafeModeRequiredError(SteadyTextError):
 class ModelUnavailableError(SteadyTextError):
     """No model could be loaded (offline hub, corrupt file, load failure).
 
-    Raised only in strict mode; otherwise generation falls back to deterministic hash-based text.
+    Raised in strict mode, for a constrained request (fallback text cannot satisfy a constraint) and when the
+    model fails after output has started; otherwise generation falls back to deterministic hash-based text.
     """
 
 

@@ -49,10 +49,6 @@ class SamplingParams(BaseModel):
     top_p: float = 0.95
     min_p: float = 0.05
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
 
 class ModelSpec(BaseModel):
     """A resolved model: what the router hands to a provider."""

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cache_command(args.action)
         return _cmd_models()
-    except (SteadyTextError, NotImplementedError, OSError) as exc:
+    except (SteadyTextError, OSError) as exc:
         print(f"steadytext-async: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

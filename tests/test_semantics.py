@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 import steadytext_async as st
-from steadytext_async._worker.pool import Done, Piece, Pool
+from steadytext_async._worker.pool import Done, Pool, WorkerPiece
 
 PROMPT = "The capital of France is"
 
@@ -55,7 +55,7 @@ async def test_eos_token_ends_generation(model_spec: st.ModelSpec) -> None:
         assert isinstance(done, Done)
         assert done.finish_reason == "eos"
         assert done.usage["completion_tokens"] == 0  # the end token itself is never part of the output
-        assert [e for e in events if isinstance(e, Piece)] == []
+        assert [e for e in events if isinstance(e, WorkerPiece)] == []
     finally:
         await pool.aclose()
 

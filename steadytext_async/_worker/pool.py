@@ -22,6 +22,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import pickle
 import signal
 import sys
 import time
@@ -33,7 +34,7 @@ from .._engine.budget import HostBudget, Token
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
 from .protocol import HEADER, decode_header, encode_frame
 
-__all__ = ["Done", "Piece", "Pool", "WorkerInfo"]
+__all__ = ["Done", "Pool", "WorkerInfo", "WorkerPiece"]
 
 logger = logging.getLogger("steadytext_async")
 
@@ -41,7 +42,9 @@ FAILURE_TTL = 30.0  # a model that failed to load is retried after this many sec
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Piece:
+class WorkerPiece:
+    """A piece of text as it arrived from a worker (the pool side of the pipe)."""
+
     text: str
     token_ids: list[int]
     tokens: list[Any] | None  # (token_id, bytes, logprob, [(id, bytes, logprob), ...]) per token
@@ -63,7 +66,9 @@ class _Died(Exception):
     pass
 
 
-class _Worker:
+class WorkerHandle:
+    """The pool's handle on one worker process (the child's side is ``_worker.child.Worker``)."""
+
     _ids = itertools.count(1)
 
     def __init__(self, proc: asyncio.subprocess.Process, model_key: str) -> None:
@@ -122,7 +127,7 @@ class Pool:
         self.llama_log = llama_log
         self.start_timeout = start_timeout
         self.cancel_timeout = cancel_timeout
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
         self._cond = asyncio.Condition()
         self._rebalance = asyncio.Lock()
         self._rids = itertools.count(1)
@@ -158,14 +163,14 @@ class Pool:
             for _ in range(max(0, want - have)):
                 tg.create_task(self._spawn_idle(model_path))
 
-    async def stream(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[Piece | Done]:
+    async def stream(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
         """Run one generation; yield pieces then a final :class:`Done`."""
         delivered = ""
         for attempt in range(2):
             replay, replaying = "", bool(delivered)
             try:
                 async for event in self._attempt(model_path, params):
-                    if isinstance(event, Piece):
+                    if isinstance(event, WorkerPiece):
                         if replaying:  # a retry: skip what the caller already has, checking it matches
                             replay += event.text
                             if len(replay) <= len(delivered):
@@ -222,7 +227,7 @@ class Pool:
         self._tokens = []
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[Piece | Done]:
+    async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
         t_queued = time.perf_counter()
         worker = await self._acquire(model_path)
         queue_wait = time.perf_counter() - t_queued
@@ -234,7 +239,7 @@ class Pool:
                 msg = await worker.events.get()
                 kind = msg[0]
                 if kind == "piece" and msg[1] == rid:
-                    yield Piece(msg[2], msg[3], msg[4])
+                    yield WorkerPiece(msg[2], msg[3], msg[4])
                 elif kind == "done" and msg[1] == rid:
                     finished = True
                     self.generations += 1
@@ -253,7 +258,7 @@ class Pool:
                 await asyncio.shield(self._cancel(worker, rid))
             await asyncio.shield(self._release(worker))
 
-    async def _cancel(self, worker: _Worker, rid: int) -> None:
+    async def _cancel(self, worker: WorkerHandle, rid: int) -> None:
         try:
             worker.send(("cancel", rid))
             async with asyncio.timeout(self.cancel_timeout):
@@ -268,7 +273,7 @@ class Pool:
             worker.kill()
 
     # -- capacity and the thread budget ----------------------------------------------------------------------
-    def _active(self) -> list[_Worker]:
+    def _active(self) -> list[WorkerHandle]:
         return [w for w in self._workers if w.busy and w.alive]
 
     def _shares(self, k: int, total: int) -> list[int]:
@@ -315,7 +320,7 @@ class Pool:
         self._tokens.append(token)
         return True
 
-    async def _acquire(self, model_path: str) -> _Worker:
+    async def _acquire(self, model_path: str) -> WorkerHandle:
         failure = self._failure(model_path)
         if failure is not None:
             raise ModelUnavailableError(failure)
@@ -357,7 +362,7 @@ class Pool:
             raise
         return worker
 
-    async def _spawn_locked(self, model_path: str) -> _Worker:
+    async def _spawn_locked(self, model_path: str) -> WorkerHandle:
         self._spawning += 1
         self._cond.release()
         try:
@@ -366,7 +371,7 @@ class Pool:
             await self._cond.acquire()
             self._spawning -= 1
 
-    async def _release(self, worker: _Worker) -> None:
+    async def _release(self, worker: WorkerHandle) -> None:
         async with self._cond:
             worker.busy = False
             if not worker.alive:
@@ -375,7 +380,7 @@ class Pool:
         with contextlib.suppress(Exception):
             await self._redistribute(newcomer=None)
 
-    async def _redistribute(self, newcomer: _Worker | None) -> None:
+    async def _redistribute(self, newcomer: WorkerHandle | None) -> None:
         """Split the thread budget among active workers; shrink others (acknowledged) before a newcomer runs."""
         async with self._rebalance:
             active = self._active()
@@ -424,7 +429,7 @@ class Pool:
         finally:
             self._watcher = None
 
-    def _retire(self, worker: _Worker) -> None:
+    def _retire(self, worker: WorkerHandle) -> None:
         if worker in self._workers:
             self._workers.remove(worker)
         if worker.alive:
@@ -440,7 +445,7 @@ class Pool:
             await self._spawn_locked(model_path)
             self._cond.notify_all()
 
-    async def _spawn(self, model_path: str) -> _Worker:
+    async def _spawn(self, model_path: str) -> WorkerHandle:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -449,7 +454,7 @@ class Pool:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        worker = _Worker(proc, model_path)
+        worker = WorkerHandle(proc, model_path)
         worker.threads = self.threads
         cfg = {
             "model_path": model_path,
@@ -481,9 +486,7 @@ class Pool:
         logger.debug("worker pid %s ready for %s", worker.pid, model_path)
         return worker
 
-    async def _read_frame(self, worker: _Worker) -> tuple[Any, ...]:
-        import pickle
-
+    async def _read_frame(self, worker: WorkerHandle) -> tuple[Any, ...]:
         stdout = worker.proc.stdout
         assert stdout is not None
         header = await stdout.readexactly(HEADER.size)
@@ -493,7 +496,7 @@ class Pool:
             raise ValueError("malformed frame from worker")
         return msg
 
-    async def _pump(self, worker: _Worker) -> None:
+    async def _pump(self, worker: WorkerHandle) -> None:
         try:
             while True:
                 msg = await self._read_frame(worker)
@@ -518,7 +521,7 @@ class Pool:
             self.respawns += 1 if not self._closed else 0
             self._cond.notify_all()
 
-    async def _drain_stderr(self, worker: _Worker) -> None:
+    async def _drain_stderr(self, worker: WorkerHandle) -> None:
         stderr = worker.proc.stderr
         assert stderr is not None
         while True:

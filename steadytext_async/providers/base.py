@@ -20,8 +20,6 @@ __all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone"]
 @dataclasses.dataclass(frozen=True, slots=True)
 class Capabilities:
     deterministic: bool = True  # False: remote/best-effort, only allowed with unsafe_mode=True
-    logprobs: bool = True
-    streaming: bool = True
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ class LocalProvider:
     """
 
     name = "local"
-    capabilities = Capabilities(deterministic=True, logprobs=True, streaming=True)
+    capabilities = Capabilities(deterministic=True)
 
     def __init__(self, settings: Settings, *, shared: bool = False) -> None:
         self.settings = settings

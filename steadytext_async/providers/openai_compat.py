@@ -345,7 +345,7 @@ class OpenAICompatProvider:
         self.name = preset.name
         self.base_url = preset.base_url
         self.sse = sse
-        self.capabilities = Capabilities(deterministic=False, logprobs=preset.logprobs, streaming=True)
+        self.capabilities = Capabilities(deterministic=False)
         self._api_key = _Secret(api_key) if api_key else None
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
