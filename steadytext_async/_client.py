@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 from ._cache import ResultCache
 from ._cache.key import cache_key, cacheable
@@ -42,7 +42,7 @@ from ._router import Router
 from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
-from .providers.base import Provider, ProviderChunk, ProviderDone
+from .providers.base import Provider, ProviderChunk, ProviderDone, ProviderInfo
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -338,7 +338,7 @@ class AsyncSteadyText:
             text=text,
             token_ids=token_ids,
             logprobs=logprobs,
-            finish_reason=_finish(done.finish_reason),
+            finish_reason=done.finish_reason,
             usage=Usage(
                 prompt_tokens=done.prompt_tokens,
                 completion_tokens=done.completion_tokens,
@@ -352,6 +352,7 @@ class AsyncSteadyText:
             ),
             info=done.info,
             key=key,
+            deterministic=provider.capabilities.deterministic,
         )
 
     async def _fallback(
@@ -387,7 +388,7 @@ class AsyncSteadyText:
             finish_reason="stop_string" if asm.stopped else "length",
             usage=Usage(completion_tokens=count),
             timings=Timings(total=time.perf_counter() - t0),
-            info={},
+            info=ProviderInfo(),
             key=None,
             fallback=True,
         )
@@ -404,12 +405,13 @@ class AsyncSteadyText:
         finish_reason: FinishReason,
         usage: Usage,
         timings: Timings,
-        info: dict[str, Any],
+        info: ProviderInfo,
         key: str | None,
+        deterministic: bool = True,
         fallback: bool = False,
     ) -> GenerationResult:
         s = request.sampling
-        remote = bool(info.get("remote"))
+        remote = not deterministic  # a best-effort provider does not take our top_k/top_p/min_p
         fingerprint = Fingerprint(
             package_version=__version__,
             provider=provider,
@@ -452,7 +454,7 @@ class AsyncSteadyText:
             finish_reason=finish_reason,
             usage=usage,
             fallback=fallback,
-            deterministic=not remote,
+            deterministic=deterministic,
             provider=provider,
             model=spec.name,
             timings=timings,
@@ -474,12 +476,6 @@ async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
-
-
-def _finish(reason: str) -> FinishReason:
-    if reason in get_args(FinishReason):
-        return reason  # type: ignore[return-value]
-    raise ValueError(f"unknown finish reason {reason!r}")
 
 
 def _chunk(event: ProviderChunk) -> Chunk:

@@ -144,6 +144,9 @@ async def test_given_mock_provider_gate_follows_its_capabilities() -> None:
         loosened = await client.generate("hi", model="loose:m", max_new_tokens=3, unsafe_mode=True)
     assert [r.model for r in sure.requests + loose.requests] == ["sure:m", "loose:m"]
     assert loosened.text == result.text  # same default answer, both mocks
+    # deterministic comes from the provider's capabilities (no magic info key)
+    assert result.deterministic and result.fingerprint.top_k == 40
+    assert not loosened.deterministic and loosened.fingerprint.top_k is None
     assert sure.closed == loose.closed == 1  # aclose() closes the providers it was given
 
 

@@ -186,7 +186,7 @@ async def test_non_streaming_chat_with_logprobs() -> None:
     assert [(t.token, t.bytes, t.logprob) for t in chunk.tokens[0].top_logprobs] == [("Hé", [72, 195, 169], -0.5)]
     assert done.finish_reason == "length"
     assert (done.prompt_tokens, done.completion_tokens) == (4, 2)
-    assert done.info["remote"] is True and done.info["deterministic"] is False
+    assert p.capabilities.deterministic is False and "remote" not in done.info
     assert done.info["request_id"] == "req-9" and done.info["remote_system_fingerprint"] == "fp_1"
 
 

@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
-from .._models import GenerationRequest, ModelSpec, TokenLogprob
+from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 
-__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone"]
+__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo"]
+
+
+class ProviderInfo(TypedDict, total=False):
+    """What a provider reports about the run, recorded in the result's fingerprint (every key optional)."""
+
+    # local (llama.cpp worker)
+    llama_cpp_python_version: str
+    llama_cpp_system_info: str
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_threads: int
+    cpu: str
+    # remote (OpenAI-compatible endpoint)
+    remote_system_fingerprint: str
+    remote_model: str
+    remote_id: str
+    attempts: int
+    request_id: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -31,14 +50,14 @@ class ProviderChunk:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ProviderDone:
-    finish_reason: str
+    finish_reason: FinishReason
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_truncated: int = 0
     queue_wait: float = 0.0
     prompt_eval: float = 0.0
     decode: float = 0.0
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    info: ProviderInfo = dataclasses.field(default_factory=lambda: ProviderInfo())
 
 
 @runtime_checkable

@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast, get_args
 
 from .._config import Settings
-from .._exceptions import InvalidRequestError
-from .._models import GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
+from .._exceptions import InvalidRequestError, WorkerError
+from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
 from .._worker.pool import Done, Pool
-from .base import Capabilities, ProviderChunk, ProviderDone
+from .base import Capabilities, ProviderChunk, ProviderDone, ProviderInfo
 
 __all__ = ["LocalProvider"]
 
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
+
+
+def _finish(reason: str) -> FinishReason:
+    if reason in get_args(FinishReason):
+        return reason  # type: ignore[return-value]
+    raise WorkerError(f"worker reported an unknown finish reason {reason!r}")
 
 
 def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
@@ -98,14 +104,14 @@ class LocalProvider:
             if isinstance(event, Done):
                 usage = event.usage
                 yield ProviderDone(
-                    finish_reason=event.finish_reason,
+                    finish_reason=_finish(event.finish_reason),
                     prompt_tokens=usage["prompt_tokens"],
                     completion_tokens=usage["completion_tokens"],
                     prompt_tokens_truncated=usage["prompt_tokens_truncated"],
                     queue_wait=event.queue_wait,
                     prompt_eval=event.timings["prompt_eval"],
                     decode=event.timings["decode"],
-                    info={**event.info, "n_threads": int(event.timings["n_threads"])},
+                    info=cast(ProviderInfo, {**event.info, "n_threads": int(event.timings["n_threads"])}),
                 )
             else:
                 tokens = _token_logprobs(event.tokens) if event.tokens is not None else None

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from .._models import GenerationRequest, ModelSpec, TokenLogprob
+from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .._textstream import TextAssembler
 from .base import Capabilities, ProviderChunk, ProviderDone
 
@@ -82,7 +82,7 @@ class MockProvider:
         piece = asm.finish()
         if piece is not None and piece.text:
             yield self._chunk(request, piece.text, [tokens[j] for j in piece.token_indices])
-        reason = "stop_string" if asm.stopped else "length" if count >= request.max_new_tokens else "eos"
+        reason: FinishReason = "stop_string" if asm.stopped else "length" if count >= request.max_new_tokens else "eos"
         yield ProviderDone(
             finish_reason=reason,
             prompt_tokens=len(request.prompt.split()),

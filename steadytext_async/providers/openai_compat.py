@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -43,8 +43,8 @@ from .._exceptions import (
     RemoteStatusError,
     RemoteTimeoutError,
 )
-from .._models import GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
-from .base import Capabilities, ProviderChunk, ProviderDone
+from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
+from .base import Capabilities, ProviderChunk, ProviderDone, ProviderInfo
 from .presets import ProviderPreset, RemoteOptions
 
 if TYPE_CHECKING:
@@ -308,10 +308,10 @@ class _Parser:
             finish_reason=self._finish(self.finish_reason),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or self.logprob_tokens),  # 0: not reported
-            info={**self.info, "remote": True, "deterministic": False},
+            info=cast(ProviderInfo, self.info),  # deterministic or not: the provider's capabilities say
         )
 
-    def _finish(self, reason: str) -> str:
+    def _finish(self, reason: str) -> FinishReason:
         if reason in ("length", "max_tokens", "model_length"):
             return "length"
         if reason in ("stop", "eos", "end_turn", "stop_sequence"):
