@@ -74,10 +74,10 @@ if TYPE_CHECKING:
         TopLogprob,
         Usage,
     )
+    from ._options import DEFAULT_SEED
     from ._registry import REGISTRY, SIZES
     from ._replay import FieldDifference, ReplayReport
     from ._sync import SteadyText
-    from ._validate import DEFAULT_SEED
     from ._version import __version__
     from .providers.mock import MockProvider
     from .providers.presets import PRESETS, ProviderPreset, RemoteOptions, register_provider, unregister_provider
@@ -88,7 +88,7 @@ _LAZY: dict[str, str] = {
     "Chunk": "._models",
     "Constraint": ".structured",
     "ConstraintError": "._exceptions",
-    "DEFAULT_SEED": "._validate",
+    "DEFAULT_SEED": "._options",
     "Fingerprint": "._models",
     "GeneratedText": "._api",
     "GenerationRequest": "._models",

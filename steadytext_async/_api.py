@@ -14,13 +14,14 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._client import AsyncSteadyText
 from ._config import Settings
 from ._engine import engine
-from ._models import Chunk, GenerationResult
-from ._validate import DEFAULT_SEED, build_request
+from ._models import Chunk, GenerationRequest, GenerationResult
+from ._options import LEGACY_GENERATE, LEGACY_GENERATE_ITER, GenerateOptions, StreamOptions, legacy_options
+from ._validate import build_request
 
 __all__ = [
     "GeneratedText",
@@ -95,21 +96,12 @@ class GeneratedText(str):
         return self.result.fallback
 
 
-def _shape(result: GenerationResult, logprobs: bool) -> GeneratedText | tuple[GeneratedText, dict[str, Any] | None]:
+_Shaped = GeneratedText | tuple[GeneratedText, dict[str, Any] | None]
+
+
+def _shape(result: GenerationResult, logprobs: bool) -> _Shaped:
     text = GeneratedText(result)
     return (text, result.logprobs_dict()) if logprobs else text
-
-
-def _is_model(schema: Any) -> bool:
-    from pydantic import BaseModel
-
-    return isinstance(schema, type) and issubclass(schema, BaseModel)
-
-
-def _parse(schema: Any, text: str) -> Any:
-    from .structured import parse
-
-    return parse(schema, text)
 
 
 def _item(chunk: Chunk, include_logprobs: bool) -> str | dict[str, Any]:
@@ -118,178 +110,160 @@ def _item(chunk: Chunk, include_logprobs: bool) -> str | dict[str, Any]:
     return chunk.text
 
 
+def _pydantic(schema: Any, result: GenerationResult) -> Any:
+    """``return_pydantic=True``: the instance of a Pydantic model ``schema`` (the client checked the text)."""
+    from pydantic import BaseModel
+
+    from .structured.validate import to_value
+
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return to_value(schema, result.text)
+    return None
+
+
+@overload
 async def agenerate(
     prompt: str,
     *,
-    max_new_tokens: int | None = None,
-    return_logprobs: bool = False,
-    eos_string: str = "[EOS]",
-    model: str | None = None,
-    model_repo: str | None = None,
-    model_filename: str | None = None,
-    size: str | None = None,
-    seed: int = DEFAULT_SEED,
-    temperature: float = 0.0,
-    schema: Any = None,
-    regex: str | None = None,
-    choices: list[str] | None = None,
-    response_format: dict[str, Any] | None = None,
-    unsafe_mode: bool = False,
-    strict: bool | None = None,
-    return_pydantic: bool = False,
-) -> str | tuple[str, dict[str, Any] | None] | Any:
-    """Generate text. Returns the text (a :class:`GeneratedText`), or ``(text, logprobs)`` with
-    ``return_logprobs=True``, or with ``return_pydantic=True`` and a Pydantic model ``schema`` the validated
-    instance. Same inputs give the same bytes."""
-    request = build_request(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        return_logprobs=return_logprobs,
-        eos_string=eos_string,
-        model=model,
-        model_repo=model_repo,
-        model_filename=model_filename,
-        size=size,
-        seed=seed,
-        temperature=temperature,
-        schema=schema,
-        regex=regex,
-        choices=choices,
-        response_format=response_format,
-        unsafe_mode=unsafe_mode,
-        strict=strict,
-    )
-    result = await default_client()._agenerate(request)
-    if return_pydantic and _is_model(schema):
-        return _parse(schema, result.text)
-    return _shape(result, request.logprobs)
-
-
-async def agenerate_iter(
+    return_logprobs: Literal[False] = False,
+    return_pydantic: Literal[False] = False,
+    **options: Unpack[GenerateOptions],
+) -> GeneratedText: ...
+@overload
+async def agenerate(
     prompt: str,
     *,
-    max_new_tokens: int | None = None,
-    eos_string: str = "[EOS]",
-    include_logprobs: bool = False,
-    model: str | None = None,
-    model_repo: str | None = None,
-    model_filename: str | None = None,
-    size: str | None = None,
-    seed: int = DEFAULT_SEED,
-    temperature: float = 0.0,
-    unsafe_mode: bool = False,
-    strict: bool | None = None,
+    return_logprobs: Literal[True],
+    return_pydantic: Literal[False] = False,
+    **options: Unpack[GenerateOptions],
+) -> tuple[GeneratedText, dict[str, Any] | None]: ...
+@overload
+async def agenerate(
+    prompt: str, *, return_logprobs: bool = False, return_pydantic: bool = False, **options: Unpack[GenerateOptions]
+) -> Any: ...
+async def agenerate(
+    prompt: str, *, return_logprobs: bool = False, return_pydantic: bool = False, **options: Unpack[GenerateOptions]
+) -> Any:
+    """Generate text. Returns the text (a :class:`GeneratedText`), or ``(text, logprobs)`` with
+    ``return_logprobs=True``, or with ``return_pydantic=True`` and a Pydantic model ``schema`` the validated
+    instance. Same inputs give the same bytes. Options: see :mod:`._options`."""
+    request = build_request(prompt, return_logprobs=return_logprobs, **options)
+    result = await default_client()._agenerate(request)
+    instance = _pydantic(options.get("schema"), result) if return_pydantic else None
+    return instance if instance is not None else _shape(result, request.logprobs)
+
+
+@overload
+def agenerate_iter(
+    prompt: str, *, include_logprobs: Literal[False] = False, **options: Unpack[StreamOptions]
+) -> AsyncIterator[str]: ...
+@overload
+def agenerate_iter(
+    prompt: str, *, include_logprobs: Literal[True], **options: Unpack[StreamOptions]
+) -> AsyncIterator[dict[str, Any]]: ...
+@overload
+def agenerate_iter(
+    prompt: str, *, include_logprobs: bool, **options: Unpack[StreamOptions]
+) -> AsyncIterator[str | dict[str, Any]]: ...
+async def agenerate_iter(
+    prompt: str, *, include_logprobs: bool = False, **options: Unpack[StreamOptions]
 ) -> AsyncIterator[str | dict[str, Any]]:
     """Stream text pieces (whole UTF-8 characters); with ``include_logprobs=True`` yield
     ``{"token": piece, "logprob": float}``. Joined, the pieces equal :func:`agenerate`'s text."""
-    request = build_request(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        return_logprobs=include_logprobs,
-        eos_string=eos_string,
-        model=model,
-        model_repo=model_repo,
-        model_filename=model_filename,
-        size=size,
-        seed=seed,
-        temperature=temperature,
-        unsafe_mode=unsafe_mode,
-        strict=strict,
-    )
+    request = build_request(prompt, return_logprobs=include_logprobs, **options)
     async for item in default_client()._astream(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
 
+@overload
 def generate(
     prompt: str,
     max_new_tokens: int | None = None,
-    return_logprobs: bool = False,
-    eos_string: str = "[EOS]",
-    model: str | None = None,
-    model_repo: str | None = None,
-    model_filename: str | None = None,
-    size: str | None = None,
-    seed: int = DEFAULT_SEED,
-    temperature: float = 0.0,
-    schema: Any = None,
-    regex: str | None = None,
-    choices: list[str] | None = None,
-    response_format: dict[str, Any] | None = None,
-    unsafe_mode: bool = False,
-    return_pydantic: bool = False,
+    /,
     *,
-    strict: bool | None = None,
-) -> str | tuple[str, dict[str, Any] | None] | Any:
-    """Blocking :func:`agenerate` (original SteadyText signature). Safe from threads and inside a running loop."""
-    request = build_request(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        return_logprobs=return_logprobs,
-        eos_string=eos_string,
-        model=model,
-        model_repo=model_repo,
-        model_filename=model_filename,
-        size=size,
-        seed=seed,
-        temperature=temperature,
-        schema=schema,
-        regex=regex,
-        choices=choices,
-        response_format=response_format,
-        unsafe_mode=unsafe_mode,
-        strict=strict,
-    )
+    return_logprobs: Literal[True],
+    **options: Unpack[GenerateOptions],
+) -> tuple[GeneratedText, dict[str, Any] | None]: ...
+@overload
+def generate(
+    prompt: str, max_new_tokens: int | None, return_logprobs: Literal[True], /, *args: Any, **options: Any
+) -> tuple[GeneratedText, dict[str, Any] | None]: ...
+@overload
+def generate(
+    prompt: str,
+    max_new_tokens: int | None = None,
+    return_logprobs: Literal[False] = False,
+    /,
+    *args: Any,
+    **options: Unpack[GenerateOptions],
+) -> GeneratedText: ...
+@overload
+def generate(prompt: str, /, *args: Any, **options: Any) -> Any: ...
+def generate(prompt: str, /, *args: Any, **options: Any) -> Any:
+    """Blocking :func:`agenerate`, with the original SteadyText positional order (``prompt, max_new_tokens,
+    return_logprobs, eos_string, model, model_repo, model_filename, size, seed, temperature, schema, regex,
+    choices, response_format, unsafe_mode, return_pydantic``; ``strict`` by keyword). Safe from threads and
+    inside a running loop."""
+    options = legacy_options("generate", LEGACY_GENERATE, args, options)
+    return_pydantic = options.pop("return_pydantic", False)
+    request = build_request(prompt, **options)
     result = default_client()._generate_blocking(request)
-    if return_pydantic and _is_model(schema):
-        return _parse(schema, result.text)
-    return _shape(result, request.logprobs)
+    instance = _pydantic(options.get("schema"), result) if return_pydantic else None
+    return instance if instance is not None else _shape(result, request.logprobs)
 
 
+@overload
+def generate_iter(
+    prompt: str,
+    max_new_tokens: int | None = None,
+    /,
+    *,
+    include_logprobs: Literal[True],
+    **options: Unpack[StreamOptions],
+) -> Iterator[dict[str, Any]]: ...
+@overload
+def generate_iter(
+    prompt: str,
+    max_new_tokens: int | None,
+    eos_string: str,
+    include_logprobs: Literal[True],
+    /,
+    *args: Any,
+    **options: Any,
+) -> Iterator[dict[str, Any]]: ...
+@overload
 def generate_iter(
     prompt: str,
     max_new_tokens: int | None = None,
     eos_string: str = "[EOS]",
-    include_logprobs: bool = False,
-    model: str | None = None,
-    model_repo: str | None = None,
-    model_filename: str | None = None,
-    size: str | None = None,
-    seed: int = DEFAULT_SEED,
-    temperature: float = 0.0,
-    unsafe_mode: bool = False,
-    *,
-    strict: bool | None = None,
-) -> Iterator[str | dict[str, Any]]:
-    """Blocking :func:`agenerate_iter` (original SteadyText signature)."""
-    request = build_request(
-        prompt,
-        max_new_tokens=max_new_tokens,
-        return_logprobs=include_logprobs,
-        eos_string=eos_string,
-        model=model,
-        model_repo=model_repo,
-        model_filename=model_filename,
-        size=size,
-        seed=seed,
-        temperature=temperature,
-        unsafe_mode=unsafe_mode,
-        strict=strict,
-    )
+    include_logprobs: Literal[False] = False,
+    /,
+    *args: Any,
+    **options: Unpack[StreamOptions],
+) -> Iterator[str]: ...
+@overload
+def generate_iter(prompt: str, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]: ...
+def generate_iter(prompt: str, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]:
+    """Blocking :func:`agenerate_iter`, with the original positional order (``prompt, max_new_tokens, eos_string,
+    include_logprobs, model, model_repo, model_filename, size, seed, temperature, unsafe_mode``)."""
+    options = legacy_options("generate_iter", LEGACY_GENERATE_ITER, args, options)
+    include_logprobs = options.pop("include_logprobs", False)
+    request = build_request(prompt, return_logprobs=include_logprobs, **options)
     return _iter_sync(request, include_logprobs)
 
 
-def _iter_sync(request: Any, include_logprobs: bool) -> Iterator[str | dict[str, Any]]:
+def _iter_sync(request: GenerationRequest, include_logprobs: bool) -> Iterator[str | dict[str, Any]]:
     for item in default_client()._iterate_blocking(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
 
 @overload
-async def agenerate_object(prompt: str, *, schema: type[T], **kwargs: Any) -> T: ...
+async def agenerate_object(prompt: str, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
 @overload
-async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: ...
-async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
+async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
+async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
     """Generate under ``schema`` and return the parsed, validated value: an instance of a Pydantic model,
     dataclass or other type, or the decoded JSON for a dict schema. Other keywords as :func:`agenerate`."""
     from .structured.validate import to_value
@@ -300,10 +274,10 @@ async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
 
 
 @overload
-def generate_object(prompt: str, *, schema: type[T], **kwargs: Any) -> T: ...
+def generate_object(prompt: str, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
 @overload
-def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any: ...
-def generate_object(prompt: str, *, schema: Any, **kwargs: Any) -> Any:
+def generate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
+def generate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
     """Blocking :func:`agenerate_object`."""
     from .structured.validate import to_value
 

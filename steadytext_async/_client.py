@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from ._cache import ResultCache
 from ._cache.key import cache_key, cacheable
@@ -37,6 +37,7 @@ from ._models import (
     Usage,
     sha256_text,
 )
+from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
 from ._router import Router
 from ._textstream import TextAssembler
@@ -135,14 +136,14 @@ class AsyncSteadyText:
         return pool.pids() if pool is not None and self._local._pid == os.getpid() else []
 
     # -- public API ------------------------------------------------------------------------------------------
-    async def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
+    async def generate(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
         """Generate text; returns a typed, immutable :class:`GenerationResult`.
 
         Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``.
         """
         return await self._agenerate(build_request(prompt, **kwargs))
 
-    async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Chunk | GenerationResult]:
+    async def stream(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> AsyncIterator[Chunk | GenerationResult]:
         """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
         async for item in self._astream(build_request(prompt, **kwargs)):
             yield item

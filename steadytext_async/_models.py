@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._options import DEFAULT_SEED
 from .structured import Constraint
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ class SamplingParams(BaseModel):
     model_config = _FROZEN
 
     temperature: float = 0.0
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 from ._client import AsyncSteadyText
 from ._config import Settings
 from ._engine import engine
 from ._models import Chunk, Fingerprint, GenerationResult, ModelSpec
+from ._options import ModelOptions, RequestOptions
 from ._replay import ReplayReport, load_recording, request_from_fingerprint
 from ._validate import build_request
 
@@ -42,13 +43,13 @@ class SteadyText:
     def close(self) -> None:
         engine().portal.run(self._async._aclose_engine_side())
 
-    def generate(self, prompt: str, **kwargs: Any) -> GenerationResult:
+    def generate(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
         return self._async._generate_blocking(build_request(prompt, **kwargs))
 
-    def stream(self, prompt: str, **kwargs: Any) -> Iterator[Chunk | GenerationResult]:
+    def stream(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> Iterator[Chunk | GenerationResult]:
         yield from self._async._iterate_blocking(build_request(prompt, **kwargs))
 
-    def preload(self, **kwargs: Any) -> ModelSpec:
+    def preload(self, **kwargs: Unpack[ModelOptions]) -> ModelSpec:
         request = build_request("", **kwargs)
         return engine().portal.run(self._async._preload(request))
 

@@ -9,6 +9,7 @@ import threading
 from ._config import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError
 from ._models import GenerationRequest, SamplingParams
+from ._options import DEFAULT_SEED
 from ._registry import check_selectors
 from .structured.normalize import normalize
 
@@ -16,7 +17,6 @@ __all__ = ["DEFAULT_SEED", "build_request"]
 
 logger = logging.getLogger("steadytext_async")
 
-DEFAULT_SEED = 42
 DEFAULT_MAX_NEW_TOKENS = 512
 _seed_warned = threading.Event()
 

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._options import DEFAULT_SEED
+
 __all__ = ["main"]
 
 
@@ -19,7 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text from PROMPT (or stdin when PROMPT is omitted or '-')")
     g.add_argument("prompt", nargs="?", default="-")
     g.add_argument("--stream", action="store_true", help="print pieces as they are generated")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=DEFAULT_SEED)
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--max-new-tokens", type=int, default=512)
     g.add_argument("--eos-string", default="[EOS]", help="stop string ('[EOS]': the model's end token)")
@@ -67,10 +69,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from ._models import GenerationResult
+    from ._options import RequestOptions
     from ._sync import SteadyText
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    kwargs = {
+    kwargs: RequestOptions = {
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
         "temperature": args.temperature,

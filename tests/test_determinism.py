@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import steadytext_async as st
+from steadytext_async._options import StreamOptions
 from steadytext_async._registry import EMBEDDED
 
 # Golden outputs (max_new_tokens=24, greedy) pinned to the embedded GGUF's sha256.
@@ -104,26 +105,27 @@ async def test_streamed_and_joined_equals_non_streamed() -> None:
     text = await st.agenerate(PROMPT, max_new_tokens=24)
     pieces = [p async for p in st.agenerate_iter(PROMPT, max_new_tokens=24)]
     assert all(isinstance(p, str) and p for p in pieces)
-    assert "".join(pieces) == text  # type: ignore[arg-type]
+    assert "".join(pieces) == text
     items = [p async for p in st.agenerate_iter(PROMPT, max_new_tokens=24, include_logprobs=True)]
-    assert "".join(i["token"] for i in items) == text  # type: ignore[index]
-    _, lp = await st.agenerate(PROMPT, max_new_tokens=24, return_logprobs=True)  # type: ignore[misc]
+    assert "".join(i["token"] for i in items) == text
+    _, lp = await st.agenerate(PROMPT, max_new_tokens=24, return_logprobs=True)
+    assert lp is not None
     total = sum(t["logprob"] for t in lp["content"])
-    assert abs(sum(i["logprob"] for i in items) - total) < 1e-9  # type: ignore[index]
+    assert abs(sum(i["logprob"] for i in items) - total) < 1e-9
 
 
 async def test_sync_and_async_agree() -> None:
     a = await st.agenerate(PROMPT, max_new_tokens=24)
     s = st.generate(PROMPT, max_new_tokens=24)  # sync shim called from inside a running loop
     assert a == s
-    assert "".join(st.generate_iter(PROMPT, max_new_tokens=24)) == a  # type: ignore[arg-type]
+    assert "".join(st.generate_iter(PROMPT, max_new_tokens=24)) == a
 
 
 async def test_temperature_sampling_is_seeded() -> None:
-    kw = {"max_new_tokens": 24, "temperature": 0.7}
-    a1 = await st.agenerate("Write a haiku", seed=1, **kw)  # type: ignore[arg-type]
-    a2 = await st.agenerate("Write a haiku", seed=1, **kw)  # type: ignore[arg-type]
-    b = await st.agenerate("Write a haiku", seed=2, **kw)  # type: ignore[arg-type]
+    kw: StreamOptions = {"max_new_tokens": 24, "temperature": 0.7}
+    a1 = await st.agenerate("Write a haiku", seed=1, **kw)
+    a2 = await st.agenerate("Write a haiku", seed=1, **kw)
+    b = await st.agenerate("Write a haiku", seed=2, **kw)
     greedy = await st.agenerate("Write a haiku", max_new_tokens=24)
     assert a1 == a2
     assert a1 != b

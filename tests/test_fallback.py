@@ -55,4 +55,4 @@ def test_fallback_honours_stop_string() -> None:
     cut = st.generate("stop test", size="small", max_new_tokens=30, eos_string=" " + word)
     assert isinstance(cut, str)
     assert text.startswith(cut) and len(cut) < len(text)
-    assert cut.result.finish_reason == "stop_string"  # type: ignore[attr-defined]
+    assert cut.result.finish_reason == "stop_string"

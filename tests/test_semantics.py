@@ -29,7 +29,7 @@ async def test_stop_string_cuts_output_and_is_excluded() -> None:
     assert r.text == full.text[: full.text.index(stop)]
     assert stop not in r.text
     pieces = [p async for p in st.agenerate_iter(PROMPT, max_new_tokens=24, eos_string=stop)]
-    assert "".join(pieces) == r.text  # type: ignore[arg-type]
+    assert "".join(pieces) == r.text
 
 
 async def test_eos_token_ends_generation(model_spec: st.ModelSpec) -> None:
@@ -93,11 +93,11 @@ async def test_streamed_pieces_are_whole_characters() -> None:
     for piece in pieces:
         assert isinstance(piece, str)
         piece.encode("utf-8")  # would raise on lone surrogates
-    assert "\ufffd" not in "".join(pieces)  # type: ignore[arg-type]
+    assert "\ufffd" not in "".join(pieces)
 
 
 async def test_logprobs_shape_is_openai_like() -> None:
-    text, lp = await st.agenerate(PROMPT, max_new_tokens=8, return_logprobs=True)  # type: ignore[misc]
+    text, lp = await st.agenerate(PROMPT, max_new_tokens=8, return_logprobs=True)
     assert lp is not None and set(lp) == {"content"}
     content = lp["content"]
     assert len(content) == 8

@@ -48,9 +48,7 @@ def test_thread_pool_executor_pattern_from_the_original_docs(mock_default: st.Mo
 def test_sync_iter_from_many_threads(mock_default: st.MockProvider) -> None:
     expected = mock_text(PROMPT, 6)
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as executor:
-        outs = list(
-            executor.map(lambda _: "".join(st.generate_iter(PROMPT, max_new_tokens=6, model=MOCK)), range(3))  # type: ignore[arg-type]
-        )
+        outs = list(executor.map(lambda _: "".join(st.generate_iter(PROMPT, max_new_tokens=6, model=MOCK)), range(3)))
     assert outs == [expected] * 3 and len(mock_default.requests) == 3
 
 
@@ -73,7 +71,7 @@ def test_uvloop(mock_default: st.MockProvider) -> None:
     async def main() -> str:
         pieces = [p async for p in st.agenerate_iter(PROMPT, max_new_tokens=6, model=MOCK)]
         text = await st.agenerate(PROMPT, max_new_tokens=6, model=MOCK)
-        assert "".join(pieces) == text  # type: ignore[arg-type]
+        assert "".join(pieces) == text
         return str(text)
 
     assert uvloop.run(main()) == st.generate(PROMPT, max_new_tokens=6, model=MOCK) == mock_text(PROMPT, 6)
@@ -91,10 +89,16 @@ def test_sync_client_twin() -> None:
 
 
 def test_generate_keeps_original_positional_order(mock_default: st.MockProvider) -> None:
-    text, logprobs = st.generate(PROMPT, 4, True, "[EOS]", MOCK)  # type: ignore[misc]
+    text, logprobs = st.generate(PROMPT, 4, True, "[EOS]", MOCK)
     assert logprobs is not None and len(logprobs["content"]) == 4
     assert text == st.generate(PROMPT, max_new_tokens=4, model=MOCK) == mock_text(PROMPT, 4)
     assert st.generate(PROMPT, 4, False, " w", MOCK) == mock_text(PROMPT, 4).split(" w")[0]
+    items = list(st.generate_iter(PROMPT, 4, "[EOS]", True, MOCK))
+    assert "".join(i["token"] for i in items) == mock_text(PROMPT, 4) and len(items) == 4
+    with pytest.raises(TypeError, match="multiple values for argument 'max_new_tokens'"):
+        st.generate(PROMPT, 4, max_new_tokens=5)
+    with pytest.raises(TypeError, match="at most 16 positional"):
+        st.generate(PROMPT, *range(16))
 
 
 def test_breaking_out_of_sync_iter_frees_the_worker() -> None:

@@ -75,7 +75,7 @@ async def test_errors_raise_before_any_work_through_public_api() -> None:
     with pytest.raises(st.InvalidRequestError):
         await st.agenerate("x", max_new_tokens=0)
     with pytest.raises(st.InvalidRequestError):
-        st.generate(42)  # type: ignore[arg-type]
+        st.generate(42)  # type: ignore[call-overload]
     with pytest.raises(st.InvalidRequestError):
         async for _ in st.agenerate_iter("x", temperature=-1):
             pass

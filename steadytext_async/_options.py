@@ -1,0 +1,100 @@
+"""The generation options, typed once (PEP 692): the module functions, the clients and the CLI share them.
+
+Defaults (applied by :func:`._validate.build_request`): ``max_new_tokens=512``, ``eos_string="[EOS]"`` (stop at
+the model's end token), ``seed=DEFAULT_SEED``, ``temperature=0.0`` (greedy), ``unsafe_mode=False`` (or
+``STEADYTEXT_UNSAFE_MODE``), ``strict=None`` (the client's setting); no model selector means the configured
+default model, and at most one of ``schema``/``regex``/``choices``/``response_format``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+__all__ = [
+    "DEFAULT_SEED",
+    "LEGACY_GENERATE",
+    "LEGACY_GENERATE_ITER",
+    "GenerateOptions",
+    "ModelOptions",
+    "RequestOptions",
+    "StreamOptions",
+]
+
+
+DEFAULT_SEED = 42  # the one place the default seed is written
+
+
+class ModelOptions(TypedDict, total=False):
+    """Which model: a registry name, a ``.gguf`` path or ``provider:model_id``; a Hub file; or a size."""
+
+    model: str | None
+    model_repo: str | None
+    model_filename: str | None
+    size: str | None
+
+
+class StreamOptions(ModelOptions, total=False):
+    max_new_tokens: int | None
+    eos_string: str
+    seed: int
+    temperature: float
+    unsafe_mode: bool
+    strict: bool | None
+
+
+class GenerateOptions(StreamOptions, total=False):
+    """Everything but ``return_logprobs`` (which the module functions take explicitly, to type their result)."""
+
+    schema: Any
+    regex: str | None
+    choices: list[str] | None
+    response_format: dict[str, Any] | None
+
+
+class RequestOptions(GenerateOptions, total=False):
+    """The clients' options: the result is a :class:`GenerationResult` whatever ``return_logprobs`` is."""
+
+    return_logprobs: bool
+
+
+# The original SteadyText positional order of the sync module functions (after ``prompt``), kept for compatibility.
+LEGACY_GENERATE = (
+    "max_new_tokens",
+    "return_logprobs",
+    "eos_string",
+    "model",
+    "model_repo",
+    "model_filename",
+    "size",
+    "seed",
+    "temperature",
+    "schema",
+    "regex",
+    "choices",
+    "response_format",
+    "unsafe_mode",
+    "return_pydantic",
+)
+LEGACY_GENERATE_ITER = (
+    "max_new_tokens",
+    "eos_string",
+    "include_logprobs",
+    "model",
+    "model_repo",
+    "model_filename",
+    "size",
+    "seed",
+    "temperature",
+    "unsafe_mode",
+)
+
+
+def legacy_options(name: str, order: tuple[str, ...], args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the positional ``args`` of ``name`` filled in by the original order."""
+    if len(args) > len(order):
+        raise TypeError(f"{name}() takes at most {len(order) + 1} positional arguments ({len(args) + 1} given)")
+    for key, value in zip(order, args, strict=False):
+        if key in options:
+            raise TypeError(f"{name}() got multiple values for argument {key!r}")
+        options[key] = value
+    return options
