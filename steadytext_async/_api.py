@@ -14,14 +14,16 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
-from ._client import AsyncSteadyText
 from ._config import Settings
 from ._engine import engine
 from ._models import Chunk, GenerationRequest, GenerationResult
 from ._options import LEGACY_GENERATE, LEGACY_GENERATE_ITER, GenerateOptions, StreamOptions, legacy_options
 from ._validate import build_request
+
+if TYPE_CHECKING:
+    from ._client import AsyncSteadyText  # imported on the first call: `import` + attribute + request stay cheap
 
 __all__ = [
     "GeneratedText",
@@ -49,6 +51,8 @@ def _new_default() -> AsyncSteadyText:
     global _settings
     if _settings is None:
         _settings = Settings.from_env()
+    from ._client import AsyncSteadyText
+
     return AsyncSteadyText(_settings, _shared_local=engine().default_local(_settings))
 
 

@@ -36,7 +36,8 @@ __all__ = [
 # completion) so that it fits in max_new_tokens; the model alone would have written more.
 FinishReason = Literal["eos", "stop_string", "length", "constraint_complete", "constraint_forced"]
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+# defer_build: a model's validator is built on its first use, not at import (start-up time).
+_FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class SamplingParams(BaseModel):
