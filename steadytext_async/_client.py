@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
+from . import _results
 from ._cache import ResultCache
 from ._cache.key import cache_key, cacheable
 from ._config import Settings
@@ -28,14 +29,12 @@ from ._fallback import fallback_words
 from ._models import (
     Chunk,
     Fingerprint,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelSpec,
     Timings,
     TokenLogprob,
     Usage,
-    sha256_text,
 )
 from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
@@ -43,7 +42,7 @@ from ._router import Router
 from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
-from .providers.base import Provider, ProviderChunk, ProviderDone, ProviderInfo
+from .providers.base import Provider, ProviderDone, ProviderInfo
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -320,7 +319,7 @@ class AsyncSteadyText:
                     token_ids.extend(event.token_ids)
                     if logprobs is not None and event.tokens is not None:
                         logprobs.extend(event.tokens)
-                    yield _chunk(event)
+                    yield _results.chunk(event)
         except ModelUnavailableError as exc:
             if started or self._strict(request) or request.constraint is not None:
                 raise
@@ -332,7 +331,7 @@ class AsyncSteadyText:
         text = "".join(texts)
         if request.constraint is not None:
             check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
-        yield self._result(
+        yield _results.result(
             request,
             spec,
             provider.name,
@@ -364,102 +363,23 @@ class AsyncSteadyText:
             self._fallback_warned.add(key)
             logger.warning("model unavailable, using deterministic fallback text (not model output): %s", exc)
         asm = TextAssembler(request.stop_string)
-        texts: list[str] = []
-        count = 0
-        for i, word in enumerate(fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)):
-            count += 1
-            piece = asm.feed(i, word.encode("utf-8"))
-            if piece is not None and piece.text:
-                texts.append(piece.text)
-                yield Chunk(text=piece.text)
-            if asm.stopped:
-                break
-        piece = asm.finish()
-        if piece is not None and piece.text:
-            texts.append(piece.text)
+        words = fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)
+        for piece in asm.pieces(word.encode("utf-8") for word in words):
             yield Chunk(text=piece.text)
         name = request.model or request.size or self.settings.size
-        yield self._result(
+        yield _results.result(
             request,
             ModelSpec(provider="fallback", name=name),
             "fallback",
-            text="".join(texts),
+            text=asm.text,
             token_ids=[],
             logprobs=None,
             finish_reason="stop_string" if asm.stopped else "length",
-            usage=Usage(completion_tokens=count),
+            usage=Usage(completion_tokens=asm.fed),
             timings=Timings(total=time.perf_counter() - t0),
             info=ProviderInfo(),
             key=None,
             fallback=True,
-        )
-
-    def _result(
-        self,
-        request: GenerationRequest,
-        spec: ModelSpec,
-        provider: str,
-        *,
-        text: str,
-        token_ids: list[int],
-        logprobs: list[TokenLogprob] | None,
-        finish_reason: FinishReason,
-        usage: Usage,
-        timings: Timings,
-        info: ProviderInfo,
-        key: str | None,
-        deterministic: bool = True,
-        fallback: bool = False,
-    ) -> GenerationResult:
-        s = request.sampling
-        remote = not deterministic  # a best-effort provider does not take our top_k/top_p/min_p
-        fingerprint = Fingerprint(
-            package_version=__version__,
-            provider=provider,
-            model=spec.name,
-            model_sha256=spec.sha256,
-            requested_model=request.model,
-            requested_size=request.size,
-            requested_model_repo=request.model_repo,
-            requested_model_filename=request.model_filename,
-            prompt=request.prompt,
-            prompt_format=spec.prompt_format,
-            max_new_tokens=request.max_new_tokens,
-            eos_string=request.eos_string,
-            temperature=s.temperature,
-            seed=s.seed,
-            top_k=None if remote else s.top_k,
-            top_p=None if remote else s.top_p,
-            min_p=None if remote else s.min_p,
-            base_url=spec.base_url,
-            system_fingerprint=info.get("remote_system_fingerprint"),
-            logprobs=request.logprobs,
-            top_logprobs=request.top_logprobs,
-            constraint=request.constraint.canonical if request.constraint is not None else None,
-            constraint_sha256=request.constraint.sha256 if request.constraint is not None else None,
-            inputs_sha256=key,
-            llama_cpp_python_version=info.get("llama_cpp_python_version"),
-            llama_cpp_system_info=info.get("llama_cpp_system_info"),
-            n_ctx=info.get("n_ctx"),
-            n_batch=info.get("n_batch"),
-            n_ubatch=info.get("n_ubatch"),
-            n_threads=info.get("n_threads"),
-            cpu=info.get("cpu"),
-            fallback=fallback,
-            output_sha256=sha256_text(text),
-        )
-        return GenerationResult(
-            text=text,
-            token_ids=token_ids,
-            logprobs=logprobs,
-            finish_reason=finish_reason,
-            usage=usage,
-            fallback=fallback,
-            deterministic=deterministic,
-            provider=provider,
-            model=spec.name,
-            timings=timings,
-            fingerprint=fingerprint,
         )
 
 
@@ -477,8 +397,3 @@ async def _closing(events: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
         close = getattr(events, "aclose", None)
         if close is not None:
             await close()
-
-
-def _chunk(event: ProviderChunk) -> Chunk:
-    logprob = sum(t.logprob for t in event.tokens) if event.tokens is not None else None
-    return Chunk(text=event.text, token_ids=event.token_ids, logprob=logprob, tokens=event.tokens)

@@ -58,16 +58,12 @@ class RequestOptions(GenerateOptions, total=False):
 
 
 # The original SteadyText positional order of the sync module functions (after ``prompt``), kept for compatibility.
+_SELECT_AND_SAMPLE = ("model", "model_repo", "model_filename", "size", "seed", "temperature")
 LEGACY_GENERATE = (
     "max_new_tokens",
     "return_logprobs",
     "eos_string",
-    "model",
-    "model_repo",
-    "model_filename",
-    "size",
-    "seed",
-    "temperature",
+    *_SELECT_AND_SAMPLE,
     "schema",
     "regex",
     "choices",
@@ -75,18 +71,7 @@ LEGACY_GENERATE = (
     "unsafe_mode",
     "return_pydantic",
 )
-LEGACY_GENERATE_ITER = (
-    "max_new_tokens",
-    "eos_string",
-    "include_logprobs",
-    "model",
-    "model_repo",
-    "model_filename",
-    "size",
-    "seed",
-    "temperature",
-    "unsafe_mode",
-)
+LEGACY_GENERATE_ITER = ("max_new_tokens", "eos_string", "include_logprobs", *_SELECT_AND_SAMPLE, "unsafe_mode")
 
 
 def legacy_options(name: str, order: tuple[str, ...], args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:

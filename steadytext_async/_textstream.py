@@ -6,6 +6,7 @@ Pure Python with no model dependency, so the worker and any provider share it an
 from __future__ import annotations
 
 import codecs
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 __all__ = ["Piece", "TextAssembler"]
@@ -35,6 +36,7 @@ class TextAssembler:
         self._pending_tokens: list[int] = []  # tokens whose bytes are not fully decoded yet
         self.stopped = False
         self.text = ""  # everything released so far
+        self.fed = 0  # tokens fed by pieces()
 
     def feed(self, index: int, data: bytes) -> Piece | None:
         """Add the bytes of generated token number ``index``; return a piece to emit, if any."""
@@ -48,6 +50,19 @@ class TextAssembler:
         self._held_tokens.extend(self._pending_tokens)
         self._pending_tokens = []
         return self._release(final=False)
+
+    def pieces(self, tokens: Iterable[bytes]) -> Iterator[Piece]:
+        """Feed a whole token sequence (up to the stop string) and yield the pieces that carry text."""
+        for index, data in enumerate(tokens):
+            self.fed += 1
+            piece = self.feed(index, data)
+            if piece is not None and piece.text:
+                yield piece
+            if self.stopped:
+                return
+        piece = self.finish()
+        if piece is not None and piece.text:
+            yield piece
 
     def finish(self) -> Piece | None:
         """End of generation: flush whatever is held (an incomplete trailing character becomes U+FFFD)."""

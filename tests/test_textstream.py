@@ -66,3 +66,13 @@ def test_stop_string_semantics_match_str_find(text: str, stop: str) -> None:
     expected = text[: text.find(stop)] if stop in text else text
     assert "".join(pieces) == expected
     assert asm.stopped == (stop in text)
+
+
+def test_pieces_feeds_a_sequence_up_to_the_stop_string() -> None:
+    asm = TextAssembler("END")
+    tokens = [b"a", b"\xc3", b"\xa9", b" E", b"N", b"D", b"never fed"]
+    pieces = list(asm.pieces(tokens))
+    assert [(p.text, p.token_indices) for p in pieces] == [("a", [0]), ("é", [1, 2]), (" ", [3])]
+    assert asm.stopped and asm.fed == 6 and asm.text == "aé "
+    whole = TextAssembler(None)
+    assert "".join(p.text for p in whole.pieces([b"x", b"\xe2\x82"])) == "x\ufffd" and whole.fed == 2

@@ -45,7 +45,7 @@ def _token_id(token: str) -> int:
 
 class MockProvider:
     """Answers every request in memory. ``requests`` records what it was asked (in order); ``delay`` seconds are
-    slept before each token (to test cancellation and single-flight); ``deterministic=False`` makes it a
+    slept before each piece of text (to test cancellation and single-flight); ``deterministic=False`` makes it a
     best-effort provider that needs ``unsafe_mode=True``, as a remote one does."""
 
     name = "mock"
@@ -69,19 +69,11 @@ class MockProvider:
         self.requests.append(request)
         tokens = self.tokens(request)[: request.max_new_tokens]
         asm = TextAssembler(request.stop_string)
-        count = 0
-        for i, token in enumerate(tokens):
+        for piece in asm.pieces(token.encode("utf-8") for token in tokens):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            count += 1
-            piece = asm.feed(i, token.encode("utf-8"))
-            if piece is not None and piece.text:
-                yield self._chunk(request, piece.text, [tokens[j] for j in piece.token_indices])
-            if asm.stopped:
-                break
-        piece = asm.finish()
-        if piece is not None and piece.text:
             yield self._chunk(request, piece.text, [tokens[j] for j in piece.token_indices])
+        count = asm.fed
         reason: FinishReason = "stop_string" if asm.stopped else "length" if count >= request.max_new_tokens else "eos"
         yield ProviderDone(
             finish_reason=reason,

@@ -1,0 +1,118 @@
+"""Building results: a provider's events (or fallback text) -> :class:`Chunk` and the final
+:class:`GenerationResult` with its :class:`Fingerprint` (what decided the bytes)."""
+
+from __future__ import annotations
+
+from ._models import (
+    Chunk,
+    Fingerprint,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelSpec,
+    Timings,
+    TokenLogprob,
+    Usage,
+    sha256_text,
+)
+from ._version import __version__
+from .providers.base import ProviderChunk, ProviderInfo
+
+__all__ = ["chunk", "fingerprint", "result"]
+
+
+def chunk(event: ProviderChunk) -> Chunk:
+    logprob = sum(t.logprob for t in event.tokens) if event.tokens is not None else None
+    return Chunk(text=event.text, token_ids=event.token_ids, logprob=logprob, tokens=event.tokens)
+
+
+def fingerprint(
+    request: GenerationRequest,
+    spec: ModelSpec,
+    provider: str,
+    *,
+    text: str,
+    info: ProviderInfo,
+    key: str | None,
+    deterministic: bool,
+    fallback: bool,
+) -> Fingerprint:
+    """Every input that decided ``text`` (``key``: the cache key, recorded as inputs_sha256)."""
+    s = request.sampling
+    remote = not deterministic  # a best-effort provider does not take our top_k/top_p/min_p
+    c = request.constraint
+    return Fingerprint(
+        package_version=__version__,
+        provider=provider,
+        model=spec.name,
+        model_sha256=spec.sha256,
+        requested_model=request.model,
+        requested_size=request.size,
+        requested_model_repo=request.model_repo,
+        requested_model_filename=request.model_filename,
+        prompt=request.prompt,
+        prompt_format=spec.prompt_format,
+        max_new_tokens=request.max_new_tokens,
+        eos_string=request.eos_string,
+        temperature=s.temperature,
+        seed=s.seed,
+        top_k=None if remote else s.top_k,
+        top_p=None if remote else s.top_p,
+        min_p=None if remote else s.min_p,
+        base_url=spec.base_url,
+        system_fingerprint=info.get("remote_system_fingerprint"),
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs,
+        constraint=c.canonical if c is not None else None,
+        constraint_sha256=c.sha256 if c is not None else None,
+        inputs_sha256=key,
+        llama_cpp_python_version=info.get("llama_cpp_python_version"),
+        llama_cpp_system_info=info.get("llama_cpp_system_info"),
+        n_ctx=info.get("n_ctx"),
+        n_batch=info.get("n_batch"),
+        n_ubatch=info.get("n_ubatch"),
+        n_threads=info.get("n_threads"),
+        cpu=info.get("cpu"),
+        fallback=fallback,
+        output_sha256=sha256_text(text),
+    )
+
+
+def result(
+    request: GenerationRequest,
+    spec: ModelSpec,
+    provider: str,
+    *,
+    text: str,
+    token_ids: list[int],
+    logprobs: list[TokenLogprob] | None,
+    finish_reason: FinishReason,
+    usage: Usage,
+    timings: Timings,
+    info: ProviderInfo,
+    key: str | None,
+    deterministic: bool = True,
+    fallback: bool = False,
+) -> GenerationResult:
+    return GenerationResult(
+        text=text,
+        token_ids=token_ids,
+        logprobs=logprobs,
+        finish_reason=finish_reason,
+        usage=usage,
+        fallback=fallback,
+        deterministic=deterministic,
+        provider=provider,
+        model=spec.name,
+        timings=timings,
+        fingerprint=fingerprint(
+            request,
+            spec,
+            provider,
+            text=text,
+            info=info,
+            key=key,
+            deterministic=deterministic,
+            fallback=fallback,
+        ),
+    )
