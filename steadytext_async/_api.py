@@ -9,7 +9,6 @@ nothing behind) plus one for the sync shims; all of them share the engine's work
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import weakref
@@ -17,13 +16,17 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from ._config import Settings
-from ._engine import engine
 from ._models import Chunk, GenerationRequest, GenerationResult
 from ._options import LEGACY_GENERATE, LEGACY_GENERATE_ITER, GenerateOptions, StreamOptions, legacy_options
 from ._validate import build_request
 
 if TYPE_CHECKING:
-    from ._client import AsyncSteadyText  # imported on the first call: `import` + attribute + request stay cheap
+    import asyncio
+
+    # Imported on the first call (asyncio, the engine, the client): `import`, the first attribute and building a
+    # request stay cheap.
+    from ._client import AsyncSteadyText
+    from ._engine.engine import Engine
 
 __all__ = [
     "GeneratedText",
@@ -60,6 +63,8 @@ def default_client() -> AsyncSteadyText:
     """The client the module-level functions use on this event loop (configured from ``STEADYTEXT_*``); outside
     a running loop, the one the sync shims use. Every default client shares the engine's worker pool."""
     try:
+        import asyncio
+
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = engine().portal.loop
@@ -70,6 +75,13 @@ def default_client() -> AsyncSteadyText:
             if client is None:
                 client = _defaults[loop] = _new_default()
     return client
+
+
+def engine() -> Engine:
+    """The process's engine (imported on first use)."""
+    from ._engine import engine as current
+
+    return current()
 
 
 def _forget_defaults() -> None:

@@ -102,3 +102,22 @@ def test_defaults_match_original_api() -> None:
     assert r.logprobs is False
     assert r.stop_string is None
     assert build_request("hi", eos_string="END").stop_string == "END"
+
+
+def test_first_attribute_and_request_stay_light() -> None:
+    """Start-up: `import`, the first `agenerate` attribute and building a request load neither asyncio nor the
+    client, engine, cache or worker modules (they load on the first call)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, steadytext_async as st; st.agenerate\n"
+        "from steadytext_async._validate import build_request; build_request('hi', max_new_tokens=4)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m == 'asyncio' or m.startswith('steadytext_async.'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(json.loads(out.stdout))
+    heavy = {"asyncio", "steadytext_async._client", "steadytext_async._engine", "steadytext_async._cache"}
+    heavy |= {"steadytext_async._worker.pool", "steadytext_async._router", "steadytext_async._replay"}
+    assert not loaded & heavy, sorted(loaded & heavy)
