@@ -108,7 +108,7 @@ class DaemonProvider:
     """Same interface as :class:`LocalProvider`; runs requests on the daemon, else on ``fallback`` (in-process)."""
 
     name = "local"  # results and fingerprints are those of local generation
-    capabilities = Capabilities(deterministic=True, logprobs=True, streaming=True)
+    capabilities = Capabilities(deterministic=True)
 
     def __init__(self, settings: Settings, fallback: LocalProvider) -> None:
         assert settings.daemon_url is not None
