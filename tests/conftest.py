@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the cache has its own tests, which enable it on temporary files.
 os.environ["STEADYTEXT_DISABLE_CACHE"] = "1"
 os.environ.pop("STEADYTEXT_CACHE_URL", None)  # a developer's shared Redis is never touched; Redis tests start their own
+# The host-wide thread budget is the session's own (inherited by the subprocesses tests start), so other work on
+# the machine cannot hold tokens that thread-share assertions count on.
+os.environ["STEADYTEXT_BUDGET_DIR"] = tempfile.mkdtemp(prefix="steadytext-test-budget-")
 
 import pytest
 
