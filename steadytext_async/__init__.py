@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     )
     from ._config import Settings
     from ._exceptions import (
+        ConsentRequiredError,
         ConstraintError,
         InvalidRequestError,
         MissingAPIKeyError,
@@ -87,6 +88,7 @@ _LAZY: dict[str, str] = {
     "AsyncSteadyText": "._client",
     "Chunk": "._models",
     "Constraint": ".structured",
+    "ConsentRequiredError": "._exceptions",
     "ConstraintError": "._exceptions",
     "DEFAULT_SEED": "._options",
     "Fingerprint": "._models",
@@ -174,6 +176,7 @@ __all__ = [
     "SIZES",
     "AsyncSteadyText",
     "Chunk",
+    "ConsentRequiredError",
     "Constraint",
     "ConstraintError",
     "FieldDifference",

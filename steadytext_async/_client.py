@@ -21,7 +21,7 @@ from typing import Any, TypeVar, Unpack
 
 from . import _results
 from ._cache import ResultCache
-from ._cache.key import cache_key, cacheable
+from ._cache.key import cache_key, cacheable, scoped_key
 from ._config import Settings
 from ._engine import engine
 from ._exceptions import ModelUnavailableError
@@ -212,12 +212,19 @@ class AsyncSteadyText:
         assert result is not None
         return result
 
-    async def replay(self, recording: GenerationResult | Fingerprint | str | dict[str, Any]) -> ReplayReport:
+    async def replay(
+        self,
+        recording: GenerationResult | Fingerprint | str | dict[str, Any],
+        *,
+        allow_remote: bool = False,
+        allow_download: bool = False,
+    ) -> ReplayReport:
         """Re-run a recorded generation without the cache and report whether the bytes are identical, and which
         fingerprint fields differ between the recording and now. ``recording``: a result, a fingerprint, or
-        either as JSON (``steadytext-async generate --json`` output)."""
+        either as JSON (``steadytext-async generate --json`` output). A remote recording needs
+        ``allow_remote=True``, one naming a non-embedded model ``allow_download=True`` (see ``check_consent``)."""
         fingerprint, text = load_recording(recording)
-        request = request_from_fingerprint(fingerprint)
+        request = request_from_fingerprint(fingerprint, allow_remote=allow_remote, allow_download=allow_download)
         return await engine().portal.call(self._replay(fingerprint, text, request))
 
     async def _replay(self, fingerprint: Fingerprint, text: str | None, request: GenerationRequest) -> ReplayReport:
@@ -289,7 +296,8 @@ class AsyncSteadyText:
             return
         variant = ("strict" if self._strict(request) else "lenient") + ("" if incremental else "/whole")
         produce = functools.partial(self._produce, provider, spec, request, t0, key, incremental)
-        async with _closing(cache.stream(key, produce, variant=variant)) as items:
+        stored = scoped_key(key, getattr(provider, "cache_scope", None))  # remote entries: one credential's
+        async with _closing(cache.stream(stored, produce, variant=variant)) as items:
             async for item in items:
                 yield item
 
@@ -358,6 +366,7 @@ class AsyncSteadyText:
     async def _fallback(
         self, request: GenerationRequest, exc: ModelUnavailableError, t0: float
     ) -> AsyncIterator[StreamItem]:
+        self._local.check(request)  # the same max_new_tokens limit as the model path
         key = str(exc)
         if key not in self._fallback_warned:
             self._fallback_warned.add(key)

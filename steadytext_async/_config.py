@@ -141,6 +141,12 @@ class Settings:
     daemon_url: str | None = None  # local generations go to a running `serve` (see providers/daemon.py)
 
     def __post_init__(self) -> None:
+        for name in ("model_dir", "cache_dir"):  # accept str and any os.PathLike, keep Path
+            value = getattr(self, name)
+            if isinstance(value, str | os.PathLike) and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
+            elif not isinstance(value, Path):
+                raise InvalidRequestError(f"{name} must be a str or a path, got {type(value).__name__}")
         for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

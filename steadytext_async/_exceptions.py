@@ -7,6 +7,7 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
     │   ├── ModelNotFoundError                    unknown registry name/size, missing local file
     │   └── UnknownProviderError                  "provider:model" names no preset or registered provider
     ├── UnsafeModeRequiredError                   a remote model without unsafe_mode=True
+    │   └── ConsentRequiredError                  replaying a remote/non-embedded recording without allow_*
     ├── ModelUnavailableError                     no model could be loaded (strict, constrained or mid-stream)
     ├── WorkerError                               a worker process died or misbehaved mid-request
     ├── ConstraintError                           structured output could not be completed
@@ -26,6 +27,7 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
 from __future__ import annotations
 
 __all__ = [
+    "ConsentRequiredError",
     "ConstraintError",
     "InvalidRequestError",
     "MissingAPIKeyError",
@@ -62,6 +64,11 @@ class ModelNotFoundError(InvalidRequestError):
 
 class UnsafeModeRequiredError(SteadyTextError):
     """A remote (best-effort deterministic) model was requested without ``unsafe_mode=True``."""
+
+
+class ConsentRequiredError(UnsafeModeRequiredError):
+    """Replaying a recording would call a remote provider (``allow_remote=True`` needed) or download/load a model
+    other than the embedded one (``allow_download=True`` needed). Raised before any network traffic."""
 
 
 class ModelUnavailableError(SteadyTextError):

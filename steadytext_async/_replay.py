@@ -9,15 +9,25 @@ differ between the recording and now.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from ._exceptions import InvalidRequestError
+from ._exceptions import ConsentRequiredError, InvalidRequestError
 from ._models import Fingerprint, GenerationRequest, GenerationResult, SamplingParams
 from ._validate import build_request
 
-__all__ = ["FieldDifference", "ReplayReport", "compare", "load_recording", "request_from_fingerprint"]
+if TYPE_CHECKING:
+    from .structured import Constraint
+
+__all__ = [
+    "FieldDifference",
+    "ReplayReport",
+    "check_consent",
+    "compare",
+    "load_recording",
+    "request_from_fingerprint",
+]
 
 # Compared separately (the output), or proven not to change the bytes (the tests pin 1 vs 2 threads).
 _OUTPUT_FIELDS = frozenset({"output_sha256", "n_threads"})
@@ -66,12 +76,24 @@ class ReplayReport(BaseModel):
 
 
 def load_recording(source: GenerationResult | Fingerprint | str | dict[str, Any]) -> tuple[Fingerprint, str | None]:
-    """The fingerprint and (when present) the recorded text from a result, a fingerprint, or their JSON."""
+    """The fingerprint and (when present) the recorded text from a result, a fingerprint, or their JSON.
+
+    Anything else (bad JSON, nesting too deep, a wrong shape) is an :class:`InvalidRequestError`.
+    """
     if isinstance(source, GenerationResult):
         return source.fingerprint, source.text
     if isinstance(source, Fingerprint):
         return source, None
-    data: Any = json.loads(source) if isinstance(source, str) else source
+    if not isinstance(source, str | dict):
+        raise InvalidRequestError(
+            f"a recording must be a GenerationResult, a Fingerprint, or their JSON, got {type(source).__name__}"
+        )
+    try:
+        data: Any = json.loads(source) if isinstance(source, str) else source
+    except RecursionError:
+        raise InvalidRequestError("not a steadytext-async recording: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise InvalidRequestError(f"not a steadytext-async recording: invalid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("a recording must be a JSON object (a result or a fingerprint)")
     try:
@@ -79,15 +101,87 @@ def load_recording(source: GenerationResult | Fingerprint | str | dict[str, Any]
             text = data.get("text")
             return Fingerprint.model_validate(data["fingerprint"]), text if isinstance(text, str) else None
         return Fingerprint.model_validate(data), None
-    except ValueError as exc:
-        raise InvalidRequestError(f"not a steadytext-async recording: {exc}") from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidRequestError(f"not a steadytext-async recording: {str(exc)[:500]}") from None
 
 
-def request_from_fingerprint(fp: Fingerprint) -> GenerationRequest:
-    """The request a fingerprint records (validated like any call)."""
+def _model_to_load(fp: Fingerprint) -> str | None:
+    """What a local recording would make us download or load, unless it is the embedded model or the default."""
+    from ._modelref import parse_model
+    from ._registry import REGISTRY, SIZES
+
+    if fp.requested_model_repo is not None or fp.requested_model_filename is not None:
+        return f"Hugging Face file {fp.requested_model_repo}/{fp.requested_model_filename}"
+    ref = parse_model(fp.requested_model, None, None, fp.requested_size)
+    if ref.kind == "file":
+        return f"model file {ref.name}"
+    if ref.kind in ("registry", "size"):
+        entry = (REGISTRY if ref.kind == "registry" else SIZES).get(ref.name or "")
+        if entry is None or entry.repo is not None:
+            return f"{'model' if ref.kind == 'registry' else 'size'} {ref.name!r} (from the Hugging Face Hub)"
+    return None  # the embedded model, the replayer's default, or a remote id (gated as remote by build_request)
+
+
+def check_consent(fp: Fingerprint, *, allow_remote: bool = False, allow_download: bool = False) -> None:
+    """Refuse, before any work, a recording that would reach the network or load an unvetted model.
+
+    A recording is data from anywhere: replaying a remote one sends its prompt with *your* API key, and one that
+    names a Hub repo or a model file would download or load it. Both need the caller's explicit consent
+    (``allow_remote=True`` / ``--allow-remote``, ``allow_download=True`` / ``--allow-download``); the embedded
+    model and the replayer's own default model need none. ``STEADYTEXT_UNSAFE_MODE`` does not count as consent.
+    """
+    if not isinstance(allow_remote, bool) or not isinstance(allow_download, bool):
+        raise InvalidRequestError("allow_remote and allow_download must be bools")
+    if fp.provider != "local":
+        if not allow_remote:
+            raise ConsentRequiredError(
+                f"this recording calls the remote provider {fp.provider!r} (model {fp.model!r}): replaying it sends "
+                "its prompt with your API key. Pass allow_remote=True (CLI: --allow-remote) if you trust it."
+            )
+        return
+    what = _model_to_load(fp)
+    if what is not None and not allow_download:
+        raise ConsentRequiredError(
+            f"this recording would download or load {what}. "
+            "Pass allow_download=True (CLI: --allow-download) if you trust it."
+        )
+
+
+def _constraint(canonical: str) -> Constraint:
+    """The recorded constraint, re-validated like a caller's (a recording cannot smuggle in an invalid one)."""
+    from .structured import normalize
+
+    try:
+        data = json.loads(canonical)
+    except (ValueError, RecursionError):
+        raise InvalidRequestError("the recorded constraint is not valid JSON") from None
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "regex":
+        constraint = normalize(regex=data.get("pattern"))
+    elif kind == "choices":
+        constraint = normalize(choices=data.get("choices"))
+    elif kind == "json_schema" and "name" in data:
+        constraint = normalize(
+            response_format={"type": "json_schema", "json_schema": {"name": data["name"], "schema": data.get("schema")}}
+        )
+    elif kind == "json_schema":
+        constraint = normalize(schema=data.get("schema"))
+    else:
+        raise InvalidRequestError(f"the recorded constraint has no valid kind (got {str(kind)[:80]!r})")
+    assert constraint is not None
+    if constraint.canonical != canonical:
+        raise InvalidRequestError("the recorded constraint is not in canonical form (edited after recording?)")
+    return constraint
+
+
+def request_from_fingerprint(
+    fp: Fingerprint, *, allow_remote: bool = False, allow_download: bool = False
+) -> GenerationRequest:
+    """The request a fingerprint records (validated like any call, after :func:`check_consent`)."""
     if fp.fallback:
         raise InvalidRequestError("this recording is deterministic fallback text, not model output: nothing to replay")
-    remote = fp.provider not in ("local",)
+    check_consent(fp, allow_remote=allow_remote, allow_download=allow_download)
+    remote = fp.provider != "local"
     request = build_request(
         fp.prompt,
         max_new_tokens=fp.max_new_tokens,
@@ -103,14 +197,14 @@ def request_from_fingerprint(fp: Fingerprint) -> GenerationRequest:
     )
     update: dict[str, Any] = {"top_logprobs": fp.top_logprobs}
     if fp.top_k is not None and fp.top_p is not None and fp.min_p is not None:
-        update["sampling"] = SamplingParams(
-            temperature=fp.temperature, seed=fp.seed, top_k=fp.top_k, top_p=fp.top_p, min_p=fp.min_p
-        )
+        try:
+            update["sampling"] = SamplingParams(
+                temperature=fp.temperature, seed=fp.seed, top_k=fp.top_k, top_p=fp.top_p, min_p=fp.min_p
+            )
+        except ValueError as exc:
+            raise InvalidRequestError(f"invalid recorded sampling settings: {str(exc)[:300]}") from None
     if fp.constraint is not None:
-        from .structured import Constraint
-
-        kind = json.loads(fp.constraint)["kind"]
-        update["constraint"] = Constraint(kind=kind, canonical=fp.constraint)
+        update["constraint"] = _constraint(fp.constraint)
     return request.model_copy(update=update)
 
 

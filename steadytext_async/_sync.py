@@ -53,10 +53,16 @@ class SteadyText:
         request = build_request("", **kwargs)
         return engine().portal.run(self._async._preload(request))
 
-    def replay(self, recording: GenerationResult | Fingerprint | str | dict[str, Any]) -> ReplayReport:
+    def replay(
+        self,
+        recording: GenerationResult | Fingerprint | str | dict[str, Any],
+        *,
+        allow_remote: bool = False,
+        allow_download: bool = False,
+    ) -> ReplayReport:
         """Blocking :meth:`AsyncSteadyText.replay`."""
         fingerprint, text = load_recording(recording)
-        request = request_from_fingerprint(fingerprint)
+        request = request_from_fingerprint(fingerprint, allow_remote=allow_remote, allow_download=allow_download)
         return engine().portal.run(self._async._replay(fingerprint, text, request))
 
     def worker_pids(self) -> list[int]:

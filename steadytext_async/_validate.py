@@ -11,6 +11,7 @@ from ._exceptions import InvalidRequestError
 from ._models import GenerationRequest, SamplingParams
 from ._options import DEFAULT_SEED
 from ._registry import check_selectors
+from ._worker.protocol import MAX_PROMPT_BYTES
 from .structured.normalize import normalize
 
 __all__ = ["DEFAULT_SEED", "build_request"]
@@ -34,7 +35,21 @@ def _check_bool(name: str, value: object) -> bool:
 def _check_opt_str(name: str, value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidRequestError(f"{name} must be a str or None, got {type(value).__name__}")
+    if value is not None:
+        _check_text(name, value)
     return value
+
+
+def _check_text(name: str, value: str) -> None:
+    """Text must be encodable as UTF-8: a lone surrogate (e.g. from a bad decode) cannot reach a model or a file."""
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"{name} is not valid Unicode text: {exc.reason} at index {exc.start} ({value[exc.start]!r})"
+        ) from None
 
 
 def build_request(
@@ -58,6 +73,12 @@ def build_request(
 ) -> GenerationRequest:
     if not isinstance(prompt, str):
         raise InvalidRequestError(f"prompt must be a str, got {type(prompt).__name__}")
+    _check_text("prompt", prompt)
+    if len(prompt) > MAX_PROMPT_BYTES // 4 and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise InvalidRequestError(
+            f"prompt is {len(prompt.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} "
+            "(the worker frame limit)"
+        )
     if max_new_tokens is None:
         max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     if not _is_int(max_new_tokens):
@@ -68,6 +89,7 @@ def build_request(
     logprobs = _check_bool("return_logprobs", return_logprobs)
     if not isinstance(eos_string, str) or eos_string == "":
         raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
+    _check_text("eos_string", eos_string)
     if not _is_int(seed):
         raise InvalidRequestError(f"seed must be an int, got {type(seed).__name__}")
     assert isinstance(seed, int)

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from ._options import DEFAULT_SEED
 
-__all__ = ["main"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_OK", "main"]
+
+# Exit codes (documented in README "Command line"): verify uses 1 only for "the outputs differ".
+EXIT_OK = 0
+EXIT_DIFFERENT = 1  # verify: the replay produced different bytes
+EXIT_BAD_INPUT = 2  # bad arguments or input: unreadable/garbage recording, missing consent, invalid options
+EXIT_ERROR = 3  # the work failed: model unavailable, worker crash, remote error
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="replay a recording (generate --json output) and check the bytes are identical")
     v.add_argument("recording", help="path to the JSON file, or '-' for stdin")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow replaying a remote recording (sends its prompt to the recorded provider with your API key)",
+    )
+    v.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="allow a recording to download or load a model other than the embedded one (Hub repo, .gguf file)",
+    )
     _add_serve_parser(sub)
     return p
 
@@ -108,17 +124,33 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_recording(source: str) -> str:
+    from ._exceptions import InvalidRequestError
+
+    try:
+        return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError(f"{source}: not a UTF-8 text file (expected generate --json output)") from None
+    except OSError as exc:
+        raise InvalidRequestError(f"cannot read the recording: {exc}") from None
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from ._replay import check_consent, load_recording, request_from_fingerprint
     from ._sync import SteadyText
 
-    raw = sys.stdin.read() if args.recording == "-" else Path(args.recording).read_text(encoding="utf-8")
+    raw = _read_recording(args.recording)
+    consent = {"allow_remote": args.allow_remote, "allow_download": args.allow_download}
+    fingerprint, _ = load_recording(raw)
+    check_consent(fingerprint, **consent)  # before a client (or a worker) is started
+    request_from_fingerprint(fingerprint, **consent)  # every recorded input is valid
     with SteadyText() as client:
-        report = client.replay(raw)
+        report = client.replay(raw, **consent)
     if args.json:
         print(report.model_dump_json(indent=2, exclude={"result"}))
     else:
         print(report.summary())
-    return 0 if report.identical else 1
+    return EXIT_OK if report.identical else EXIT_DIFFERENT
 
 
 def _cmd_models() -> int:
@@ -163,7 +195,7 @@ def _hub_status(repo: str, filename: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from ._exceptions import SteadyTextError
+    from ._exceptions import InvalidRequestError, SteadyTextError, UnsafeModeRequiredError
 
     try:
         if args.command == "generate":
@@ -177,9 +209,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return cache_command(args.action)
         return _cmd_models()
+    except (InvalidRequestError, UnsafeModeRequiredError) as exc:
+        print(f"steadytext-async: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except (SteadyTextError, OSError) as exc:
         print(f"steadytext-async: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
 

@@ -129,9 +129,12 @@ async def test_not_http_at_all(server: ScriptedServer, client: AsyncSteadyText) 
 
 
 async def test_stream_without_finish_reason(server: ScriptedServer, client: AsyncSteadyText) -> None:
-    server.reset(Action("sse", events=chat_events(["cut"], finish=None, done=True)))
+    server.reset(Action("sse", events=chat_events(["cut"], finish=None, done=False)))  # cut off: no [DONE]
     with pytest.raises(RemoteProtocolError, match="without a finish_reason"):
         await generate(client)
+    server.reset(Action("sse", events=chat_events(["whole"], finish=None, done=True)))  # [DONE]: complete
+    result = await generate(client)
+    assert (result.text, result.finish_reason) == ("whole", "eos")
 
 
 async def test_json_answer_and_usage(server: ScriptedServer, client: AsyncSteadyText) -> None:

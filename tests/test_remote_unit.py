@@ -27,9 +27,8 @@ from steadytext_async._exceptions import (
 )
 from steadytext_async._models import GenerationRequest, ModelSpec
 from steadytext_async._validate import build_request
-from steadytext_async.providers import openai_compat
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
-from steadytext_async.providers.openai_compat import OpenAICompatProvider, build_body
+from steadytext_async.providers.openai_compat import OpenAICompatProvider, _retry, build_body
 from steadytext_async.providers.presets import (
     PRESETS,
     RemoteOptions,
@@ -82,7 +81,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     async def fake_sleep(seconds: float) -> None:
         recorded.append(seconds)
 
-    monkeypatch.setattr(openai_compat, "_sleep", fake_sleep)
+    monkeypatch.setattr(_retry, "_sleep", fake_sleep)
     return recorded
 
 
@@ -234,10 +233,22 @@ async def test_unsupported_finish_reason_is_an_error() -> None:
         await run(provider(lambda r: sse(delta("x"), delta(finish="content_filter"))), req())
 
 
-@pytest.mark.parametrize("done", [True, False])
-async def test_stream_without_finish_reason_is_an_error(done: bool) -> None:
+async def test_stream_cut_before_done_without_finish_reason_is_an_error() -> None:
     with pytest.raises(RemoteProtocolError, match="without a finish_reason"):
-        await run(provider(lambda r: sse(delta("partial"), done=done)), req())
+        await run(provider(lambda r: sse(delta("partial"), done=False)), req())
+
+
+async def test_stream_ending_with_done_but_no_finish_reason_is_complete() -> None:
+    """Like the official openai client: ``data: [DONE]`` closes the stream even when no chunk had a finish_reason."""
+    events = await run(provider(lambda r: sse(delta("whole"), done=True)), req())
+    assert [e.text for e in events if isinstance(e, ProviderChunk)] == ["whole"]
+    assert isinstance(events[-1], ProviderDone) and events[-1].finish_reason == "eos"
+
+
+async def test_document_without_finish_reason_is_still_an_error() -> None:
+    body = {"choices": [{"message": {"content": "x"}}]}
+    with pytest.raises(RemoteProtocolError, match="without a finish_reason"):
+        await run(provider(lambda r: httpx.Response(200, json=body)), req(), sse=False)
 
 
 async def test_malformed_stream_event() -> None:

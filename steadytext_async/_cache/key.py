@@ -17,7 +17,14 @@ from typing import Any
 from .._models import GenerationRequest, ModelSpec
 from .._version import __version__
 
-__all__ = ["CACHE_FORMAT_VERSION", "IGNORED_REQUEST_FIELDS", "IGNORED_SPEC_FIELDS", "cache_key", "cacheable"]
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "IGNORED_REQUEST_FIELDS",
+    "IGNORED_SPEC_FIELDS",
+    "cache_key",
+    "cacheable",
+    "scoped_key",
+]
 
 CACHE_FORMAT_VERSION = 1
 
@@ -71,3 +78,13 @@ def cache_key(request: GenerationRequest, spec: ModelSpec, *, runtime: Mapping[s
     # The model identity is already canonical JSON (memoised per resolved spec).
     blob = f'{blob[:-1]},"model":{_model_identity(spec)}}}'
     return hashlib.sha256(blob.encode("ascii")).hexdigest()
+
+
+def scoped_key(key: str, scope: str | None) -> str:
+    """``key`` narrowed to one credential scope, or ``key`` itself when ``scope`` is None.
+
+    Remote providers expose ``cache_scope`` (an HMAC of their API key and preset headers): their entries are
+    stored under this key, so a caller with another key never reads them. The fingerprint's ``inputs_sha256``
+    stays the unscoped key (it names the inputs, not who asked).
+    """
+    return key if scope is None else hashlib.sha256(f"{key}\0scope\0{scope}".encode("ascii")).hexdigest()

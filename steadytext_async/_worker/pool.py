@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from typing import Any
 
 from .._engine.budget import HostBudget, Token
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
-from .protocol import HEADER, decode_header, encode_frame
+from .protocol import HEADER, child_argv, child_env, decode_header, encode_frame
 
 __all__ = ["Done", "Pool", "WorkerInfo", "WorkerPiece"]
 
@@ -447,9 +446,8 @@ class Pool:
 
     async def _spawn(self, model_path: str) -> WorkerHandle:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "steadytext_async._worker.child",
+            *child_argv(),  # -P: the cwd is not on the worker's sys.path
+            env=child_env(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -14,16 +14,52 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import sys
+from pathlib import Path
 from typing import Any
 
-__all__ = ["HEADER", "decode_header", "encode_frame", "read_frame_fd", "write_frame_fd"]
+from .._exceptions import InvalidRequestError
+
+__all__ = [
+    "HEADER",
+    "MAX_FRAME",
+    "MAX_PROMPT_BYTES",
+    "child_argv",
+    "child_env",
+    "decode_header",
+    "encode_frame",
+    "read_frame_fd",
+    "write_frame_fd",
+]
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20
+# Prompts are checked against this before any work (``_validate``), leaving room for the rest of a request frame.
+MAX_PROMPT_BYTES = MAX_FRAME - (1 << 20)
+
+
+def child_argv() -> list[str]:
+    """The worker's command line. ``-P``: the current directory is *not* put on ``sys.path``, so a planted
+    ``llama_cpp.py`` (or any module) in a writable cwd cannot run inside the worker."""
+    return [sys.executable, "-P", "-m", "steadytext_async._worker.child"]
+
+
+def child_env() -> dict[str, str] | None:
+    """The worker's environment: inherited, except that when this package is only importable because it sits in
+    the current directory (a source checkout, not installed), that directory is named explicitly in PYTHONPATH."""
+    package_root = Path(__file__).resolve().parents[2]
+    if package_root != Path.cwd().resolve() or ("" not in sys.path and str(package_root) not in sys.path):
+        return None
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def encode_frame(msg: tuple[Any, ...]) -> bytes:
+    """One frame; a message over :data:`MAX_FRAME` raises InvalidRequestError (the reader would reject it)."""
     body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(body) > MAX_FRAME:
+        raise InvalidRequestError(f"a {msg[0]!r} frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
     return HEADER.pack(len(body)) + body
 
 

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Mapping
 from typing import Literal
 
-from .._config import provider_base_url
+from .._config import provider_base_url, provider_base_url_var
 from .._exceptions import InvalidRequestError, UnknownProviderError
+from .openai_compat._secrets import check_base_url
 
 __all__ = [
     "PRESETS",
@@ -47,6 +48,8 @@ class RemoteOptions:
     max_connections: int = 100
     max_keepalive_connections: int = 100
     keepalive_expiry: float = 30.0
+    max_response_bytes: int = 16 << 20  # a larger body (JSON or SSE, decoded) is a RemoteProtocolError
+    max_bytes_per_token: int = 256  # output over max_new_tokens x this many UTF-8 bytes is a RemoteProtocolError
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -71,6 +74,9 @@ class ProviderPreset:
     stream_usage: bool = True  # send stream_options.include_usage when streaming
     headers: tuple[tuple[str, str], ...] = ()
     options: RemoteOptions = RemoteOptions()
+
+    def __post_init__(self) -> None:
+        check_base_url(self.base_url)  # no user:password@ (it would be recorded everywhere)
 
 
 def _preset(name: str, base_url: str, api_key_env: str | None = None, **kw: object) -> ProviderPreset:
@@ -140,8 +146,7 @@ def register_provider(
     A built-in or registered name is only replaced with ``replace=True``.
     """
     _check_name(name)
-    if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
-        raise InvalidRequestError(f"base_url must be an http(s) URL, got {base_url!r}")
+    check_base_url(base_url)
     if api not in ("chat", "completions"):
         raise InvalidRequestError(f"api must be 'chat' or 'completions', got {api!r}")
     if max_tokens_field not in ("max_tokens", "max_completion_tokens"):
@@ -189,6 +194,7 @@ def get_preset(name: str) -> ProviderPreset:
         raise UnknownProviderError(f"unknown provider {name!r}; known providers: {', '.join(known_providers())}")
     override = provider_base_url(name)
     if override is not None:
+        check_base_url(override, what=provider_base_url_var(name))
         preset = dataclasses.replace(preset, base_url=override.rstrip("/"))
     return preset
 

@@ -11,6 +11,7 @@ order fields are generated in), so a dict schema and the equivalent Pydantic mod
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import re
@@ -26,6 +27,41 @@ from .grammar import grammar_problem
 __all__ = ["Constraint", "normalize", "schema_from_type"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+MAX_SCHEMA_DEPTH = 64  # nested dicts/lists; deeper (or self-referencing) schemas are refused before any work
+MAX_SCHEMA_NODES = 100_000
+
+
+def _check_shape(schema: object) -> None:
+    """Refuse schemas too deep, too large or cyclic, iteratively (so no RecursionError can escape later)."""
+    stack: list[tuple[object, int]] = [(schema, 1)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        nodes += 1
+        if depth > MAX_SCHEMA_DEPTH:
+            raise InvalidRequestError(
+                f"schema nests deeper than {MAX_SCHEMA_DEPTH} levels (or contains itself); use $defs and $ref"
+            )
+        if nodes > MAX_SCHEMA_NODES:
+            raise InvalidRequestError(f"schema has more than {MAX_SCHEMA_NODES} objects and arrays")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _utf8(text: str, what: str) -> str:
+    """``text`` if it encodes as UTF-8 (no lone surrogates), else InvalidRequestError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(f"{what} is not valid Unicode text ({exc.reason} at index {exc.start})") from None
+    return text
 
 
 def _canonical_schema(schema: Any) -> Any:
@@ -58,14 +94,15 @@ def schema_from_type(tp: Any) -> dict[str, Any]:
 def _schema_constraint(schema: object, *, name: str | None = None) -> Constraint:
     if not isinstance(schema, Mapping):
         raise InvalidRequestError(f"a JSON schema must be a dict, got {type(schema).__name__}")
+    _check_shape(schema)
     canonical_schema = _canonical_schema(schema)
     payload: dict[str, Any] = {"kind": "json_schema", "schema": canonical_schema}
     if name is not None:
         payload["name"] = name
     try:
-        text = canonical_json(payload)
+        text = _utf8(canonical_json(payload), "schema")
     except (TypeError, ValueError) as exc:
-        raise InvalidRequestError(f"schema is not JSON-serializable: {exc}") from exc
+        raise InvalidRequestError(f"schema is not JSON-serializable: {str(exc)[:200]}") from None
     problem = _schema_problem(text)
     if problem is not None:
         raise InvalidRequestError(problem)
@@ -78,10 +115,14 @@ def _schema_problem(text: str) -> str | None:
     from jsonschema import exceptions, validators  # type: ignore[import-untyped]
 
     schema = json.loads(text)["schema"]
+    meta = schema.get("$schema") if isinstance(schema, dict) else None
+    if meta is not None and not isinstance(meta, str):
+        return f"$schema must be a meta-schema URI string, got {type(meta).__name__}"
     try:
-        validators.validator_for(schema).check_schema(schema)
+        # An unknown $schema is checked against the latest draft (jsonschema's own fallback, without its warning).
+        validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
     except exceptions.SchemaError as exc:
-        return f"invalid JSON schema: {exc.message}"
+        return f"invalid JSON schema: {exc.message[:500]}"
     problem = grammar_problem(Constraint("json_schema", text))
     return None if problem is None else f"unsupported JSON schema for structured output: {problem}"
 
@@ -111,6 +152,7 @@ def _from_schema(schema: object) -> Constraint:
 def _from_regex(regex: object) -> Constraint:
     if not isinstance(regex, str) or not regex:
         raise InvalidRequestError(f"regex must be a non-empty str, got {regex!r:.80}")
+    _utf8(regex, "regex")
     return _regex_constraint(regex)
 
 
@@ -119,7 +161,9 @@ def _regex_constraint(regex: str) -> Constraint:
     try:
         re.compile(regex)
     except re.error as exc:
-        raise InvalidRequestError(f"invalid regex {regex!r}: {exc}") from exc
+        raise InvalidRequestError(f"invalid regex {regex!r:.200}: {exc}") from None
+    except (RecursionError, OverflowError, RuntimeError, ValueError) as exc:
+        raise InvalidRequestError(f"unsupported regex {regex!r:.200}: {type(exc).__name__}: {exc}") from None
     constraint = Constraint("regex", canonical_json({"kind": "regex", "pattern": regex}))
     problem = grammar_problem(constraint)
     if problem is not None:
@@ -135,7 +179,8 @@ def _from_choices(choices: object) -> Constraint:
     for choice in choices:
         if not isinstance(choice, str) or not choice:
             raise InvalidRequestError(f"every choice must be a non-empty str, got {choice!r:.80}")
-    duplicates = sorted({c for c in choices if choices.count(c) > 1})
+        _utf8(choice, "a choice")
+    duplicates = sorted(c for c, n in collections.Counter(choices).items() if n > 1)  # linear, not choices.count
     if duplicates:
         raise InvalidRequestError(f"choices must be distinct; repeated: {duplicates!r:.200}")
     return Constraint("choices", canonical_json({"kind": "choices", "choices": list(choices)}))

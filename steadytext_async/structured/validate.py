@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._exceptions import ConstraintError
 from ._constraint import Constraint
 from .normalize import _is_type_form, normalize
 
-__all__ = ["check_output", "parse", "to_value"]
+if TYPE_CHECKING:
+    from llguidance import LLTokenizer
+
+__all__ = ["check_output", "parse", "regex_fullmatch", "to_value"]
 
 T = TypeVar("T")
 
@@ -28,20 +30,66 @@ def _schema_errors(schema: dict[str, Any], value: Any) -> str | None:
     return f"{where}: {error.message}"
 
 
+class _ByteVocabulary:
+    """A tokenizer whose tokens are the 256 single bytes (plus an end token): text is matched byte by byte."""
+
+    def __init__(self) -> None:
+        self.eos_token_id = 256
+        self.bos_token_id = None
+        self.tokens = [bytes([i]) for i in range(256)] + [b""]
+        self.special_token_ids = [256]
+
+    def __call__(self, data: bytes) -> list[int]:
+        return list(data)
+
+
+@functools.cache
+def _byte_tokenizer() -> LLTokenizer:
+    from llguidance import LLTokenizer, TokenizerWrapper
+
+    return LLTokenizer(TokenizerWrapper(_ByteVocabulary()), slices=[])
+
+
+@functools.lru_cache(maxsize=128)
+def _regex_grammar(pattern: str) -> str:
+    from llguidance import LLMatcher
+
+    return LLMatcher.grammar_from_regex(pattern)
+
+
+def regex_fullmatch(pattern: str, text: str) -> bool:
+    """Does ``text`` match ``pattern`` as a whole? In linear time, with the engine that generates it.
+
+    llguidance's lexer is a lazily built DFA, so time is linear in the text whatever the pattern (Python's
+    backtracking ``re`` took seconds, doubling per character, on ``(a+)+`` against ``"a" * 25 + "!"`` while holding
+    the GIL). It is also the regex dialect generation uses, so validation and generation cannot disagree.
+    """
+    from llguidance import LLMatcher
+
+    data = list(text.encode("utf-8", "surrogatepass"))
+    matcher = LLMatcher(_byte_tokenizer(), _regex_grammar(pattern), log_level=0)
+    return matcher.try_consume_tokens(data) == len(data) and matcher.is_accepting()
+
+
 def check_output(constraint: Constraint, text: str) -> None:
     """Raise :class:`ConstraintError` (with ``partial_text=text``) unless ``text`` satisfies ``constraint``."""
     if constraint.kind == "regex":
-        if re.fullmatch(constraint.pattern, text) is None:
-            raise ConstraintError(f"output does not match regex {constraint.pattern!r}", partial_text=text)
+        if not regex_fullmatch(constraint.pattern, text):
+            raise ConstraintError(f"output does not match regex {constraint.pattern!r:.200}", partial_text=text)
     elif constraint.kind == "choices":
         if text not in constraint.choices:
             raise ConstraintError("output is not one of the choices", partial_text=text)
     else:
         try:
             value = json.loads(text)
+        except RecursionError:
+            raise ConstraintError("output is JSON nested too deeply to check", partial_text=text) from None
         except ValueError as exc:
             raise ConstraintError(f"output is not valid JSON: {exc}", partial_text=text) from exc
-        problem = _schema_errors(constraint.schema, value)
+        try:
+            problem = _schema_errors(constraint.schema, value)
+        except RecursionError:
+            raise ConstraintError("output is JSON nested too deeply to check", partial_text=text) from None
         if problem is not None:
             raise ConstraintError(f"output does not match the JSON schema: {problem}", partial_text=text)
 

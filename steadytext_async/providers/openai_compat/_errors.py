@@ -1,0 +1,179 @@
+"""The one place where a remote call's failures become :class:`~steadytext_async.RemoteError` subclasses.
+
+Like httpx's ``map_httpcore_exceptions``: :meth:`CallErrors.mapped` wraps every await of a call and translates
+httpx errors, deadline expiry, SSE errors, oversized bodies and wire-format problems; :meth:`CallErrors.build`
+builds every error with its final message (redacted) and attempt count, so nothing is patched afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+from httpx_sse import SSEError
+
+from ..._exceptions import (
+    RemoteAuthenticationError,
+    RemoteBadRequestError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteNotFoundError,
+    RemoteProtocolError,
+    RemoteRateLimitError,
+    RemoteServerError,
+    RemoteStatusError,
+    RemoteTimeoutError,
+)
+from ._secrets import Redactor
+
+__all__ = [
+    "BodyTooLargeError",
+    "CallErrors",
+    "ReportedError",
+    "WireError",
+    "body_message",
+    "error_message",
+    "retry_after",
+    "retryable",
+    "status_class",
+]
+
+MAX_ERROR_BODY = 2000
+
+
+class WireError(Exception):
+    """Internal: the response broke the wire format (mapped to RemoteProtocolError)."""
+
+
+class ReportedError(Exception):
+    """Internal: the server reported an error inside a 200 response (mapped to RemoteError)."""
+
+
+class BodyTooLargeError(Exception):
+    """Internal: the response body passed ``RemoteOptions.max_response_bytes`` (mapped to RemoteProtocolError)."""
+
+
+def retryable(exc: BaseException) -> bool:
+    return isinstance(exc, RemoteRateLimitError | RemoteServerError | RemoteConnectionError)
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date); None when absent or bad."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def status_class(status: int) -> type[RemoteStatusError]:
+    if status in (401, 403):
+        return RemoteAuthenticationError
+    if status == 404:
+        return RemoteNotFoundError
+    if status == 429:
+        return RemoteRateLimitError
+    if status >= 500:
+        return RemoteServerError
+    if 400 <= status < 500:
+        return RemoteBadRequestError
+    return RemoteStatusError
+
+
+def error_message(error: object) -> str | None:
+    """The message of an OpenAI-style ``error`` value (a dict with ``message``, or a string)."""
+    message = error.get("message") if isinstance(error, dict) else error
+    return message[:500] if isinstance(message, str) and message else None
+
+
+def body_message(text: str) -> str:
+    """The ``error.message`` of an OpenAI-style error body, else the (shortened) text."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return text[:500]
+    return (error_message(data.get("error")) if isinstance(data, dict) else None) or text[:500]
+
+
+class CallErrors:
+    """Builds and maps the errors of one remote call. ``attempts``: HTTP requests sent so far.
+
+    ``give_up`` (set by the retry policy) tells, for a retryable error of the current attempt, whether no retry
+    will follow; the message then says so.
+    """
+
+    def __init__(self, provider: str, redact: Redactor, *, deadline_s: float, timeout_s: float) -> None:
+        self.provider = provider
+        self.redact = redact
+        self.deadline_s = deadline_s
+        self.timeout_s = timeout_s
+        self.attempts = 0
+        self.give_up: Callable[[type[RemoteError], float | None], bool] = lambda cls, after: True
+
+    def build(self, cls: type[RemoteError], message: str, *, opening: bool = False, **extra: Any) -> RemoteError:
+        """``cls(message)``, redacted, with the attempt count (and "gave up" when no retry follows)."""
+        n = self.attempts
+        if opening and (
+            (retryable_cls(cls) and self.give_up(cls, extra.get("retry_after"))) or (not retryable_cls(cls) and n > 1)
+        ):
+            message += f" (gave up after {n} attempt{'s' if n != 1 else ''})"
+        if "body" in extra:
+            extra["body"] = self.redact(extra["body"])
+        return cls(self.redact(f"{self.provider}: {message}"), provider=self.provider, attempts=n, **extra)
+
+    @contextlib.contextmanager
+    def mapped(self, doing: str, *, opening: bool = False) -> Iterator[None]:
+        """Translate whatever escapes the block (``doing``: "connecting", "reading", "streaming")."""
+        try:
+            yield
+        except RemoteError:
+            raise
+        except TimeoutError:
+            where = "" if opening else f" while {doing}"
+            raise self.build(
+                RemoteTimeoutError, f"the overall deadline of {self.deadline_s:g}s expired{where}", opening=opening
+            ) from None
+        except httpx.TimeoutException as exc:
+            if opening:
+                what = f"{type(exc).__name__} while {doing}"
+            elif doing == "streaming":
+                what = f"the stream stalled (no data for {self.timeout_s:g}s)"
+            else:
+                what = f"{doing} the response timed out"
+            raise self.build(RemoteTimeoutError, what, opening=opening) from None
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            raise self.build(
+                RemoteConnectionError,
+                f"the connection broke while {doing} ({type(exc).__name__}: {exc})",
+                opening=opening,
+            ) from None
+        except SSEError as exc:
+            raise self.build(RemoteProtocolError, f"malformed event stream: {exc}") from None
+        except BodyTooLargeError as exc:
+            raise self.build(RemoteProtocolError, str(exc)) from None
+        except ReportedError as exc:
+            raise self.build(RemoteError, f"the server reported an error: {exc}") from None
+        except WireError as exc:
+            raise self.build(RemoteProtocolError, str(exc)) from None
+
+
+def retryable_cls(cls: type[RemoteError]) -> bool:
+    return issubclass(cls, RemoteRateLimitError | RemoteServerError | RemoteConnectionError)
