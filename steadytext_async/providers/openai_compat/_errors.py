@@ -46,12 +46,21 @@ __all__ = [
 MAX_ERROR_BODY = 2000
 
 
+MAX_MESSAGE = 1000  # characters of an error message, cut after redaction (so a cut never splits a secret)
+_EXCERPT = 200
+
+
 class WireError(Exception):
-    """Internal: the response broke the wire format (mapped to RemoteProtocolError)."""
+    """Internal: the response broke the wire format (mapped to RemoteProtocolError). ``excerpt``: the offending
+    data, shown (redacted, then shortened) in the public message."""
+
+    def __init__(self, message: str, excerpt: str | None = None) -> None:
+        super().__init__(message)
+        self.excerpt = excerpt
 
 
 class ReportedError(Exception):
-    """Internal: the server reported an error inside a 200 response (mapped to RemoteError)."""
+    """Internal: the server reported an error inside a 200 response (mapped to RemoteError); the whole text."""
 
 
 class BodyTooLargeError(Exception):
@@ -137,7 +146,10 @@ class CallErrors:
             message += f" (gave up after {n} attempt{'s' if n != 1 else ''})"
         if "body" in extra:
             extra["body"] = self.redact(extra["body"])
-        return cls(self.redact(f"{self.provider}: {message}"), provider=self.provider, attempts=n, **extra)
+        text = self.redact(f"{self.provider}: {message}")
+        if len(text) > MAX_MESSAGE:
+            text = text[:MAX_MESSAGE] + "..."
+        return cls(text, provider=self.provider, attempts=n, **extra)
 
     @contextlib.contextmanager
     def mapped(self, doing: str, *, opening: bool = False) -> Iterator[None]:
@@ -172,7 +184,8 @@ class CallErrors:
         except ReportedError as exc:
             raise self.build(RemoteError, f"the server reported an error: {exc}") from None
         except WireError as exc:
-            raise self.build(RemoteProtocolError, str(exc)) from None
+            shown = f": {self.redact(exc.excerpt)[:_EXCERPT]!r}" if exc.excerpt else ""
+            raise self.build(RemoteProtocolError, f"{exc}{shown}") from None
 
 
 def retryable_cls(cls: type[RemoteError]) -> bool:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
 from ..base import ProviderChunk, ProviderDone, ProviderInfo
 from ..presets import ProviderPreset
-from ._errors import ReportedError, WireError, error_message
+from ._errors import ReportedError, WireError
 
 if TYPE_CHECKING:
     from ...structured import Constraint
@@ -77,12 +77,24 @@ def build_body(preset: ProviderPreset, spec: ModelSpec, request: GenerationReque
 
 def loads(data: str | bytes, what: str) -> Any:
     """``json.loads`` whose every failure (including nesting too deep to parse) is a :class:`WireError`."""
+    excerpt = data if isinstance(data, str) else data[:4096].decode("utf-8", "replace")
     try:
         return json.loads(data)
     except RecursionError:
         raise WireError(f"malformed {what} (JSON nested too deeply)") from None
     except ValueError as exc:
-        raise WireError(f"malformed {what} ({exc})") from None
+        raise WireError(f"malformed {what} ({exc})", excerpt) from None
+
+
+def _reported(error: object) -> str:
+    """The whole message of an OpenAI-style ``error`` value (cut only after redaction)."""
+    message = error.get("message") if isinstance(error, dict) else error
+    if isinstance(message, str) and message:
+        return message
+    try:
+        return json.dumps(error)
+    except (TypeError, ValueError, RecursionError):
+        return "(unreadable error object)"
 
 
 def _bytes(item: dict[str, Any]) -> list[int]:
@@ -152,15 +164,18 @@ class Parser:
             return self._feed(payload, delta)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             what = "stream event" if delta else "response body"
-            shown = f": {json.dumps(payload)[:200]}" if delta else ""
-            raise WireError(f"malformed {what} ({type(exc).__name__}: {exc}){shown}") from None
+            try:
+                excerpt = json.dumps(payload)[:4096] if delta else None
+            except (TypeError, ValueError, RecursionError):
+                excerpt = None
+            raise WireError(f"malformed {what} ({type(exc).__name__}: {exc})", excerpt) from None
 
     def _feed(self, payload: Any, delta: bool) -> ProviderChunk | None:
         if not isinstance(payload, dict):
             raise ValueError("not a JSON object")
         error = payload.get("error")
         if error is not None:
-            raise ReportedError(error_message(error) or json.dumps(error)[:500])
+            raise ReportedError(_reported(error))
         if isinstance(payload.get("usage"), dict):
             self.usage = payload["usage"]
         for key in ("system_fingerprint", "model", "id"):
