@@ -15,7 +15,7 @@ Every error this package raises on purpose derives from :class:`SteadyTextError`
         ├── MissingAPIKeyError                    the provider's API-key variable is unset; nothing was sent
         ├── RemoteConnectionError                 could not connect, or the connection broke
         │   └── RemoteTimeoutError                a timeout or the overall deadline expired
-        ├── RemoteProtocolError                   malformed response or SSE, or a stream without finish_reason
+        ├── RemoteProtocolError                   malformed/oversized response or SSE, a stream cut before [DONE]
         └── RemoteStatusError                     an HTTP error status (.status_code, .request_id, .body)
             ├── RemoteBadRequestError             400, 422 and other 4xx not listed below
             ├── RemoteAuthenticationError         401, 403
@@ -124,7 +124,8 @@ class RemoteTimeoutError(RemoteConnectionError):
 
 
 class RemoteProtocolError(RemoteError):
-    """The response broke the OpenAI wire format (bad JSON or SSE, missing fields, no finish_reason)."""
+    """The response broke the OpenAI wire format (bad JSON or SSE, missing fields, no finish_reason before the end),
+    passed ``RemoteOptions.max_response_bytes``, or held more output than ``max_new_tokens`` allows."""
 
 
 class RemoteStatusError(RemoteError):

@@ -101,7 +101,7 @@ class Router:
                     provider=name,
                     env_var=preset.api_key_env,
                 )
-        identity = (preset, hashlib.sha256(api_key.encode()).hexdigest() if api_key else None)
+        identity = (preset, hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest() if api_key else None)
         built = self._built.get(name)
         if built == identity:
             return self.providers[name]

@@ -41,6 +41,12 @@ def check_api_key(key: str | None, *, provider: str) -> SecretStr | None:
         return None
     if not isinstance(key, str):
         raise InvalidRequestError(f"the API key of provider {provider!r} must be a str")
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError(
+            f"the API key of provider {provider!r} is not valid text (undecodable bytes in its variable?)"
+        ) from None
     if _has_control(key) or key != key.strip():
         raise InvalidRequestError(
             f"the API key of provider {provider!r} contains control characters or surrounding whitespace "
