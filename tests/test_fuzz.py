@@ -306,3 +306,22 @@ def test_fuzz_remote_responses_from_a_loopback_server(
         assert again.cached and again.text == result.text and len(srv.requests) == 1
 
     run_examples(scale, 60, s.tuples(actions, s.booleans()), check)
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_fuzz_verify_command_line(scale: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``steadytext-async verify`` on arbitrary files: exit code 2 and one line on stderr, never a traceback."""
+    from steadytext_async.cli import EXIT_BAD_INPUT, main
+
+    path = tmp_path / "recording.json"
+    contents = s.binary(max_size=64) | s.builds(lambda v: json.dumps(v).encode(), json_value) | s.builds(
+        lambda e: json.dumps({"fingerprint": {**BASE_FP, **e, "provider": "openai"}}).encode(), edits
+    )  # fmt: skip
+
+    def check(content: bytes) -> None:
+        path.write_bytes(content)
+        assert main(["verify", str(path)]) == EXIT_BAD_INPUT
+        err = capsys.readouterr().err
+        assert err.startswith("steadytext-async: error:") and "Traceback" not in err
+
+    run_examples(scale, 100, contents, check)
