@@ -88,7 +88,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from ._options import RequestOptions
     from ._sync import SteadyText
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = _read_recording("-") if args.prompt == "-" else args.prompt
     kwargs: RequestOptions = {
         "max_new_tokens": args.max_new_tokens,
         "seed": args.seed,
@@ -125,12 +125,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _read_recording(source: str) -> str:
+    """The text of ``source`` (a path, or '-' for stdin); undecodable or unreadable input is a bad request."""
     from ._exceptions import InvalidRequestError
 
     try:
         return sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise InvalidRequestError(f"{source}: not a UTF-8 text file (expected generate --json output)") from None
+        raise InvalidRequestError(f"{'stdin' if source == '-' else source}: not UTF-8 text") from None
     except OSError as exc:
         raise InvalidRequestError(f"cannot read the recording: {exc}") from None
 

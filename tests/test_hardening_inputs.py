@@ -227,3 +227,9 @@ async def test_cache_dir_and_model_dir_accept_str(tmp_path: Path) -> None:
     assert Settings(cache_dir=str(tmp_path)).cache_dir == tmp_path  # type: ignore[arg-type]
     with pytest.raises(InvalidRequestError, match="cache_dir"):
         Settings(cache_dir=5)  # type: ignore[arg-type]
+
+
+def test_cli_generate_with_undecodable_stdin_exits_2() -> None:
+    r = subprocess.run([*CLI, "generate"], input=b"\xff\xfe bytes", capture_output=True, timeout=120)
+    assert r.returncode == 2 and b"Traceback" not in r.stderr
+    assert b"not valid Unicode" in r.stderr or b"not UTF-8" in r.stderr
