@@ -34,7 +34,7 @@ from steadytext_async.structured import normalize
 from steadytext_async.structured.validate import check_output
 
 T = TypeVar("T")
-SCALES = [pytest.param(1, id="ci"), pytest.param(20, id="slow", marks=pytest.mark.slow)]
+SCALES = [pytest.param(1, id="ci"), pytest.param(20, id="slow", marks=[pytest.mark.slow, pytest.mark.timeout(3600)])]
 FUZZ = settings(deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 json_leaf = s.none() | s.booleans() | s.integers(-(2**70), 2**70) | s.floats() | s.text(max_size=20)

@@ -70,7 +70,11 @@ async def _one(client: AsyncSteadyText, prompt: str, kwargs: dict[str, object], 
 
 
 @pytest.mark.parametrize(
-    "total", [pytest.param(1_000, id="ci"), pytest.param(10_000, id="full", marks=pytest.mark.slow)]
+    "total",
+    [
+        pytest.param(1_000, id="ci"),
+        pytest.param(10_000, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+    ],
 )
 async def test_stream_soak(total: int, tmp_path: Path) -> None:
     rng = random.Random(7)
@@ -121,7 +125,10 @@ async def test_stream_soak(total: int, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("total", "interval", "max_kills"),
-    [pytest.param(12, 2.0, 2, id="ci"), pytest.param(200, 2.0, 1000, id="full", marks=pytest.mark.slow)],
+    [
+        pytest.param(12, 2.0, 2, id="ci"),
+        pytest.param(200, 2.0, 1000, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
+    ],
 )
 async def test_kill_soak(total: int, interval: float, max_kills: int) -> None:
     prompts = [f"Kill soak {i}. Once upon a time" for i in range(6)]
