@@ -67,8 +67,13 @@ class BodyTooLargeError(Exception):
     """Internal: the response body passed ``RemoteOptions.max_response_bytes`` (mapped to RemoteProtocolError)."""
 
 
+def retryable_cls(cls: type[BaseException]) -> bool:
+    """429, 5xx and connection problems are worth another attempt; every other error is final."""
+    return issubclass(cls, RemoteRateLimitError | RemoteServerError | RemoteConnectionError)
+
+
 def retryable(exc: BaseException) -> bool:
-    return isinstance(exc, RemoteRateLimitError | RemoteServerError | RemoteConnectionError)
+    return retryable_cls(type(exc))
 
 
 def retry_after(headers: httpx.Headers) -> float | None:
@@ -153,7 +158,8 @@ class CallErrors:
 
     @contextlib.contextmanager
     def mapped(self, doing: str, *, opening: bool = False) -> Iterator[None]:
-        """Translate whatever escapes the block (``doing``: "connecting", "reading", "streaming")."""
+        """Translate whatever escapes the block; ``doing`` says when ("talking to <url>", "reading", "streaming").
+        ``opening``: the block sends a request, so a retryable error may be retried (see :meth:`build`)."""
         try:
             yield
         except RemoteError:
@@ -186,7 +192,3 @@ class CallErrors:
         except WireError as exc:
             shown = f": {self.redact(exc.excerpt)[:_EXCERPT]!r}" if exc.excerpt else ""
             raise self.build(RemoteProtocolError, f"{exc}{shown}") from None
-
-
-def retryable_cls(cls: type[RemoteError]) -> bool:
-    return issubclass(cls, RemoteRateLimitError | RemoteServerError | RemoteConnectionError)

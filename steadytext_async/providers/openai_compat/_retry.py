@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from ..._exceptions import RemoteError, RemoteStatusError
+from ..._exceptions import RemoteStatusError
 from ..presets import RemoteOptions
 from ._errors import retryable
 
@@ -75,7 +75,7 @@ class RetryPlan:
         retrying = AsyncRetrying(
             stop=self._stop,
             wait=self._wait,
-            retry=retry_if_exception(lambda exc: isinstance(exc, RemoteError) and retryable(exc)),
+            retry=retry_if_exception(retryable),
             before_sleep=self._before_sleep,
             sleep=lambda seconds: _sleep(seconds),
             reraise=True,
