@@ -148,7 +148,10 @@ class ScriptedServer:
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ln)}
-                raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                try:
+                    raw = await reader.readexactly(int(headers.get("content-length", "0")))
+                except asyncio.IncompleteReadError:  # the client gave up (cancelled) before sending its body
+                    return
                 seen = Seen(method, path, headers, json.loads(raw) if raw else None)
                 self.requests.append(seen)
                 if self.script:
