@@ -40,6 +40,18 @@ def _check_opt_str(name: str, value: object) -> str | None:
     return value
 
 
+def _check_prompt(prompt: object) -> str:
+    if not isinstance(prompt, str):
+        raise InvalidRequestError(f"prompt must be a str, got {type(prompt).__name__}")
+    _check_text("prompt", prompt)
+    if len(prompt) > MAX_PROMPT_BYTES // 4 and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise InvalidRequestError(
+            f"prompt is {len(prompt.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} "
+            "(the worker frame limit)"
+        )
+    return prompt
+
+
 def _check_text(name: str, value: str) -> None:
     """Text must be encodable as UTF-8: a lone surrogate (e.g. from a bad decode) cannot reach a model or a file."""
     if value.isascii():
@@ -71,14 +83,7 @@ def build_request(
     unsafe_mode: object = False,
     strict: object = None,
 ) -> GenerationRequest:
-    if not isinstance(prompt, str):
-        raise InvalidRequestError(f"prompt must be a str, got {type(prompt).__name__}")
-    _check_text("prompt", prompt)
-    if len(prompt) > MAX_PROMPT_BYTES // 4 and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
-        raise InvalidRequestError(
-            f"prompt is {len(prompt.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} "
-            "(the worker frame limit)"
-        )
+    prompt = _check_prompt(prompt)
     if max_new_tokens is None:
         max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     if not _is_int(max_new_tokens):
