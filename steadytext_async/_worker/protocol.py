@@ -1,28 +1,163 @@
-"""Frames between the pool and a worker process: 4-byte big-endian length + pickle of a tuple.
+"""Frames between the pool and a worker process: 4-byte big-endian length + pickle of one message dataclass.
 
-Parent -> child: ``("init", cfg)``, ``("gen", rid, params)``, ``("cancel", rid)``, ``("threads", seq, n)``,
-``("shutdown",)``.
-Child -> parent: ``("ready", info)``, ``("fatal", message)``, ``("piece", rid, text, token_ids, tokens)``,
-``("done", rid, finish_reason, usage, timings)``, ``("error", rid, kind, message)``,
-``("error", rid, "ConstraintError", message, partial_text)``, ``("cancelled", rid)``,
-``("threads_ok", seq, n)``.
+Parent -> child: :class:`Init` (once), then :class:`Generate`, :class:`Cancel`, :class:`SetThreads`,
+:class:`Shutdown`. Child -> parent: :class:`Ready` or :class:`Fatal` (once), then per request any number of
+:class:`PieceFrame` followed by one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and
+:class:`ThreadsAck` for each :class:`SetThreads`. A worker may run several requests at once (batched decoding),
+so frames of different requests interleave; every request frame carries its ``rid``.
 Only our own child writes to the pipe, so pickle is safe here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["HEADER", "decode_header", "encode_frame", "read_frame_fd", "write_frame_fd"]
+if TYPE_CHECKING:
+    from ..structured import Constraint
+
+__all__ = [
+    "HEADER",
+    "Cancel",
+    "Cancelled",
+    "DoneFrame",
+    "ErrorFrame",
+    "Fatal",
+    "FromWorker",
+    "GenParams",
+    "Generate",
+    "Init",
+    "PieceFrame",
+    "Ready",
+    "SetThreads",
+    "Shutdown",
+    "ThreadsAck",
+    "ToWorker",
+    "WorkerConfig",
+    "decode_header",
+    "encode_frame",
+    "read_frame_fd",
+    "write_frame_fd",
+]
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20
 
+_msg = dataclasses.dataclass(frozen=True, slots=True)
 
-def encode_frame(msg: tuple[Any, ...]) -> bytes:
+
+# -- parent -> child ---------------------------------------------------------------------------------------------
+@_msg
+class WorkerConfig:
+    model_path: str
+    n_ctx: int  # per sequence
+    n_batch: int
+    n_threads: int
+    llama_log: bool = False
+    max_batch: int = 8  # sequences per worker; the start-up self-test may lower it
+    verdict_path: str | None = None  # where the self-test verdict is cached (None: not cached)
+
+
+@_msg
+class GenParams:
+    prompt: str
+    max_new_tokens: int
+    prompt_format: str = "raw"
+    stop: str | None = None
+    temperature: float = 0.0
+    seed: int = 42
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    logprobs: bool = False
+    top_logprobs: int = 5
+    constraint: Constraint | None = None
+
+
+@_msg
+class Init:
+    cfg: WorkerConfig
+
+
+@_msg
+class Generate:
+    rid: int
+    params: GenParams
+    n_threads: int | None = None  # the worker's thread share from now on, if given
+
+
+@_msg
+class Cancel:
+    rid: int
+
+
+@_msg
+class SetThreads:
+    seq: int
+    n: int
+
+
+@_msg
+class Shutdown:
+    pass
+
+
+# -- child -> parent ---------------------------------------------------------------------------------------------
+@_msg
+class Ready:
+    info: dict[str, Any]
+
+
+@_msg
+class Fatal:
+    message: str
+
+
+@_msg
+class PieceFrame:
+    rid: int
+    text: str
+    token_ids: list[int]
+    tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
+
+
+@_msg
+class DoneFrame:
+    rid: int
+    finish_reason: str
+    usage: dict[str, int]
+    timings: dict[str, float]
+
+
+@_msg
+class ErrorFrame:
+    rid: int
+    kind: str
+    message: str
+    partial_text: str | None = None  # ConstraintError only
+
+
+@_msg
+class Cancelled:
+    rid: int
+
+
+@_msg
+class ThreadsAck:
+    seq: int
+    n: int
+
+
+ToWorker = Init | Generate | Cancel | SetThreads | Shutdown
+FromWorker = Ready | Fatal | PieceFrame | DoneFrame | ErrorFrame | Cancelled | ThreadsAck
+_KNOWN = (Init, Generate, Cancel, SetThreads, Shutdown, Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled)
+_KNOWN += (ThreadsAck,)
+
+
+def encode_frame(msg: ToWorker | FromWorker) -> bytes:
     body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(body)) + body
 
@@ -32,6 +167,13 @@ def decode_header(header: bytes) -> int:
     if size > MAX_FRAME:
         raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
     return int(size)
+
+
+def decode_body(body: bytes) -> ToWorker | FromWorker:
+    msg = pickle.loads(body)
+    if not isinstance(msg, _KNOWN):
+        raise ValueError(f"malformed frame: {type(msg).__name__}")
+    return msg  # type: ignore[no-any-return]
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -44,7 +186,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def read_frame_fd(fd: int) -> tuple[Any, ...] | None:
+def read_frame_fd(fd: int) -> ToWorker | FromWorker | None:
     """Blocking read of one frame; None at end of file."""
     header = _read_exact(fd, HEADER.size)
     if header is None:
@@ -52,13 +194,10 @@ def read_frame_fd(fd: int) -> tuple[Any, ...] | None:
     body = _read_exact(fd, decode_header(header))
     if body is None:
         return None
-    msg = pickle.loads(body)
-    if not isinstance(msg, tuple):
-        raise ValueError("malformed frame")
-    return msg
+    return decode_body(body)
 
 
-def write_frame_fd(fd: int, msg: tuple[Any, ...]) -> None:
+def write_frame_fd(fd: int, msg: ToWorker | FromWorker) -> None:
     data = memoryview(encode_frame(msg))
     while data:
         written = os.write(fd, data)
