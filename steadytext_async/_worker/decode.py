@@ -46,7 +46,10 @@ class Matcher(Protocol):
     @property
     def accepting(self) -> bool: ...
 
-    def choose(self, logits: Logits, pick: Pick, is_end: IsEnd) -> int | None: ...
+    forced: bool  # the budget rule steered the output to close within max_new_tokens
+    minimum: int | None  # tokens of the shortest valid output, if known
+
+    def choose(self, logits: Logits, pick: Pick, is_end: IsEnd, *, remaining: int | None = None) -> int | None: ...
 
     def advance(self, token: int) -> None: ...
 
@@ -111,18 +114,22 @@ class SequenceDecoder:
         if self.finished:
             return None
         if len(self.ids) >= self.max_new:
-            return self._finish("length")
+            self._finish("length")
+            return None
         m = self.matcher
         raw = logits.copy() if self.want_lp and m is not None else logits  # logprobs: the model's own
         if m is not None:
-            token = m.choose(logits, self.sampler.pick, self.vocab.is_end)  # masks in place when needed
+            # masks in place when needed; closes the output early enough to finish within max_new
+            token = m.choose(logits, self.sampler.pick, self.vocab.is_end, remaining=self.max_new - len(self.ids))
             if token is None:
-                return self._finish("constraint_complete")
+                self._finish("constraint_forced" if m.forced else "constraint_complete")
+                return None
             m.advance(token)
         else:
             token = self.sampler.pick(logits)
             if self.vocab.is_end(token):
-                return self._finish("eos")
+                self._finish("eos")
+                return None
         self.ids.append(token)
         data = self.vocab.piece(token)
         if self.want_lp:
@@ -131,9 +138,11 @@ class SequenceDecoder:
             self.info.append(TokenInfo(token, data, lp, tops))
         self._emit(self.asm.feed(len(self.ids) - 1, data))
         if self.asm.stopped:
-            return self._finish("stop_string")
+            self._finish("stop_string")
+            return None
         if len(self.ids) >= self.max_new:
-            return self._finish("length")
+            self._finish("length")
+            return None
         return token
 
     def _emit(self, piece: TextPiece | None) -> None:
@@ -147,16 +156,18 @@ class SequenceDecoder:
         self._emit(self.asm.finish())
         m = self.matcher
         if m is not None and reason == "length":
-            if m.done:
+            if m.accepting and m.forced:
+                reason = "constraint_forced"
+            elif m.done:
                 reason = "constraint_complete"
             elif not m.accepting:
                 self.finish_reason = "error"
+                shortest = "" if m.minimum is None else f"; the shortest valid output is {m.minimum} tokens"
                 raise ConstraintError(
-                    f"max_new_tokens={self.max_new} ran out before the output satisfied the constraint",
+                    f"max_new_tokens={self.max_new} ran out before the output satisfied the constraint{shortest}",
                     partial_text=self.text(),
                 )
         self.finish_reason = reason
-        return None
 
     def text(self) -> str:
         """Everything generated so far, decoded (what the caller has received plus anything held back)."""

@@ -22,7 +22,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import pickle
 import signal
 import sys
 import time
@@ -32,7 +31,28 @@ from typing import Any
 
 from .._engine.budget import HostBudget, Token
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
-from .protocol import HEADER, decode_header, encode_frame
+from .protocol import (
+    HEADER,
+    Cancel,
+    Cancelled,
+    DoneFrame,
+    ErrorFrame,
+    Fatal,
+    FromWorker,
+    Generate,
+    GenParams,
+    Init,
+    PieceFrame,
+    Ready,
+    SetThreads,
+    Shutdown,
+    ThreadsAck,
+    ToWorker,
+    WorkerConfig,
+    decode_body,
+    decode_header,
+    encode_frame,
+)
 
 __all__ = ["Done", "Pool", "WorkerInfo", "WorkerPiece"]
 
@@ -66,6 +86,10 @@ class _Died(Exception):
     pass
 
 
+class _DiedEvent:
+    """Queued for the request reading a worker's events when the worker's pipe closes."""
+
+
 class WorkerHandle:
     """The pool's handle on one worker process (the child's side is ``_worker.child.Worker``)."""
 
@@ -76,7 +100,7 @@ class WorkerHandle:
         self.proc = proc
         self.model_key = model_key
         self.info: WorkerInfo = {}
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.events: asyncio.Queue[FromWorker | _DiedEvent] = asyncio.Queue()
         self.acks: dict[int, asyncio.Future[int]] = {}
         self.busy = False
         self.alive = True
@@ -88,7 +112,7 @@ class WorkerHandle:
     def pid(self) -> int:
         return int(self.proc.pid)
 
-    def send(self, msg: tuple[Any, ...]) -> None:
+    def send(self, msg: ToWorker) -> None:
         if not self.alive or self.proc.stdin is None:
             raise _Died
         try:
@@ -163,7 +187,7 @@ class Pool:
             for _ in range(max(0, want - have)):
                 tg.create_task(self._spawn_idle(model_path))
 
-    async def stream(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
+    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
         """Run one generation; yield pieces then a final :class:`Done`."""
         delivered = ""
         for attempt in range(2):
@@ -197,7 +221,7 @@ class Pool:
         for w in workers:
             if w.alive:
                 with contextlib.suppress(_Died):
-                    w.send(("shutdown",))
+                    w.send(Shutdown())
         for w in workers:
             try:
                 await asyncio.wait_for(w.proc.wait(), 2.0)
@@ -227,30 +251,29 @@ class Pool:
         self._tokens = []
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
+    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
         t_queued = time.perf_counter()
         worker = await self._acquire(model_path)
         queue_wait = time.perf_counter() - t_queued
         rid = next(self._rids)
         finished = False
         try:
-            worker.send(("gen", rid, {**params, "n_threads": worker.threads}))
+            worker.send(Generate(rid, params, n_threads=worker.threads))
             while True:
                 msg = await worker.events.get()
-                kind = msg[0]
-                if kind == "piece" and msg[1] == rid:
-                    yield WorkerPiece(msg[2], msg[3], msg[4])
-                elif kind == "done" and msg[1] == rid:
+                if isinstance(msg, PieceFrame) and msg.rid == rid:
+                    yield WorkerPiece(msg.text, msg.token_ids, msg.tokens)
+                elif isinstance(msg, DoneFrame) and msg.rid == rid:
                     finished = True
                     self.generations += 1
-                    yield Done(msg[2], msg[3], msg[4], queue_wait, worker.info)
+                    yield Done(msg.finish_reason, msg.usage, msg.timings, queue_wait, worker.info)
                     return
-                elif kind == "error" and msg[1] == rid:
+                elif isinstance(msg, ErrorFrame) and msg.rid == rid:
                     finished = True
-                    if msg[2] == "ConstraintError":
-                        raise ConstraintError(msg[3], partial_text=msg[4])
-                    raise WorkerError(f"worker failed: {msg[2]}: {msg[3]}")
-                elif kind == "died":
+                    if msg.kind == "ConstraintError":
+                        raise ConstraintError(msg.message, partial_text=msg.partial_text or "")
+                    raise WorkerError(f"worker failed: {msg.kind}: {msg.message}")
+                elif isinstance(msg, _DiedEvent):
                     finished = True
                     raise _Died(worker.crash_detail())
         finally:
@@ -260,13 +283,13 @@ class Pool:
 
     async def _cancel(self, worker: WorkerHandle, rid: int) -> None:
         try:
-            worker.send(("cancel", rid))
+            worker.send(Cancel(rid))
             async with asyncio.timeout(self.cancel_timeout):
                 while True:
                     msg = await worker.events.get()
-                    if msg[0] in ("cancelled", "done", "error") and msg[1] == rid:
+                    if isinstance(msg, Cancelled | DoneFrame | ErrorFrame) and msg.rid == rid:
                         return
-                    if msg[0] == "died":
+                    if isinstance(msg, _DiedEvent):
                         return
         except (_Died, TimeoutError):
             logger.warning("worker pid %s did not stop on cancel; killing it", worker.pid)
@@ -399,7 +422,7 @@ class Pool:
                 fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 w.acks[seq] = fut
                 try:
-                    w.send(("threads", seq, share))
+                    w.send(SetThreads(seq, share))
                 except _Died:
                     w.acks.pop(seq, None)
                     continue
@@ -434,7 +457,7 @@ class Pool:
             self._workers.remove(worker)
         if worker.alive:
             with contextlib.suppress(_Died):
-                worker.send(("shutdown",))
+                worker.send(Shutdown())
             worker.alive = False
 
     # -- processes -------------------------------------------------------------------------------------------
@@ -456,14 +479,15 @@ class Pool:
         )
         worker = WorkerHandle(proc, model_path)
         worker.threads = self.threads
-        cfg = {
-            "model_path": model_path,
-            "n_ctx": self.n_ctx,
-            "n_batch": self.n_batch,
-            "n_threads": self.threads,
-            "llama_log": self.llama_log,
-        }
-        worker.send(("init", cfg))
+        cfg = WorkerConfig(
+            model_path=model_path,
+            n_ctx=self.n_ctx,
+            n_batch=self.n_batch,
+            n_threads=self.threads,
+            llama_log=self.llama_log,
+            max_batch=1,  # one request per worker until the pool schedules batches
+        )
+        worker.send(Init(cfg))
         worker.tasks.append(asyncio.create_task(self._drain_stderr(worker)))
         try:
             async with asyncio.timeout(self.start_timeout):
@@ -474,25 +498,24 @@ class Pool:
             await asyncio.sleep(0)
             detail = worker.crash_detail()
             raise ModelUnavailableError(f"worker failed to start for {model_path}: {exc!r}; {detail}") from None
-        if first[0] != "ready":
+        if not isinstance(first, Ready):
             await proc.wait()
-            message = first[1] if first[0] == "fatal" else repr(first)
+            message = first.message if isinstance(first, Fatal) else repr(first)
             failure = f"could not load model {model_path}: {message}"
             self._failed[model_path] = (time.monotonic(), failure)
             raise ModelUnavailableError(failure)
-        worker.info = first[1]
+        worker.info = first.info
         worker.tasks.append(asyncio.create_task(self._pump(worker)))
         self._workers.append(worker)
         logger.debug("worker pid %s ready for %s", worker.pid, model_path)
         return worker
 
-    async def _read_frame(self, worker: WorkerHandle) -> tuple[Any, ...]:
+    async def _read_frame(self, worker: WorkerHandle) -> FromWorker:
         stdout = worker.proc.stdout
         assert stdout is not None
         header = await stdout.readexactly(HEADER.size)
-        body = await stdout.readexactly(decode_header(header))
-        msg = pickle.loads(body)
-        if not isinstance(msg, tuple) or not msg:
+        msg = decode_body(await stdout.readexactly(decode_header(header)))
+        if isinstance(msg, Init | Generate | Cancel | SetThreads | Shutdown):
             raise ValueError("malformed frame from worker")
         return msg
 
@@ -500,10 +523,10 @@ class Pool:
         try:
             while True:
                 msg = await self._read_frame(worker)
-                if msg[0] == "threads_ok":
-                    fut = worker.acks.pop(int(msg[1]), None)
+                if isinstance(msg, ThreadsAck):
+                    fut = worker.acks.pop(msg.seq, None)
                     if fut is not None and not fut.done():
-                        fut.set_result(int(msg[2]))
+                        fut.set_result(msg.n)
                 else:
                     worker.events.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
@@ -514,7 +537,7 @@ class Pool:
             if not fut.done():
                 fut.set_exception(_Died())
         worker.acks.clear()
-        worker.events.put_nowait(("died",))
+        worker.events.put_nowait(_DiedEvent())
         async with self._cond:
             if worker in self._workers and not worker.busy:
                 self._retire(worker)

@@ -46,11 +46,9 @@ __all__ = [
 HEADER = struct.Struct(">I")
 MAX_FRAME = 64 << 20
 
-_msg = dataclasses.dataclass(frozen=True, slots=True)
-
 
 # -- parent -> child ---------------------------------------------------------------------------------------------
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerConfig:
     model_path: str
     n_ctx: int  # per sequence
@@ -61,7 +59,7 @@ class WorkerConfig:
     verdict_path: str | None = None  # where the self-test verdict is cached (None: not cached)
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class GenParams:
     prompt: str
     max_new_tokens: int
@@ -77,46 +75,46 @@ class GenParams:
     constraint: Constraint | None = None
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Init:
     cfg: WorkerConfig
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Generate:
     rid: int
     params: GenParams
     n_threads: int | None = None  # the worker's thread share from now on, if given
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cancel:
     rid: int
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class SetThreads:
     seq: int
     n: int
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Shutdown:
     pass
 
 
 # -- child -> parent ---------------------------------------------------------------------------------------------
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Ready:
     info: dict[str, Any]
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Fatal:
     message: str
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class PieceFrame:
     rid: int
     text: str
@@ -124,7 +122,7 @@ class PieceFrame:
     tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class DoneFrame:
     rid: int
     finish_reason: str
@@ -132,7 +130,7 @@ class DoneFrame:
     timings: dict[str, float]
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class ErrorFrame:
     rid: int
     kind: str
@@ -140,12 +138,12 @@ class ErrorFrame:
     partial_text: str | None = None  # ConstraintError only
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class Cancelled:
     rid: int
 
 
-@_msg
+@dataclasses.dataclass(frozen=True, slots=True)
 class ThreadsAck:
     seq: int
     n: int
@@ -153,8 +151,8 @@ class ThreadsAck:
 
 ToWorker = Init | Generate | Cancel | SetThreads | Shutdown
 FromWorker = Ready | Fatal | PieceFrame | DoneFrame | ErrorFrame | Cancelled | ThreadsAck
-_KNOWN = (Init, Generate, Cancel, SetThreads, Shutdown, Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled)
-_KNOWN += (ThreadsAck,)
+_TO_WORKER = (Init, Generate, Cancel, SetThreads, Shutdown)
+_FROM_WORKER = (Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled, ThreadsAck)
 
 
 def encode_frame(msg: ToWorker | FromWorker) -> bytes:
@@ -171,9 +169,9 @@ def decode_header(header: bytes) -> int:
 
 def decode_body(body: bytes) -> ToWorker | FromWorker:
     msg = pickle.loads(body)
-    if not isinstance(msg, _KNOWN):
+    if not isinstance(msg, _TO_WORKER + _FROM_WORKER):
         raise ValueError(f"malformed frame: {type(msg).__name__}")
-    return msg  # type: ignore[no-any-return]
+    return msg
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
