@@ -3,10 +3,12 @@
 The worker (alone or batched), the structured-output tests and the structured benchmark all drive this one loop::
 
     dec = SequenceDecoder(vocab, max_new_tokens=24, sampler=Sampler(...))
-    token = dec.feed(model.prefill(seq, prompt))  # None: finished (dec.finish_reason says why)
+    token = dec.feed(logits_of_the_prompt)   # None: finished (dec.finish_reason says why)
     while token is not None:
-        token = dec.feed(model.step([(seq, token)])[0])
-    pieces = dec.take()                           # text released so far (also available after every feed)
+        token = dec.feed(logits_after(token))
+    pieces = dec.take()                      # text released so far (also available after every feed)
+
+``LlamaModel.run`` is that loop for one sequence alone; ``batch.Batcher`` runs it for many sequences at once.
 
 A step: the matcher (if any) masks the logits and applies the completion rule, the sampler picks, the token's
 bytes go through a :class:`TextAssembler` (whole UTF-8 characters, stop string cut out) and, if asked, its
@@ -22,8 +24,7 @@ from typing import NamedTuple, Protocol
 from .._exceptions import ConstraintError
 from .._textstream import Piece as TextPiece
 from .._textstream import TextAssembler
-from .llama import Logits
-from .sampling import Sampler, log_softmax_at, top_alternatives
+from .sampling import Logits, Sampler, log_softmax_at, top_alternatives
 
 __all__ = ["Emitted", "Matcher", "SequenceDecoder", "TokenInfo", "Vocab"]
 

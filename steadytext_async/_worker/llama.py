@@ -22,14 +22,16 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
+
+from .sampling import Logits
+
+if TYPE_CHECKING:
+    from .decode import SequenceDecoder
 
 __all__ = ["KERNEL", "LlamaModel", "Logits"]
-
-Logits = npt.NDArray[np.float32]
 
 # Settings that change the output bytes; recorded in the worker info and so in each result's fingerprint.
 KERNEL: dict[str, bool] = {"repack": False, "flash_attn": False, "kv_unified": False, "tiled_mm": False}
@@ -135,6 +137,19 @@ class LlamaModel:
         self._decode()
         self.n_past[seq] = pos + len(chunk)
         return self._row(len(chunk) - 1) if last else None
+
+    def run(self, prompt: Sequence[int], decoder: SequenceDecoder, seq: int = 0) -> None:
+        """Decode one sequence alone to its end: what the worker does for a request with no neighbours."""
+        try:
+            row = None
+            for start in range(0, len(prompt), self.n_batch):
+                row = self.prefill(seq, prompt, start)
+            assert row is not None
+            token = decoder.feed(row)
+            while token is not None:
+                token = decoder.feed(self.step([(seq, token)])[0])
+        finally:
+            self.clear(seq)
 
     def step(self, entries: Sequence[tuple[int, int]]) -> Logits:
         """Decode one token for each ``(seq, token)`` in one ``llama_decode``; the logits rows, in order."""
