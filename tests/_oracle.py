@@ -15,8 +15,8 @@ import sys
 
 os.environ["GGML_CPU_TILED_MM"] = "0"
 
-import llama_cpp  # noqa: E402
-from llama_cpp import llama_cpp as lc  # noqa: E402
+import llama_cpp
+from llama_cpp import llama_cpp as lc
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -138,16 +139,21 @@ class LlamaModel:
         self.n_past[seq] = pos + len(chunk)
         return self._row(len(chunk) - 1) if last else None
 
-    def run(self, prompt: Sequence[int], decoder: SequenceDecoder, seq: int = 0) -> None:
-        """Decode one sequence alone to its end: what the worker does for a request with no neighbours."""
+    def run(self, prompt: Sequence[int], decoder: SequenceDecoder, seq: int = 0) -> float:
+        """Decode one sequence alone to its end, as the worker does for a request with no neighbours.
+
+        Returns the seconds spent after the prompt was evaluated.
+        """
         try:
             row = None
             for start in range(0, len(prompt), self.n_batch):
                 row = self.prefill(seq, prompt, start)
             assert row is not None
+            t0 = time.perf_counter()
             token = decoder.feed(row)
             while token is not None:
                 token = decoder.feed(self.step([(seq, token)])[0])
+            return time.perf_counter() - t0
         finally:
             self.clear(seq)
 
