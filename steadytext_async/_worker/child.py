@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,11 +85,12 @@ _GEMMA_TEMPLATE = (
 
 
 class Worker:
-    def __init__(self, cfg: WorkerConfig) -> None:
+    def __init__(self, cfg: WorkerConfig, send: Callable[[FromWorker], None] = _send) -> None:
         import llama_cpp
 
         self.lc = llama_cpp
         self.cfg = cfg
+        self.send = send
         self.inbox: queue.Queue[ToWorker] = queue.Queue()
         self.model = LlamaModel(
             cfg.model_path,
@@ -100,7 +102,7 @@ class Worker:
         )
         self.batch_max, self.selftest_seconds = self._batch_verdict()
         slots = max(1, self.batch_max)
-        self.batcher = Batcher(self.model, slots=slots, per_call=slots, threads=cfg.n_threads, send=_send)
+        self.batcher = Batcher(self.model, slots=slots, per_call=slots, threads=cfg.n_threads, send=send)
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
 
@@ -191,7 +193,7 @@ class Worker:
             matcher = self._matcher(p.constraint) if p.constraint is not None else None
             tokens, truncated = self._prompt(p.prompt, p.prompt_format, p.max_new_tokens)
         except Exception as exc:  # report, keep serving
-            _send(ErrorFrame(msg.rid, type(exc).__name__, str(exc)))
+            self.send(ErrorFrame(msg.rid, type(exc).__name__, str(exc)))
             return
         sampler = Sampler(temperature=p.temperature, seed=p.seed, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
         decoder = SequenceDecoder(
@@ -216,10 +218,10 @@ class Worker:
             for m in queued:
                 self.waiting.remove(m)
             if queued or self.batcher.cancel(msg.rid):
-                _send(Cancelled(msg.rid))
+                self.send(Cancelled(msg.rid))
         elif isinstance(msg, SetThreads):
             self.batcher.set_share(msg.n)
-            _send(ThreadsAck(msg.seq, self.batcher.share))
+            self.send(ThreadsAck(msg.seq, self.batcher.share))
         elif isinstance(msg, Shutdown):
             os._exit(0)
         else:
@@ -235,9 +237,13 @@ class Worker:
                     break
                 self.handle(msg)
                 block = False
-            while self.waiting and self.batcher.capacity:
-                self.start(self.waiting.popleft())
-            self.batcher.tick()
+            self.work()
+
+    def work(self) -> None:
+        """Admit waiting requests into free slots, then one batcher tick."""
+        while self.waiting and self.batcher.capacity:
+            self.start(self.waiting.popleft())
+        self.batcher.tick()
 
 
 def _reader(inbox: queue.Queue[ToWorker]) -> None:
