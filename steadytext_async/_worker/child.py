@@ -126,7 +126,11 @@ class Worker:
         if cached is not None:
             return cached, 0.0
         t0 = time.perf_counter()
+        # One thread: workers often start together, and their self-tests must not oversubscribe the cores. The
+        # bytes do not depend on the thread count (each output element is computed by one thread).
+        self.model.set_threads(1)
         verdict = selftest.batch_verdict(self.model, cfg.max_batch)
+        self.model.set_threads(cfg.n_threads)
         if path is not None:
             selftest.store_verdict(path, key, verdict)
         return verdict, time.perf_counter() - t0

@@ -1,12 +1,15 @@
 """A pool of llama.cpp worker processes with a shared decode-thread budget.
 
 - Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``.
-- At most ``min(max_workers, threads)`` requests decode at once; the ``threads`` budget is split among them and
-  re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose share shrinks
-  must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
+- At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
+  (``max_batch``; see ``_worker/batch.py``): new requests go to another worker while the thread budget allows,
+  then join the least loaded decoding worker's batch. The ``threads`` budget is split among decoding workers (not
+  requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
+  share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
 - With a :class:`~steadytext_async._engine.budget.HostBudget`, every decode thread also needs one host token, so
   all pools of all processes on the host together stay within the cores. A pool holds tokens only while it has
-  active requests; it takes spare tokens for a lone request only while no other pool waits.
+  active requests; it takes spare tokens for a lone request only while no other pool waits. Joining a running
+  batch needs no token (the worker's share does not change).
 - Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
 - A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
   already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
@@ -100,9 +103,9 @@ class WorkerHandle:
         self.proc = proc
         self.model_key = model_key
         self.info: WorkerInfo = {}
-        self.events: asyncio.Queue[FromWorker | _DiedEvent] = asyncio.Queue()
+        self.streams: dict[int, asyncio.Queue[FromWorker | _DiedEvent]] = {}  # by request id
         self.acks: dict[int, asyncio.Future[int]] = {}
-        self.busy = False
+        self.active = 0  # requests decoding here (up to ``capacity``, batched)
         self.alive = True
         self.threads = 0
         self.stderr_tail: deque[str] = deque(maxlen=40)
@@ -111,6 +114,15 @@ class WorkerHandle:
     @property
     def pid(self) -> int:
         return int(self.proc.pid)
+
+    @property
+    def busy(self) -> bool:
+        return self.active > 0
+
+    @property
+    def capacity(self) -> int:
+        """Requests this worker decodes at once: its self-test's batch size (1 = no batching)."""
+        return max(1, int(self.info.get("max_batch", 1)))
 
     def send(self, msg: ToWorker) -> None:
         if not self.alive or self.proc.stdin is None:
@@ -139,6 +151,8 @@ class Pool:
         threads: int,
         n_ctx: int,
         n_batch: int,
+        max_batch: int = 1,
+        verdict_path: str | None = None,
         llama_log: bool = False,
         start_timeout: float = 120.0,
         cancel_timeout: float = 5.0,
@@ -148,6 +162,8 @@ class Pool:
         self.threads = threads
         self.n_ctx = n_ctx
         self.n_batch = n_batch
+        self.max_batch = max_batch
+        self.verdict_path = verdict_path
         self.llama_log = llama_log
         self.start_timeout = start_timeout
         self.cancel_timeout = cancel_timeout
@@ -256,11 +272,12 @@ class Pool:
         worker = await self._acquire(model_path)
         queue_wait = time.perf_counter() - t_queued
         rid = next(self._rids)
+        events = worker.streams[rid] = asyncio.Queue()
         finished = False
         try:
             worker.send(Generate(rid, params, n_threads=worker.threads))
             while True:
-                msg = await worker.events.get()
+                msg = await events.get()
                 if isinstance(msg, PieceFrame) and msg.rid == rid:
                     yield WorkerPiece(msg.text, msg.token_ids, msg.tokens)
                 elif isinstance(msg, DoneFrame) and msg.rid == rid:
@@ -278,15 +295,16 @@ class Pool:
                     raise _Died(worker.crash_detail())
         finally:
             if not finished and worker.alive:
-                await asyncio.shield(self._cancel(worker, rid))
+                await asyncio.shield(self._cancel(worker, rid, events))
+            worker.streams.pop(rid, None)
             await asyncio.shield(self._release(worker))
 
-    async def _cancel(self, worker: WorkerHandle, rid: int) -> None:
+    async def _cancel(self, worker: WorkerHandle, rid: int, events: asyncio.Queue[FromWorker | _DiedEvent]) -> None:
         try:
             worker.send(Cancel(rid))
             async with asyncio.timeout(self.cancel_timeout):
                 while True:
-                    msg = await worker.events.get()
+                    msg = await events.get()
                     if isinstance(msg, Cancelled | DoneFrame | ErrorFrame) and msg.rid == rid:
                         return
                     if isinstance(msg, _DiedEvent):
@@ -353,15 +371,7 @@ class Pool:
                 if self._closed:
                     raise WorkerError("the pool is closed")
                 active = len(self._active())
-                if active < self.max_active and not self._has_token(active):
-                    # every host token is taken (other pools or processes): poll while listening for our own
-                    assert self.budget is not None
-                    with self.budget.waiting(), contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._cond.wait()
-                    delay = min(0.05, delay * 2)
-                    continue
-                if active < self.max_active:
+                if active < self.max_active and self._has_token(active):  # spread over workers first
                     idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
                     if idle:
                         worker = idle[0]
@@ -375,8 +385,20 @@ class Pool:
                     if other:
                         self._retire(other[0])
                         continue
+                joinable = [w for w in self._active() if w.model_key == model_path and w.active < w.capacity]
+                if joinable:  # then batch: join the least loaded decoding worker (its thread share is unchanged)
+                    worker = min(joinable, key=lambda w: w.active)
+                    worker.active += 1
+                    return worker
+                if active < self.max_active and self.budget is not None:
+                    # every host token is taken (other pools or processes): poll while listening for our own
+                    with self.budget.waiting(), contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._cond.wait()
+                    delay = min(0.05, delay * 2)
+                    continue
                 await self._cond.wait()
-            worker.busy = True
+            worker.active = 1
             worker.threads = 0  # no share until _redistribute grants one
         try:
             await self._redistribute(newcomer=worker)
@@ -396,7 +418,10 @@ class Pool:
 
     async def _release(self, worker: WorkerHandle) -> None:
         async with self._cond:
-            worker.busy = False
+            worker.active = max(0, worker.active - 1)
+            if worker.busy:  # still decoding others: its thread share stays
+                self._cond.notify_all()
+                return
             if not worker.alive:
                 self._retire(worker)
             self._cond.notify_all()
@@ -485,7 +510,8 @@ class Pool:
             n_batch=self.n_batch,
             n_threads=self.threads,
             llama_log=self.llama_log,
-            max_batch=1,  # one request per worker until the pool schedules batches
+            max_batch=self.max_batch,
+            verdict_path=self.verdict_path,
         )
         worker.send(Init(cfg))
         worker.tasks.append(asyncio.create_task(self._drain_stderr(worker)))
@@ -527,8 +553,10 @@ class Pool:
                     fut = worker.acks.pop(msg.seq, None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg.n)
-                else:
-                    worker.events.put_nowait(msg)
+                elif isinstance(msg, PieceFrame | DoneFrame | ErrorFrame | Cancelled):
+                    stream = worker.streams.get(msg.rid)
+                    if stream is not None:
+                        stream.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         worker.alive = False
@@ -537,7 +565,8 @@ class Pool:
             if not fut.done():
                 fut.set_exception(_Died())
         worker.acks.clear()
-        worker.events.put_nowait(_DiedEvent())
+        for stream in worker.streams.values():
+            stream.put_nowait(_DiedEvent())
         async with self._cond:
             if worker in self._workers and not worker.busy:
                 self._retire(worker)
