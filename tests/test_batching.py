@@ -170,3 +170,43 @@ def test_neighbours_join_and_leave_mid_generation(harness: Harness, alone: dict[
 def test_more_requests_than_slots_queue_and_still_match(harness: Harness, alone: dict[int, Out]) -> None:
     batch = TARGETS + NEIGHBOURS  # 11 requests, 7 slots
     check(harness.run({0: batch}), batch, alone)
+
+
+# -- the self-test's bookkeeping (no model) ------------------------------------------------------------------------
+def test_compare_reports_each_sequences_first_difference_and_its_batch_size() -> None:
+    a, b, c, d = (bytes([i]) * 4 for i in range(4))
+    alone = [[a, b, c], [a, b, c], [a, b, c]]
+    batched = [[a, b, c], [a, d, d], [a, b, d]]  # seq 1 differs from step 1 on, seq 2 at step 2
+    sizes = [[1, 2, 3], [1, 8, 3], [1, 2, 5]]
+    assert selftest.compare(alone, batched, sizes) == [(1, 1, 8), (2, 2, 5)]  # verdict: 5 - 1 = 4
+
+
+def test_verdict_cache_round_trip_and_corrupt_file(tmp_path: Path) -> None:
+    path = tmp_path / "v" / "batch-verdicts.json"
+    assert selftest.load_verdict(path, "k") is None
+    selftest.store_verdict(path, "k", 7)
+    selftest.store_verdict(path, "other", 3)
+    assert selftest.load_verdict(path, "k") == 7 and selftest.load_verdict(path, "other") == 3
+    path.write_text("{not json")
+    assert selftest.load_verdict(path, "k") is None
+    selftest.store_verdict(path, "k", 5)  # a corrupt file is replaced, not a crash
+    assert selftest.load_verdict(path, "k") == 5
+
+
+# -- through the pool ----------------------------------------------------------------------------------------------
+async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path: Path) -> None:
+    import asyncio
+
+    import steadytext_async as st
+
+    prompts = [f"Fact number {i}:" for i in range(6)]
+    async with st.AsyncSteadyText(workers=1, threads=1, max_batch=1, cache_dir=tmp_path) as solo:
+        expected = [await solo.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts]
+    async with st.AsyncSteadyText(workers=1, threads=1, max_batch=4, cache_dir=tmp_path) as client:
+        got = await asyncio.gather(*(client.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts))
+        pool = client._local.pool
+        assert len(pool.pids()) == 1 and pool.peak_batch == 4  # six requests, one worker, four decoding at once
+    for e, g in zip(expected, got, strict=True):
+        assert (g.text, g.token_ids, g.logprobs) == (e.text, e.token_ids, e.logprobs)
+        assert g.fingerprint.max_batch == 4 and e.fingerprint.max_batch == 1
+        assert g.fingerprint.kernel is not None and "tiled_mm=0" in g.fingerprint.kernel

@@ -182,6 +182,7 @@ class Pool:
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
         self.shrinks = 0  # acknowledged reductions of a running worker's share
+        self.peak_batch = 0  # most requests one worker ever decoded at once
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -389,6 +390,7 @@ class Pool:
                 if joinable:  # then batch: join the least loaded decoding worker (its thread share is unchanged)
                     worker = min(joinable, key=lambda w: w.active)
                     worker.active += 1
+                    self.peak_batch = max(self.peak_batch, worker.active)
                     return worker
                 if active < self.max_active and self.budget is not None:
                     # every host token is taken (other pools or processes): poll while listening for our own
@@ -399,6 +401,7 @@ class Pool:
                     continue
                 await self._cond.wait()
             worker.active = 1
+            self.peak_batch = max(self.peak_batch, 1)
             worker.threads = 0  # no share until _redistribute grants one
         try:
             await self._redistribute(newcomer=worker)
