@@ -2,7 +2,7 @@
 
 Prints one JSON line per figure. Ratios are what matter; absolute times on a shared machine are noise.
 
-    python benchmarks/bench_batching.py            # full run
+    python benchmarks/bench_batching.py            # full run (--tokens 64 --rounds 3)
     python benchmarks/bench_batching.py --quick    # bounded form used by the test suite
 
 Figures:
@@ -114,9 +114,11 @@ async def shapes_table(cores: int, tokens: int, rounds: int, concurrent: int) ->
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="bounded run for CI")
+    ap.add_argument("--tokens", type=int, default=None, help="new tokens per request (default 64; quick 16)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds per figure, median kept (default 3; quick 1)")
     args = ap.parse_args()
-    tokens = 16 if args.quick else 64
-    rounds = 1 if args.quick else 3
+    tokens = args.tokens or (16 if args.quick else 64)
+    rounds = args.rounds or (1 if args.quick else 3)
     levels = [1, 2, 8] if args.quick else [1, 2, 4, 8, 16]
     cores = st.Settings.from_env().threads
     async with client(cores, cores, 8) as on, client(cores, cores, 1) as off:

@@ -109,7 +109,7 @@ async def test_thread_share_changes_mid_generation_do_not_change_bytes() -> None
     async with st.AsyncSteadyText(workers=1, threads=1) as ref_client:
         ref_a = await ref_client.generate("Once upon a time", max_new_tokens=160)
         ref_b = await ref_client.generate("The capital of France is", max_new_tokens=40)
-    async with st.AsyncSteadyText(workers=2, threads=2) as client:
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=1) as client:  # B must not join A's batch
         await client.preload()
         stream_a = client.stream("Once upon a time", max_new_tokens=160)
         first = await anext(stream_a)  # A is decoding alone, with both threads
