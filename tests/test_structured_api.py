@@ -36,7 +36,8 @@ async def test_typed_convenience_returns_the_object() -> None:
 
 
 async def test_choices_and_regex() -> None:
-    assert await st.agenerate("Review: I love it!\nSentiment:", choices=["positive", "negative", "neutral"]) == "positive"
+    sentiment = await st.agenerate("Review: I love it!\nSentiment:", choices=["positive", "negative", "neutral"])
+    assert sentiment == "positive"
     text = await st.agenerate("2 + 2 = ", regex=r"[0-9]+", max_new_tokens=8)
     assert text == "4"
 
