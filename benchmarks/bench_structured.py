@@ -22,7 +22,9 @@ from pydantic import BaseModel, Field
 
 from steadytext_async._exceptions import ConstraintError
 from steadytext_async._registry import embedded_model
+from steadytext_async._worker.decode import SequenceDecoder
 from steadytext_async._worker.llama import LlamaModel
+from steadytext_async._worker.sampling import Sampler
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize
 from steadytext_async.structured.grammar import choices_regex
 
@@ -61,59 +63,75 @@ def emit(**fields: Any) -> None:
     print(json.dumps(fields, sort_keys=True), flush=True)
 
 
-def _argmax(logits: Any) -> int:
-    return int(np.argmax(logits))
+class TimedGuide:
+    """Wraps a guide (TokenMatcher's members) and times the calls the decode loop makes to it."""
+
+    def __init__(self, guide: Any) -> None:
+        self.guide = guide
+        self.seconds = 0.0
+        self.reads = 0
+
+    @property
+    def done(self) -> bool:
+        return bool(self.guide.done)
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self.guide.accepting)
+
+    @property
+    def forced(self) -> bool:
+        return bool(getattr(self.guide, "forced", False))
+
+    @property
+    def minimum(self) -> int | None:
+        return getattr(self.guide, "minimum", None)
+
+    def choose(
+        self, logits: Any, pick: Callable[[Any], int], is_end: Callable[[int], bool], *, remaining: int | None = None
+    ) -> int | None:
+        t0 = time.perf_counter()
+        try:
+            return self.guide.choose(logits, pick, is_end, remaining=remaining)  # type: ignore[no-any-return]
+        finally:
+            self.seconds += time.perf_counter() - t0
+            self.reads += 1
+
+    def advance(self, token: int) -> None:
+        t0 = time.perf_counter()
+        self.guide.advance(token)
+        self.seconds += time.perf_counter() - t0
 
 
 class Model(LlamaModel):
-    """The model plus the worker's low-level decode primitives."""
+    """The model plus the worker's one decode loop (``SequenceDecoder``)."""
 
     def __init__(self, path: str, threads: int) -> None:
         super().__init__(path, n_ctx=512, n_batch=256, n_threads=threads)
 
     def decode(self, prompt: str, max_new: int, guide: Any | None) -> dict[str, Any]:
-        """Greedy decode; ``guide`` has TokenMatcher's choose/advance/done. Returns text and timings.
+        """Greedy decode; ``guide`` has TokenMatcher's members. Returns text and timings.
 
-        ``steps`` counts decoded tokens; the step that decides the end (no new token) is timed but not counted.
+        ``steps`` counts decoded tokens; ``reads`` the logits rows the guide looked at (the step that decides the
+        end, with no new token, is timed but not counted as a step). ``seconds`` excludes the prompt.
         """
-        self.llm.reset()  # type: ignore[no-untyped-call]
-        self.llm.eval(self.llm.tokenize(prompt.encode(), add_bos=True, special=False))
-        out = b""
-        mask_s = 0.0
-        steps = 0
-        finish = "length"
+        timed = TimedGuide(guide) if guide is not None else None
+        greedy = Sampler(temperature=0.0, seed=0, top_k=0, top_p=1.0, min_p=0.0)
+        dec = SequenceDecoder(self, max_new_tokens=max_new, sampler=greedy, matcher=timed)
+        tokens = self.tokenize(prompt.encode(), add_bos=True, special=False)
         t0 = time.perf_counter()
-        pick = _argmax
-        for i in range(max_new):
-            logits = self.logits()
-            if guide is None:
-                token = pick(logits)
-            else:
-                tm = time.perf_counter()
-                choice = guide.choose(logits, pick, self.is_end, remaining=max_new - i)
-                mask_s += time.perf_counter() - tm
-                if choice is None:
-                    finish = "constraint_forced" if getattr(guide, "forced", False) else "constraint_complete"
-                    break
-                token = choice
-                tm = time.perf_counter()
-                guide.advance(token)
-                mask_s += time.perf_counter() - tm
-            steps += 1
-            out += self.piece(token)
-            if i + 1 < max_new:
-                self.llm.eval([token])
-        if guide is not None and finish == "length" and guide.accepting and getattr(guide, "forced", False):
-            finish = "constraint_forced"
-        elif guide is not None and finish == "length" and guide.done:
-            finish = "constraint_complete"
-        seconds = time.perf_counter() - t0
+        try:
+            seconds = self.run(tokens, dec)
+        except ConstraintError:  # out of tokens before the output was complete: reported as "length"
+            seconds = time.perf_counter() - t0
+        steps = len(dec.ids)
+        finish = dec.finish_reason if dec.finish_reason in ("constraint_complete", "constraint_forced") else "length"
         return {
-            "text": out.decode("utf-8", "replace"),
+            "text": dec.text(),
             "steps": steps,
-            "reads": steps + (finish == "constraint_complete"),
+            "reads": timed.reads if timed is not None else steps,
             "seconds": seconds,
-            "mask_s": mask_s,
+            "mask_s": timed.seconds if timed is not None else 0.0,
             "finish": finish,
         }
 
@@ -133,7 +151,7 @@ class NoBudget:
     def accepting(self) -> bool:
         return bool(self.m.accepting)
 
-    def choose(self, logits: Any, pick: Any, is_end: Any, remaining: int | None = None) -> int | None:
+    def choose(self, logits: Any, pick: Any, is_end: Any, *, remaining: int | None = None) -> int | None:
         return self.m.choose(logits, pick, is_end)  # type: ignore[no-any-return]
 
 
@@ -209,7 +227,7 @@ def run(args: argparse.Namespace) -> None:
     try:
         _run(args, model, spec.name)
     finally:
-        model.llm.close()
+        model.close()
 
 
 def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
@@ -226,7 +244,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
 
     # llguidance
     t0 = time.perf_counter()
-    factory = MatcherFactory(model.llm)
+    factory = MatcherFactory(model.model)
     emit(figure="tokenizer_build_s", library="llguidance", seconds=round(time.perf_counter() - t0, 3), **common)
 
     # outlines-core: vocabulary of raw token bytes, end tokens excluded (the Index adds EOS itself).
@@ -240,7 +258,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
         data = model.piece(token)
         if data:
             pieces.setdefault(data, []).append(token)
-    eos = int(model.llm.token_eos())
+    eos = model.token_eos()
     oc_vocab = outlines_core.Vocabulary(eos, pieces)
     emit(figure="tokenizer_build_s", library="outlines-core", seconds=round(time.perf_counter() - t0, 3), **common)
 

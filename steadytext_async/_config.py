@@ -9,6 +9,7 @@
 | STEADYTEXT_THREADS        | decode threads shared by all concurrently decoding workers      | usable cores       |
 | STEADYTEXT_N_CTX          | context window (prompt + generated tokens)                       | 4096               |
 | STEADYTEXT_N_BATCH        | prompt-evaluation batch size (part of the determinism contract) | 512                |
+| STEADYTEXT_MAX_BATCH      | requests one worker decodes together (capped by its self-test; 1 = off) | 8          |
 | STEADYTEXT_STRICT         | 1: raise ModelUnavailableError instead of falling back           | 0                  |
 | STEADYTEXT_LLAMA_LOG      | 1: let llama.cpp write its log to stderr                         | 0                  |
 | STEADYTEXT_UNSAFE_MODE    | 1: allow remote (best-effort deterministic) models without unsafe_mode=True | 0      |
@@ -125,6 +126,7 @@ class Settings:
     threads: int = dataclasses.field(default_factory=usable_cores)
     n_ctx: int = 4096
     n_batch: int = 512
+    max_batch: int = 8
     strict: bool = False
     llama_log: bool = False
     start_timeout: float = 120.0
@@ -147,7 +149,7 @@ class Settings:
                 object.__setattr__(self, name, Path(value))
             elif not isinstance(value, Path):
                 raise InvalidRequestError(f"{name} must be a str or a path, got {type(value).__name__}")
-        for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads"):
+        for name in ("workers", "threads", "n_ctx", "n_batch", "host_threads", "max_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
@@ -191,6 +193,7 @@ class Settings:
             "threads": _env_int(e, "STEADYTEXT_THREADS", cores),
             "n_ctx": _env_int(e, "STEADYTEXT_N_CTX", 4096, minimum=16),
             "n_batch": _env_int(e, "STEADYTEXT_N_BATCH", 512),
+            "max_batch": _env_int(e, "STEADYTEXT_MAX_BATCH", 8),
             "strict": _env_bool(e, "STEADYTEXT_STRICT", False),
             "llama_log": _env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(_env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),

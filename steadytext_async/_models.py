@@ -183,6 +183,8 @@ class Fingerprint(BaseModel):
     n_batch: int | None = None
     n_ubatch: int | None = None
     n_threads: int | None = None
+    max_batch: int | None = None  # local: requests its worker may decode together (self-tested; 1 = no batching)
+    kernel: str | None = None  # local: llama.cpp settings that decide the bytes (repack, flash attention, ...)
     cpu: str | None = None
     fallback: bool = False
     output_sha256: str

@@ -72,6 +72,8 @@ def fingerprint(
         n_batch=info.get("n_batch"),
         n_ubatch=info.get("n_ubatch"),
         n_threads=info.get("n_threads"),
+        max_batch=info.get("max_batch"),
+        kernel=info.get("kernel"),
         cpu=info.get("cpu"),
         fallback=fallback,
         output_sha256=sha256_text(text),

@@ -75,3 +75,12 @@ def test_bench_server_quick() -> None:
     assert {"server_unique", "server_repeated", "server_ratio", "identical_after_different_prompts"} <= figures(lines)
     ours = [x for x in lines if x["figure"] == "identical_after_different_prompts" and x["server"] == "steadytext"]
     assert ours and ours[0]["identical"] is True
+
+
+@pytest.mark.timeout(600)
+def test_bench_batching_quick() -> None:
+    lines = run("bench_batching.py", "--quick")
+    assert {"batching_concurrency", "batching_single_vs_raw", "batching_event_loop_lag"} <= figures(lines)
+    rows = [line for line in lines if line["figure"] == "batching_concurrency"]
+    assert [row["concurrent"] for row in rows] == [1, 2, 8]
+    assert all(row["identical"] for row in rows)  # batching never changes the text

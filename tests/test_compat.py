@@ -59,7 +59,7 @@ async def test_async_twins_give_the_same_results() -> None:
     assert await st.agenerate_json(PROMPT, Person, 48, return_pydantic=True) == Person(name="John", age=30)
     assert await st.agenerate_pydantic(PROMPT, Person, 48) == Person(name="John", age=30)
     assert await st.agenerate_regex("2 + 2 = ", r"[0-9]+", 8) == "4"
-    assert await st.agenerate_choice("Sentiment of 'I love it':", ["positive", "negative"], 8) == "positive"
+    assert await st.agenerate_choice("Review: I love it!\nSentiment:", ["positive", "negative"], 8) == "positive"
     assert await st.agenerate_format("2 + 2 = ", int, 8) == "4"
     assert await st.agenerate(PROMPT, max_new_tokens=48, schema=Person, return_pydantic=True) == Person(
         name="John", age=30
@@ -68,7 +68,7 @@ async def test_async_twins_give_the_same_results() -> None:
 
 def test_regex_choice_format_pydantic() -> None:
     assert st.generate_regex("2 + 2 = ", r"[0-9]+", 8) == "4" == st.generate("2 + 2 = ", 8, regex=r"[0-9]+")
-    assert st.generate_choice("Sentiment of 'I love it':", ["positive", "negative", "neutral"]) == "positive"
+    assert st.generate_choice("Review: I love it!\nSentiment:", ["positive", "negative", "neutral"]) == "positive"
     assert st.generate_format("2 + 2 = ", int, 8) == "4"
     assert st.generate_format("Is the sky blue? Answer true or false:", bool, 8) in ("true", "false")
     assert st.generate_format("2 + 2 = ", str, 16).startswith('"')  # a JSON string, quotes included

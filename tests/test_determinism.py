@@ -2,8 +2,10 @@
 
 import asyncio
 import hashlib
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +13,16 @@ import steadytext_async as st
 from steadytext_async._options import StreamOptions
 from steadytext_async._registry import EMBEDDED
 
-# Golden outputs (max_new_tokens=24, greedy) pinned to the embedded GGUF's sha256.
+# Golden outputs (max_new_tokens=24, greedy) pinned to the embedded GGUF's sha256, with the worker's kernel settings
+# (CPU repack, flash attention and ggml's tiled K-quant matmul off; see _worker/llama.py). They are checked against
+# llama-cpp-python's own greedy decode in test_golden_hashes_match_the_llama_cpp_python_oracle.
 GOLDEN_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GOLDEN = {
-    "Once upon a time": "78139920a99efdacc52d6385a40859fa7f66ff686294fa9776423e5595ad0500",
-    "The capital of France is": "59782c5ebd1de531ab0fc1f02fdad5146b09830d26c44c66e0fbc406770800e4",
+    "Once upon a time": "22b9d492f899f895bc0fded790fb219672d2357481ddf9ee7ec94a5c56f60d7d",
+    "The capital of France is": "d102c87892ac8123a804df9420923789e0545c938480e38e66f32d80fc7ed4c7",
     "def fibonacci(n):": "7df09e61495c4faf37bb75ee1241fcb0ca1f0d2e1cd6a72e8b4f253479340eec",
-    "": "e02ac6976ee7ddfcc01b2f33bb24729d533af88795df4eb1ebffdc179d880a21",
-    "Write about 🤖 and 人工智能": "18955a563d8eaf0cf3e3cd08f747310b3d37e4acf443a6a607301f94fa794df8",
+    "": "8e557973aa8742b393aeae912e26b0d4e6ce9a9d1098bb6992970a6a4b18389b",
+    "Write about 🤖 and 人工智能": "5b3a89923c99fe0e1161c0c9557ee673644aa5ca9722c37053583c3b1b04127e",
     "Line one\nLine two\nLine three": "ffd6f51795796c99ac52e8c358577cf24e34ac13d1a2a997b4660675f63a3a23",
 }
 PROMPT = "The capital of France is"
@@ -26,6 +30,26 @@ PROMPT = "The capital of France is"
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_golden_hashes_match_the_llama_cpp_python_oracle(model_spec: st.ModelSpec) -> None:
+    """An independent decode of the same GGUF (tests/_oracle.py: ``Llama.generate``, greedy) gives the goldens."""
+    oracle = Path(__file__).with_name("_oracle.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(oracle),
+        str(model_spec.path),
+        "24",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(proc.communicate(json.dumps(list(GOLDEN)).encode()), 300)
+    assert proc.returncode == 0
+    got = json.loads(stdout)
+    assert {p: sha(r["text"]) for p, r in got.items()} == GOLDEN
+    for prompt in (PROMPT, "Write about 🤖 and 人工智能"):
+        ours = await st.default_client().generate(prompt, max_new_tokens=24)
+        assert ours.token_ids == got[prompt]["token_ids"]
 
 
 def test_golden_model_is_the_embedded_one(model_spec: st.ModelSpec) -> None:
@@ -85,7 +109,7 @@ async def test_thread_share_changes_mid_generation_do_not_change_bytes() -> None
     async with st.AsyncSteadyText(workers=1, threads=1) as ref_client:
         ref_a = await ref_client.generate("Once upon a time", max_new_tokens=160)
         ref_b = await ref_client.generate("The capital of France is", max_new_tokens=40)
-    async with st.AsyncSteadyText(workers=2, threads=2) as client:
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=1) as client:  # B must not join A's batch
         await client.preload()
         stream_a = client.stream("Once upon a time", max_new_tokens=160)
         first = await anext(stream_a)  # A is decoding alone, with both threads

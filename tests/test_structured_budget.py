@@ -89,7 +89,7 @@ def test_issue_example_returns_a_valid_person_at_128_tokens(runner: Runner) -> N
     assert out.finish == "constraint_forced"  # the model loops inside the name; closing was forced
     assert len(out.token_ids) <= 128
     person = parse(Person, out.text)
-    assert person.name.startswith("The_Story_of_the_Day")
+    assert person.name.startswith("The_Story_of_the_City")  # (repack/tiled matmul off; "Day" with repack on)
     check_output(constraint, out.text)
 
 

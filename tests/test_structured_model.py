@@ -127,7 +127,7 @@ def test_top_level_scalars_and_containers(runner: Runner) -> None:
         check_output(constraint, out.text)
         parse(tp, out.text)
         outputs.append(out.text)
-    assert outputs[:4] == ["false", "1000", "[-1, 2, 3, 4, 5, 6, 7, 8, 9]", "{}"]
+    assert outputs[:4] == ["false", "1000", "[-1, 2, 3, 4, 5, 6, 7, 8, 9, 10]", "{}"]  # repack/tiled-mm off
 
 
 # ---- the mask itself -------------------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ def test_mask_allows_exactly_the_grammar_tokens(runner: Runner) -> None:
 def test_end_tokens_allowed_exactly_when_complete(runner: Runner) -> None:
     assert runner.factory.end_tokens == [1, 106, 212]  # <eos>, <end_of_turn> and gemma's third end token
     matcher = runner.factory.matcher(c(regex=r"[0-9]+"))
-    seven = runner.llm.tokenize(b"7", add_bos=False, special=False)
+    seven = runner.tokenize(b"7", add_bos=False, special=False)
     assert len(seven) == 1
     matcher.advance(seven[0])
     assert matcher.accepting and not matcher.done
@@ -161,7 +161,7 @@ def test_end_tokens_allowed_exactly_when_complete(runner: Runner) -> None:
 
 def test_forbidden_token_is_refused(runner: Runner) -> None:
     matcher = runner.factory.matcher(c(regex=r"[0-9]+"))
-    letter = runner.llm.tokenize(b"x", add_bos=False, special=False)[0]
+    letter = runner.tokenize(b"x", add_bos=False, special=False)[0]
     with pytest.raises(ConstraintError):
         matcher.advance(letter)
 
@@ -174,7 +174,7 @@ def test_compiled_constraints_are_cached_per_sha256(runner: Runner) -> None:
     assert runner.factory.is_cached(b)
     m1, m2 = runner.factory.matcher(a), runner.factory.matcher(b)
     assert m1 is not m2  # independent state per request
-    token = runner.llm.tokenize(b'{"', add_bos=False, special=False)[0]
+    token = runner.tokenize(b'{"', add_bos=False, special=False)[0]
     m1.advance(token)
     logits = np.zeros(runner.n_vocab, dtype=np.float32)
     m2.mask(logits)

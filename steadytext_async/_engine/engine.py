@@ -83,6 +83,8 @@ class Engine:
             threads=s.threads,
             n_ctx=s.n_ctx,
             n_batch=s.n_batch,
+            max_batch=s.max_batch,
+            verdict_path=str(s.cache_dir / "batch-verdicts.json"),
             llama_log=s.llama_log,
             start_timeout=s.start_timeout,
             budget=self.budget(s),

@@ -1,19 +1,51 @@
-"""A loaded GGUF model with the low-level decode primitives the worker's own decode loop uses.
+"""A loaded GGUF model and one llama.cpp context holding up to ``n_seq`` sequences, each with its own KV stream.
 
 Only worker processes (and benchmarks/tests of the decode loop) import this: it imports llama_cpp.
+
+The kernel settings are fixed (:data:`KERNEL`) because they decide the output bytes:
+
+- CPU weight repacking off (model param ``use_extra_bufts``): with it on, batched steps differ from single ones;
+- flash attention off: with it on, sequences of different lengths in one step differ from decoding them alone;
+- ggml-cpu's tiled K-quant matmul off (``GGML_CPU_TILED_MM=0``): ggml switches Q4_K/Q6_K matmuls to a tiled
+  kernel from 8 columns on, whose sums round differently from the per-row ``vec_dot`` kernel, so 8 or more
+  sequences in one step differed from decoding alone. ggml reads the variable once per process, at the first
+  matmul: this module sets it on import, so import it before any other llama.cpp model runs in the process;
+- ``kv_unified`` off, ``n_seq_max = n_seq``: every sequence has its own KV stream of ``n_ctx`` cells.
+
+A prompt is always evaluated alone (:meth:`LlamaModel.prefill`, in ``n_batch`` chunks), so its batch split never
+depends on other traffic; :meth:`LlamaModel.step` then decodes the next token of several sequences in one
+``llama_decode`` call.
 """
 
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["LlamaModel"]
+import numpy as np
+
+from .sampling import Logits
+
+if TYPE_CHECKING:
+    from .decode import SequenceDecoder
+
+__all__ = ["KERNEL", "LlamaModel", "Logits"]
+
+# Settings that change the output bytes; recorded in the worker info and so in each result's fingerprint.
+KERNEL: dict[str, bool] = {"repack": False, "flash_attn": False, "kv_unified": False, "tiled_mm": False}
+os.environ["GGML_CPU_TILED_MM"] = "1" if KERNEL["tiled_mm"] else "0"
 
 
 class LlamaModel:
-    def __init__(self, path: str, *, n_ctx: int, n_batch: int, n_threads: int, log: bool = False) -> None:
+    def __init__(
+        self, path: str, *, n_ctx: int, n_batch: int, n_threads: int, n_seq: int = 1, log: bool = False
+    ) -> None:
+        """Load ``path``; ``n_ctx`` is the context of *each* of the ``n_seq`` sequences."""
         import llama_cpp
+        from llama_cpp import _internals
 
         self.lc = llama_cpp
         self._log_cb: Any = None
@@ -21,26 +53,53 @@ class LlamaModel:
             # llama.cpp logs through this callback even with verbose=False; drop everything.
             self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
             llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        self.llm = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_ubatch=n_batch,
-            n_threads=n_threads,
-            n_threads_batch=n_threads,
-            logits_all=False,
-            verbose=log,
-        )
-        self.ctx = self.llm.ctx
-        self.n_vocab = int(self.llm.n_vocab())
-        self.vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.use_extra_bufts = KERNEL["repack"]
+        self.model: Any = _internals.LlamaModel(path_model=path, params=mparams, verbose=log)
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx * n_seq
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_seq_max = n_seq
+        cparams.kv_unified = KERNEL["kv_unified"]
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
+        cparams.no_perf = True
+        self._context: Any = _internals.LlamaContext(model=self.model, params=cparams, verbose=log)
+        self.ctx = self._context.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_seq = n_seq
+        self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))
+        self.n_batch = n_batch
+        self.n_vocab = int(self.model.n_vocab())
+        self.vocab = self.model.vocab
+        self._batch = llama_cpp.llama_batch_init(max(n_batch, n_seq), 0, 1)
+        self.n_past = [0] * n_seq
+        self._metadata: dict[str, str] | None = None
 
-    def logits(self) -> Any:
-        """The last evaluated position's logits as a zero-copy numpy view (valid until the next eval)."""
-        import numpy as np
+    def close(self) -> None:
+        if self._batch is not None:
+            self.lc.llama_batch_free(self._batch)
+            self._batch = None
+        self._context.close()
+        self.model.close()
 
-        ptr = self.lc.llama_get_logits_ith(self.ctx, -1)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+    # -- vocabulary --------------------------------------------------------------------------------------------
+    def tokenize(self, text: bytes, *, add_bos: bool, special: bool) -> list[int]:
+        return list(self.model.tokenize(text, add_bos, special))
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        if self._metadata is None:
+            self._metadata = dict(self.model.metadata())
+        return self._metadata
+
+    def token_bos(self) -> int:
+        return int(self.model.token_bos())
+
+    def token_eos(self) -> int:
+        return int(self.model.token_eos())
 
     def piece(self, token: int) -> bytes:
         """The bytes of one token (special tokens render as nothing)."""
@@ -55,5 +114,73 @@ class LlamaModel:
         """True for end-of-generation tokens (EOS, end-of-turn)."""
         return bool(self.lc.llama_vocab_is_eog(self.vocab, token))
 
+    # -- decoding ----------------------------------------------------------------------------------------------
     def set_threads(self, n: int) -> None:
         self.lc.llama_set_n_threads(self.ctx, n, n)
+
+    def clear(self, seq: int) -> None:
+        """Forget sequence ``seq`` (its KV cells are freed; other sequences are untouched)."""
+        self.lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
+        self.n_past[seq] = 0
+
+    def prefill(self, seq: int, tokens: Sequence[int], start: int = 0) -> Logits | None:
+        """Evaluate ``tokens[start:start + n_batch]`` of sequence ``seq`` (alone in its batch).
+
+        ``start == 0`` clears the sequence first. Returns the last token's logits (a view, valid until the next
+        decode) once the whole prompt is in, else None.
+        """
+        if start == 0:
+            self.clear(seq)
+        chunk = tokens[start : start + self.n_batch]
+        last = start + len(chunk) >= len(tokens)
+        pos = self.n_past[seq]
+        self._fill([(seq, t, pos + i, last and i == len(chunk) - 1) for i, t in enumerate(chunk)])
+        self._decode()
+        self.n_past[seq] = pos + len(chunk)
+        return self._row(len(chunk) - 1) if last else None
+
+    def run(self, prompt: Sequence[int], decoder: SequenceDecoder, seq: int = 0) -> float:
+        """Decode one sequence alone to its end, as the worker does for a request with no neighbours.
+
+        Returns the seconds spent after the prompt was evaluated.
+        """
+        try:
+            row = None
+            for start in range(0, len(prompt), self.n_batch):
+                row = self.prefill(seq, prompt, start)
+            assert row is not None
+            t0 = time.perf_counter()
+            token = decoder.feed(row)
+            while token is not None:
+                token = decoder.feed(self.step([(seq, token)])[0])
+            return time.perf_counter() - t0
+        finally:
+            self.clear(seq)
+
+    def step(self, entries: Sequence[tuple[int, int]]) -> Logits:
+        """Decode one token for each ``(seq, token)`` in one ``llama_decode``; the logits rows, in order."""
+        self._fill([(seq, token, self.n_past[seq], True) for seq, token in entries])
+        self._decode()
+        for seq, _ in entries:
+            self.n_past[seq] += 1
+        ptr = self.lc.llama_get_logits(self.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(len(entries), self.n_vocab))
+
+    def _fill(self, rows: Sequence[tuple[int, int, int, bool]]) -> None:
+        b = self._batch
+        for i, (seq, token, pos, want) in enumerate(rows):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = want
+        b.n_tokens = len(rows)
+
+    def _decode(self) -> None:
+        rc = self.lc.llama_decode(self.ctx, self._batch)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed with {rc}")
+
+    def _row(self, i: int) -> Logits:
+        ptr = self.lc.llama_get_logits_ith(self.ctx, i)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))

@@ -1,12 +1,15 @@
 """A pool of llama.cpp worker processes with a shared decode-thread budget.
 
 - Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``.
-- At most ``min(max_workers, threads)`` requests decode at once; the ``threads`` budget is split among them and
-  re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose share shrinks
-  must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
+- At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
+  (``max_batch``; see ``_worker/batch.py``): new requests go to another worker while the thread budget allows,
+  then join the least loaded decoding worker's batch. The ``threads`` budget is split among decoding workers (not
+  requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
+  share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
 - With a :class:`~steadytext_async._engine.budget.HostBudget`, every decode thread also needs one host token, so
   all pools of all processes on the host together stay within the cores. A pool holds tokens only while it has
-  active requests; it takes spare tokens for a lone request only while no other pool waits.
+  active requests; it takes spare tokens for a lone request only while no other pool waits. Joining a running
+  batch needs no token (the worker's share does not change).
 - Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
 - A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
   already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
@@ -22,7 +25,6 @@ import dataclasses
 import itertools
 import logging
 import os
-import pickle
 import signal
 import time
 from collections import deque
@@ -31,7 +33,30 @@ from typing import Any
 
 from .._engine.budget import HostBudget, Token
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
-from .protocol import HEADER, child_argv, child_env, decode_header, encode_frame
+from .protocol import (
+    HEADER,
+    Cancel,
+    Cancelled,
+    DoneFrame,
+    ErrorFrame,
+    Fatal,
+    FromWorker,
+    Generate,
+    GenParams,
+    Init,
+    PieceFrame,
+    Ready,
+    SetThreads,
+    Shutdown,
+    ThreadsAck,
+    ToWorker,
+    WorkerConfig,
+    child_argv,
+    child_env,
+    decode_body,
+    decode_header,
+    encode_frame,
+)
 
 __all__ = ["Done", "Pool", "WorkerInfo", "WorkerPiece"]
 
@@ -65,6 +90,10 @@ class _Died(Exception):
     pass
 
 
+class _DiedEvent:
+    """Queued for the request reading a worker's events when the worker's pipe closes."""
+
+
 class WorkerHandle:
     """The pool's handle on one worker process (the child's side is ``_worker.child.Worker``)."""
 
@@ -75,9 +104,9 @@ class WorkerHandle:
         self.proc = proc
         self.model_key = model_key
         self.info: WorkerInfo = {}
-        self.events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.streams: dict[int, asyncio.Queue[FromWorker | _DiedEvent]] = {}  # by request id
         self.acks: dict[int, asyncio.Future[int]] = {}
-        self.busy = False
+        self.active = 0  # requests decoding here (up to ``capacity``, batched)
         self.alive = True
         self.threads = 0
         self.stderr_tail: deque[str] = deque(maxlen=40)
@@ -87,7 +116,16 @@ class WorkerHandle:
     def pid(self) -> int:
         return int(self.proc.pid)
 
-    def send(self, msg: tuple[Any, ...]) -> None:
+    @property
+    def busy(self) -> bool:
+        return self.active > 0
+
+    @property
+    def capacity(self) -> int:
+        """Requests this worker decodes at once: its self-test's batch size (1 = no batching)."""
+        return max(1, int(self.info.get("max_batch", 1)))
+
+    def send(self, msg: ToWorker) -> None:
         if not self.alive or self.proc.stdin is None:
             raise _Died
         try:
@@ -114,6 +152,8 @@ class Pool:
         threads: int,
         n_ctx: int,
         n_batch: int,
+        max_batch: int = 1,
+        verdict_path: str | None = None,
         llama_log: bool = False,
         start_timeout: float = 120.0,
         cancel_timeout: float = 5.0,
@@ -123,6 +163,8 @@ class Pool:
         self.threads = threads
         self.n_ctx = n_ctx
         self.n_batch = n_batch
+        self.max_batch = max_batch
+        self.verdict_path = verdict_path
         self.llama_log = llama_log
         self.start_timeout = start_timeout
         self.cancel_timeout = cancel_timeout
@@ -141,6 +183,7 @@ class Pool:
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
         self.shrinks = 0  # acknowledged reductions of a running worker's share
+        self.peak_batch = 0  # most requests one worker ever decoded at once
 
     # -- public ----------------------------------------------------------------------------------------------
     @property
@@ -162,7 +205,7 @@ class Pool:
             for _ in range(max(0, want - have)):
                 tg.create_task(self._spawn_idle(model_path))
 
-    async def stream(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
+    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
         """Run one generation; yield pieces then a final :class:`Done`."""
         delivered = ""
         for attempt in range(2):
@@ -196,7 +239,7 @@ class Pool:
         for w in workers:
             if w.alive:
                 with contextlib.suppress(_Died):
-                    w.send(("shutdown",))
+                    w.send(Shutdown())
         for w in workers:
             try:
                 await asyncio.wait_for(w.proc.wait(), 2.0)
@@ -226,46 +269,47 @@ class Pool:
         self._tokens = []
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, model_path: str, params: dict[str, Any]) -> AsyncIterator[WorkerPiece | Done]:
+    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
         t_queued = time.perf_counter()
         worker = await self._acquire(model_path)
         queue_wait = time.perf_counter() - t_queued
         rid = next(self._rids)
+        events = worker.streams[rid] = asyncio.Queue()
         finished = False
         try:
-            worker.send(("gen", rid, {**params, "n_threads": worker.threads}))
+            worker.send(Generate(rid, params, n_threads=worker.threads))
             while True:
-                msg = await worker.events.get()
-                kind = msg[0]
-                if kind == "piece" and msg[1] == rid:
-                    yield WorkerPiece(msg[2], msg[3], msg[4])
-                elif kind == "done" and msg[1] == rid:
+                msg = await events.get()
+                if isinstance(msg, PieceFrame) and msg.rid == rid:
+                    yield WorkerPiece(msg.text, msg.token_ids, msg.tokens)
+                elif isinstance(msg, DoneFrame) and msg.rid == rid:
                     finished = True
                     self.generations += 1
-                    yield Done(msg[2], msg[3], msg[4], queue_wait, worker.info)
+                    yield Done(msg.finish_reason, msg.usage, msg.timings, queue_wait, worker.info)
                     return
-                elif kind == "error" and msg[1] == rid:
+                elif isinstance(msg, ErrorFrame) and msg.rid == rid:
                     finished = True
-                    if msg[2] == "ConstraintError":
-                        raise ConstraintError(msg[3], partial_text=msg[4])
-                    raise WorkerError(f"worker failed: {msg[2]}: {msg[3]}")
-                elif kind == "died":
+                    if msg.kind == "ConstraintError":
+                        raise ConstraintError(msg.message, partial_text=msg.partial_text or "")
+                    raise WorkerError(f"worker failed: {msg.kind}: {msg.message}")
+                elif isinstance(msg, _DiedEvent):
                     finished = True
                     raise _Died(worker.crash_detail())
         finally:
             if not finished and worker.alive:
-                await asyncio.shield(self._cancel(worker, rid))
+                await asyncio.shield(self._cancel(worker, rid, events))
+            worker.streams.pop(rid, None)
             await asyncio.shield(self._release(worker))
 
-    async def _cancel(self, worker: WorkerHandle, rid: int) -> None:
+    async def _cancel(self, worker: WorkerHandle, rid: int, events: asyncio.Queue[FromWorker | _DiedEvent]) -> None:
         try:
-            worker.send(("cancel", rid))
+            worker.send(Cancel(rid))
             async with asyncio.timeout(self.cancel_timeout):
                 while True:
-                    msg = await worker.events.get()
-                    if msg[0] in ("cancelled", "done", "error") and msg[1] == rid:
+                    msg = await events.get()
+                    if isinstance(msg, Cancelled | DoneFrame | ErrorFrame) and msg.rid == rid:
                         return
-                    if msg[0] == "died":
+                    if isinstance(msg, _DiedEvent):
                         return
         except (_Died, TimeoutError):
             logger.warning("worker pid %s did not stop on cancel; killing it", worker.pid)
@@ -329,15 +373,7 @@ class Pool:
                 if self._closed:
                     raise WorkerError("the pool is closed")
                 active = len(self._active())
-                if active < self.max_active and not self._has_token(active):
-                    # every host token is taken (other pools or processes): poll while listening for our own
-                    assert self.budget is not None
-                    with self.budget.waiting(), contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._cond.wait()
-                    delay = min(0.05, delay * 2)
-                    continue
-                if active < self.max_active:
+                if active < self.max_active and self._has_token(active):  # spread over workers first
                     idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
                     if idle:
                         worker = idle[0]
@@ -351,8 +387,22 @@ class Pool:
                     if other:
                         self._retire(other[0])
                         continue
+                joinable = [w for w in self._active() if w.model_key == model_path and w.active < w.capacity]
+                if joinable:  # then batch: join the least loaded decoding worker (its thread share is unchanged)
+                    worker = min(joinable, key=lambda w: w.active)
+                    worker.active += 1
+                    self.peak_batch = max(self.peak_batch, worker.active)
+                    return worker
+                if active < self.max_active and self.budget is not None:
+                    # every host token is taken (other pools or processes): poll while listening for our own
+                    with self.budget.waiting(), contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._cond.wait()
+                    delay = min(0.05, delay * 2)
+                    continue
                 await self._cond.wait()
-            worker.busy = True
+            worker.active = 1
+            self.peak_batch = max(self.peak_batch, 1)
             worker.threads = 0  # no share until _redistribute grants one
         try:
             await self._redistribute(newcomer=worker)
@@ -372,7 +422,10 @@ class Pool:
 
     async def _release(self, worker: WorkerHandle) -> None:
         async with self._cond:
-            worker.busy = False
+            worker.active = max(0, worker.active - 1)
+            if worker.busy:  # still decoding others: its thread share stays
+                self._cond.notify_all()
+                return
             if not worker.alive:
                 self._retire(worker)
             self._cond.notify_all()
@@ -398,7 +451,7 @@ class Pool:
                 fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
                 w.acks[seq] = fut
                 try:
-                    w.send(("threads", seq, share))
+                    w.send(SetThreads(seq, share))
                 except _Died:
                     w.acks.pop(seq, None)
                     continue
@@ -433,7 +486,7 @@ class Pool:
             self._workers.remove(worker)
         if worker.alive:
             with contextlib.suppress(_Died):
-                worker.send(("shutdown",))
+                worker.send(Shutdown())
             worker.alive = False
 
     # -- processes -------------------------------------------------------------------------------------------
@@ -454,14 +507,16 @@ class Pool:
         )
         worker = WorkerHandle(proc, model_path)
         worker.threads = self.threads
-        cfg = {
-            "model_path": model_path,
-            "n_ctx": self.n_ctx,
-            "n_batch": self.n_batch,
-            "n_threads": self.threads,
-            "llama_log": self.llama_log,
-        }
-        worker.send(("init", cfg))
+        cfg = WorkerConfig(
+            model_path=model_path,
+            n_ctx=self.n_ctx,
+            n_batch=self.n_batch,
+            n_threads=self.threads,
+            llama_log=self.llama_log,
+            max_batch=self.max_batch,
+            verdict_path=self.verdict_path,
+        )
+        worker.send(Init(cfg))
         worker.tasks.append(asyncio.create_task(self._drain_stderr(worker)))
         try:
             async with asyncio.timeout(self.start_timeout):
@@ -472,25 +527,24 @@ class Pool:
             await asyncio.sleep(0)
             detail = worker.crash_detail()
             raise ModelUnavailableError(f"worker failed to start for {model_path}: {exc!r}; {detail}") from None
-        if first[0] != "ready":
+        if not isinstance(first, Ready):
             await proc.wait()
-            message = first[1] if first[0] == "fatal" else repr(first)
+            message = first.message if isinstance(first, Fatal) else repr(first)
             failure = f"could not load model {model_path}: {message}"
             self._failed[model_path] = (time.monotonic(), failure)
             raise ModelUnavailableError(failure)
-        worker.info = first[1]
+        worker.info = first.info
         worker.tasks.append(asyncio.create_task(self._pump(worker)))
         self._workers.append(worker)
         logger.debug("worker pid %s ready for %s", worker.pid, model_path)
         return worker
 
-    async def _read_frame(self, worker: WorkerHandle) -> tuple[Any, ...]:
+    async def _read_frame(self, worker: WorkerHandle) -> FromWorker:
         stdout = worker.proc.stdout
         assert stdout is not None
         header = await stdout.readexactly(HEADER.size)
-        body = await stdout.readexactly(decode_header(header))
-        msg = pickle.loads(body)
-        if not isinstance(msg, tuple) or not msg:
+        msg = decode_body(await stdout.readexactly(decode_header(header)))
+        if isinstance(msg, Init | Generate | Cancel | SetThreads | Shutdown):
             raise ValueError("malformed frame from worker")
         return msg
 
@@ -498,12 +552,14 @@ class Pool:
         try:
             while True:
                 msg = await self._read_frame(worker)
-                if msg[0] == "threads_ok":
-                    fut = worker.acks.pop(int(msg[1]), None)
+                if isinstance(msg, ThreadsAck):
+                    fut = worker.acks.pop(msg.seq, None)
                     if fut is not None and not fut.done():
-                        fut.set_result(int(msg[2]))
-                else:
-                    worker.events.put_nowait(msg)
+                        fut.set_result(msg.n)
+                elif isinstance(msg, PieceFrame | DoneFrame | ErrorFrame | Cancelled):
+                    stream = worker.streams.get(msg.rid)
+                    if stream is not None:
+                        stream.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         worker.alive = False
@@ -512,7 +568,8 @@ class Pool:
             if not fut.done():
                 fut.set_exception(_Died())
         worker.acks.clear()
-        worker.events.put_nowait(("died",))
+        for stream in worker.streams.values():
+            stream.put_nowait(_DiedEvent())
         async with self._cond:
             if worker in self._workers and not worker.busy:
                 self._retire(worker)

@@ -1,29 +1,48 @@
-"""Frames between the pool and a worker process: 4-byte big-endian length + pickle of a tuple.
+"""Frames between the pool and a worker process: 4-byte big-endian length + pickle of one message dataclass.
 
-Parent -> child: ``("init", cfg)``, ``("gen", rid, params)``, ``("cancel", rid)``, ``("threads", seq, n)``,
-``("shutdown",)``.
-Child -> parent: ``("ready", info)``, ``("fatal", message)``, ``("piece", rid, text, token_ids, tokens)``,
-``("done", rid, finish_reason, usage, timings)``, ``("error", rid, kind, message)``,
-``("error", rid, "ConstraintError", message, partial_text)``, ``("cancelled", rid)``,
-``("threads_ok", seq, n)``.
+Parent -> child: :class:`Init` (once), then :class:`Generate`, :class:`Cancel`, :class:`SetThreads`,
+:class:`Shutdown`. Child -> parent: :class:`Ready` or :class:`Fatal` (once), then per request any number of
+:class:`PieceFrame` followed by one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and
+:class:`ThreadsAck` for each :class:`SetThreads`. A worker may run several requests at once (batched decoding),
+so frames of different requests interleave; every request frame carries its ``rid``.
 Only our own child writes to the pipe, so pickle is safe here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequestError
+
+if TYPE_CHECKING:
+    from ..structured import Constraint
 
 __all__ = [
     "HEADER",
     "MAX_FRAME",
     "MAX_PROMPT_BYTES",
+    "Cancel",
+    "Cancelled",
+    "DoneFrame",
+    "ErrorFrame",
+    "Fatal",
+    "FromWorker",
+    "GenParams",
+    "Generate",
+    "Init",
+    "PieceFrame",
+    "Ready",
+    "SetThreads",
+    "Shutdown",
+    "ThreadsAck",
+    "ToWorker",
+    "WorkerConfig",
     "child_argv",
     "child_env",
     "decode_header",
@@ -55,11 +74,121 @@ def child_env() -> dict[str, str] | None:
     return env
 
 
-def encode_frame(msg: tuple[Any, ...]) -> bytes:
+# -- parent -> child ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    model_path: str
+    n_ctx: int  # per sequence
+    n_batch: int
+    n_threads: int
+    llama_log: bool = False
+    max_batch: int = 8  # sequences per worker; the start-up self-test may lower it
+    verdict_path: str | None = None  # where the self-test verdict is cached (None: not cached)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GenParams:
+    prompt: str
+    max_new_tokens: int
+    prompt_format: str = "raw"
+    stop: str | None = None
+    temperature: float = 0.0
+    seed: int = 42
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    logprobs: bool = False
+    top_logprobs: int = 5
+    constraint: Constraint | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Init:
+    cfg: WorkerConfig
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Generate:
+    rid: int
+    params: GenParams
+    n_threads: int | None = None  # the worker's thread share from now on, if given
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancel:
+    rid: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetThreads:
+    seq: int
+    n: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Shutdown:
+    pass
+
+
+# -- child -> parent ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Ready:
+    info: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fatal:
+    message: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PieceFrame:
+    rid: int
+    text: str
+    token_ids: list[int]
+    tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DoneFrame:
+    rid: int
+    finish_reason: str
+    usage: dict[str, int]
+    timings: dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    rid: int
+    kind: str
+    message: str
+    partial_text: str | None = None  # ConstraintError only
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cancelled:
+    rid: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ThreadsAck:
+    seq: int
+    n: int
+
+
+ToWorker = Init | Generate | Cancel | SetThreads | Shutdown
+FromWorker = Ready | Fatal | PieceFrame | DoneFrame | ErrorFrame | Cancelled | ThreadsAck
+_TO_WORKER = (Init, Generate, Cancel, SetThreads, Shutdown)
+_FROM_WORKER = (Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled, ThreadsAck)
+
+
+def encode_frame(msg: ToWorker | FromWorker) -> bytes:
     """One frame; a message over :data:`MAX_FRAME` raises InvalidRequestError (the reader would reject it)."""
     body = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
     if len(body) > MAX_FRAME:
-        raise InvalidRequestError(f"a {msg[0]!r} frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit")
+        raise InvalidRequestError(
+            f"a {type(msg).__name__} frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit"
+        )
     return HEADER.pack(len(body)) + body
 
 
@@ -68,6 +197,13 @@ def decode_header(header: bytes) -> int:
     if size > MAX_FRAME:
         raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
     return int(size)
+
+
+def decode_body(body: bytes) -> ToWorker | FromWorker:
+    msg = pickle.loads(body)
+    if not isinstance(msg, _TO_WORKER + _FROM_WORKER):
+        raise ValueError(f"malformed frame: {type(msg).__name__}")
+    return msg
 
 
 def _read_exact(fd: int, n: int) -> bytes | None:
@@ -80,7 +216,7 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def read_frame_fd(fd: int) -> tuple[Any, ...] | None:
+def read_frame_fd(fd: int) -> ToWorker | FromWorker | None:
     """Blocking read of one frame; None at end of file."""
     header = _read_exact(fd, HEADER.size)
     if header is None:
@@ -88,13 +224,10 @@ def read_frame_fd(fd: int) -> tuple[Any, ...] | None:
     body = _read_exact(fd, decode_header(header))
     if body is None:
         return None
-    msg = pickle.loads(body)
-    if not isinstance(msg, tuple):
-        raise ValueError("malformed frame")
-    return msg
+    return decode_body(body)
 
 
-def write_frame_fd(fd: int, msg: tuple[Any, ...]) -> None:
+def write_frame_fd(fd: int, msg: ToWorker | FromWorker) -> None:
     data = memoryview(encode_frame(msg))
     while data:
         written = os.write(fd, data)

@@ -27,6 +27,8 @@ class ProviderInfo(TypedDict, total=False):
     n_batch: int
     n_ubatch: int
     n_threads: int
+    max_batch: int  # requests the worker may decode together (its batching self-test; 1 = no batching)
+    kernel: str  # llama.cpp settings that decide the bytes (repack, flash attention, tiled matmul, ...)
     cpu: str
     # remote (OpenAI-compatible endpoint)
     remote_system_fingerprint: str

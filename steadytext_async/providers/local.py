@@ -11,6 +11,7 @@ from .._config import Settings
 from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
 from .._worker.pool import Done, Pool
+from .._worker.protocol import GenParams
 from .base import Capabilities, ProviderChunk, ProviderDone, ProviderInfo
 
 __all__ = ["LocalProvider"]
@@ -86,20 +87,20 @@ class LocalProvider:
         assert spec.path is not None
         self.check(request)
         s = request.sampling
-        params = {
-            "prompt": request.prompt,
-            "prompt_format": spec.prompt_format,
-            "max_new_tokens": request.max_new_tokens,
-            "stop": request.stop_string,
-            "temperature": s.temperature,
-            "seed": s.seed,
-            "top_k": s.top_k,
-            "top_p": s.top_p,
-            "min_p": s.min_p,
-            "logprobs": request.logprobs,
-            "top_logprobs": request.top_logprobs,
-            "constraint": request.constraint,
-        }
+        params = GenParams(
+            prompt=request.prompt,
+            prompt_format=spec.prompt_format,
+            max_new_tokens=request.max_new_tokens,
+            stop=request.stop_string,
+            temperature=s.temperature,
+            seed=s.seed,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            min_p=s.min_p,
+            logprobs=request.logprobs,
+            top_logprobs=request.top_logprobs,
+            constraint=request.constraint,
+        )
         async for event in self.pool.stream(spec.path, params):
             if isinstance(event, Done):
                 usage = event.usage

@@ -1,0 +1,163 @@
+"""Continuous batching inside one worker: up to ``slots`` requests decode together, each as if it were alone.
+
+Every :meth:`Batcher.tick` does at most one prompt chunk (one request's prompt, alone in its ``llama_decode``, in
+``n_batch`` pieces, so its batch split never depends on other traffic) and then one step: the next token of every
+decoding request, at most ``per_call`` per ``llama_decode`` (the self-test's verdict). Requests join and leave
+between ticks; a cancelled or finished request frees its sequence (KV cells removed) without touching the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+from .._exceptions import ConstraintError
+from .decode import SequenceDecoder
+from .governor import ThreadGovernor
+from .llama import LlamaModel, Logits
+from .protocol import DoneFrame, ErrorFrame, FromWorker, PieceFrame
+
+__all__ = ["Batcher"]
+
+
+@dataclasses.dataclass(slots=True)
+class _Slot:
+    rid: int
+    seq: int
+    prompt: list[int]
+    truncated: int
+    decoder: SequenceDecoder
+    filled: int = 0  # prompt tokens evaluated so far
+    next_token: int | None = None
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    t_prompt: float = 0.0
+
+
+class Batcher:
+    def __init__(
+        self, model: LlamaModel, *, slots: int, per_call: int, threads: int, send: Callable[[FromWorker], None]
+    ) -> None:
+        self.model = model
+        self.per_call = max(1, per_call)
+        self.send = send
+        self.free = list(range(min(slots, model.n_seq)))[::-1]  # sequence ids, popped from the end
+        self.slots: dict[int, _Slot] = {}  # by rid, in admission order
+        self.share = threads  # threads granted by the pool
+        self.n_threads = threads  # threads in use now (<= share)
+        self._govs: dict[int, ThreadGovernor] = {}
+
+    # -- membership --------------------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return len(self.free)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.slots)
+
+    def admit(self, rid: int, prompt: list[int], truncated: int, decoder: SequenceDecoder) -> None:
+        self.slots[rid] = _Slot(rid, self.free.pop(), prompt, truncated, decoder)
+
+    def cancel(self, rid: int) -> bool:
+        """Drop request ``rid``; False if it is not running here."""
+        slot = self.slots.get(rid)
+        if slot is None:
+            return False
+        self._leave(slot)
+        return True
+
+    def _leave(self, slot: _Slot) -> None:
+        del self.slots[slot.rid]
+        self.model.clear(slot.seq)
+        self.free.append(slot.seq)
+
+    # -- threads -----------------------------------------------------------------------------------------------
+    def set_share(self, share: int) -> None:
+        """Accept a new grant from the pool; never keep using more threads than granted."""
+        self.share = share
+        if self.n_threads > share:
+            self._use_threads(share)
+
+    def _use_threads(self, n: int) -> None:
+        if n != self.n_threads:
+            self.model.set_threads(n)
+            self.n_threads = n
+
+    def _gov(self, k: int) -> ThreadGovernor:
+        gov = self._govs.get(k)
+        if gov is None:
+            gov = self._govs[k] = ThreadGovernor()
+        return gov
+
+    # -- work --------------------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """One prompt chunk (if a request is waiting for one) and one decode step of the decoding requests."""
+        pending = next((s for s in self.slots.values() if s.filled < len(s.prompt)), None)
+        if pending is not None:
+            self._prefill(pending)
+        decoding = [s for s in self.slots.values() if s.next_token is not None]
+        n_calls = -(-len(decoding) // self.per_call)
+        for i in range(n_calls):  # balanced chunks: 8 with per_call 7 -> 4 + 4
+            self._step(decoding[i * len(decoding) // n_calls : (i + 1) * len(decoding) // n_calls])
+
+    def _prefill(self, slot: _Slot) -> None:
+        self._use_threads(self._gov(1).best(self.share))
+        try:
+            row = self.model.prefill(slot.seq, slot.prompt, slot.filled)
+        except Exception as exc:
+            self._fail(slot, exc)
+            return
+        slot.filled = min(len(slot.prompt), slot.filled + self.model.n_batch)
+        if row is not None:
+            slot.t_prompt = time.perf_counter()
+            self._feed(slot, row)
+
+    def _step(self, chunk: list[_Slot]) -> None:
+        gov = self._gov(len(chunk))
+        n = gov.choose(self.share)
+        self._use_threads(n)
+        t0 = time.perf_counter()
+        try:
+            rows = self.model.step([(s.seq, s.next_token or 0) for s in chunk])
+        except Exception as exc:
+            for slot in chunk:
+                self._fail(slot, exc)
+            return
+        gov.record(n, time.perf_counter() - t0)
+        for slot, row in zip(chunk, rows, strict=True):
+            self._feed(slot, row)
+
+    def _feed(self, slot: _Slot, row: Logits) -> None:
+        dec = slot.decoder
+        try:
+            slot.next_token = dec.feed(row)
+        except Exception as exc:
+            self._flush(slot)
+            self._fail(slot, exc)
+            return
+        self._flush(slot)
+        if dec.finish_reason is not None:
+            self._leave(slot)
+            t_end = time.perf_counter()
+            usage = {
+                "prompt_tokens": len(slot.prompt),
+                "completion_tokens": len(dec.ids),
+                "prompt_tokens_truncated": slot.truncated,
+            }
+            timings = {
+                "prompt_eval": slot.t_prompt - slot.t_start,
+                "decode": t_end - slot.t_prompt,
+                "n_threads": float(self.n_threads),
+            }
+            self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings))
+
+    def _flush(self, slot: _Slot) -> None:
+        for piece in slot.decoder.take():
+            self.send(PieceFrame(slot.rid, piece.text, piece.token_ids, piece.tokens))
+
+    def _fail(self, slot: _Slot, exc: BaseException) -> None:
+        if slot.rid in self.slots:
+            self._leave(slot)
+        partial = exc.partial_text if isinstance(exc, ConstraintError) else None
+        self.send(ErrorFrame(slot.rid, type(exc).__name__, str(exc), partial))
