@@ -21,7 +21,7 @@ from steadytext_async import AsyncSteadyText, ConstraintError, InvalidRequestErr
 from steadytext_async._config import Settings
 from steadytext_async._replay import request_from_fingerprint
 from steadytext_async._validate import build_request
-from steadytext_async._worker.protocol import MAX_FRAME, MAX_PROMPT_BYTES, encode_frame
+from steadytext_async._worker.protocol import MAX_FRAME, MAX_PROMPT_BYTES, Generate, GenParams, encode_frame
 from steadytext_async.structured.normalize import MAX_SCHEMA_DEPTH, normalize
 from steadytext_async.structured.validate import check_output, regex_fullmatch
 
@@ -135,8 +135,8 @@ async def test_prompt_over_the_frame_limit_is_refused_before_any_work() -> None:
 
 def test_sender_checks_the_frame_limit() -> None:
     with pytest.raises(InvalidRequestError, match="exceeds"):
-        encode_frame(("gen", 1, {"prompt": b"x" * (MAX_FRAME + 1)}))
-    assert len(encode_frame(("gen", 1, {"prompt": "x"}))) < 200
+        encode_frame(Generate(1, GenParams(prompt="x" * (MAX_FRAME + 1), max_new_tokens=2)))
+    assert len(encode_frame(Generate(1, GenParams(prompt="x", max_new_tokens=2)))) < 400
 
 
 def test_choices_duplicate_detection_is_linear() -> None:
