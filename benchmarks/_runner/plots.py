@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from report import figures, first
+from report import figures
 
 Results = dict[str, Any]
 LEVELS = [1, 2, 4, 8, 16]
@@ -147,7 +147,6 @@ def remote(results: Results, out: Path) -> None:
 
 def multiprocess(results: Results, out: Path) -> None:
     figs = [f for f in results["benchmarks"].get("bench_multiprocess", {}).get("figures", []) if "tok_s" in f]
-    ref = first(results, "bench_multiprocess", "one_process")
     fig, ax = plt.subplots(figsize=(9, 5))
     labels, vals, ratios = [], [], []
     for f in figs:
