@@ -189,7 +189,6 @@ def start_serve(tmp: Path) -> tuple[subprocess.Popen[str], str] | None:
 
 def matrix(reduced: bool) -> tuple[list[dict[str, Any]], str, str]:
     n_prompts, tokens = (2, 8) if reduced else (len(PROMPTS), 32)
-    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="determinism-") as tmp:
         results = [(g.label, run_group(g, n_prompts, tokens, Path(tmp), {})) for g in plan(reduced)]
         if has_serve():
@@ -205,7 +204,13 @@ def matrix(reduced: bool) -> tuple[list[dict[str, Any]], str, str]:
                 finally:
                     proc.terminate()
                     proc.wait(30)
+    return compare(results)
+
+
+def compare(results: list[tuple[str, Outputs]]) -> tuple[list[dict[str, Any]], str, str]:
+    """Rows (one per cell, against the first group's ``repeat 1``), sha256 over all outputs, sha256 of the reference."""
     reference = results[0][1]["repeat 1"]
+    rows: list[dict[str, Any]] = []
     for label, outputs in results:
         for cell, texts in outputs.items():
             name = cell if label in ("reference", "serve") else f"{label}: {cell}"

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,115 @@ def test_bench_batching_quick() -> None:
     rows = [line for line in lines if line["figure"] == "batching_concurrency"]
     assert [row["concurrent"] for row in rows] == [1, 2, 8]
     assert all(row["identical"] for row in rows)  # batching never changes the text
+
+
+# ------------------------------------------------------------------------------------- benchmarks/run, determinism
+RUNNER = ROOT / "benchmarks" / "_runner"
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(RUNNER))
+    import execute
+    import main
+    import table
+
+    return main, execute, table
+
+
+@pytest.mark.timeout(900)
+def test_run_quick_writes_results_table_and_plots(tmp_path: Path) -> None:
+    """``benchmarks/run --quick`` on a bounded selection: JSON, Markdown and PNG outputs exist and parse."""
+    from _redis_server import redis_binary
+
+    redis_binary()
+    only = "bench_concurrency,bench_cache_hits,bench_remote"
+    out = subprocess.run(
+        [str(ROOT / "benchmarks" / "run"), "--quick", "--skip-peers", "--only", only, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    print(out.stderr)
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["mode"] == "quick"
+    assert results["machine"]["cores_usable"] >= 1 and "llama-cpp-python" in results["machine"]["packages"]
+    assert "AVX" in results["machine"]["llama_cpp_system_info"]  # llama.cpp's own build flags
+    benches = results["benchmarks"]
+    for name in only.split(","):
+        assert benches[name]["status"] == "ok", benches[name]
+    levels = [f["concurrent"] for f in benches["bench_concurrency"]["figures"] if f["figure"] == "concurrency_vs_raw"]
+    assert levels == [1, 2, 4]
+    hits = {(f["backend"], f["api"], f["layer"]) for f in benches["bench_cache_hits"]["figures"]}
+    assert hits == {
+        (b, a, la) for b in ("sqlite", "redis") for a in ("generate", "stream") for la in ("backend", "front")
+    }
+    assert benches["peer_steadytext_pypi"]["status"] == "not selected"  # --skip-peers is recorded, not dropped
+    assert benches["bench_core"]["reason"].startswith("--only")
+    rows = {row["source"] for row in results["headline"]}
+    assert {"bench_concurrency", "bench_cache_hits", "bench_remote"} <= rows
+    assert all(row["ratio"] is None or row["ratio"] > 0 for row in results["headline"])
+    md = (tmp_path / "RESULTS.md").read_text()
+    assert "| comparison | ours | reference |" in md and "## Machine" in md
+    from matplotlib.image import imread
+
+    for png in ("concurrency.png", "cache_hits.png", "remote_overhead.png", "multiprocess.png"):
+        assert f"plots/{png}" in md
+        image = imread(tmp_path / "plots" / png)
+        assert image.shape[0] > 300 and image.shape[1] > 600
+
+
+def test_run_records_missing_failing_and_undeclared(runner: Any, tmp_path: Path) -> None:
+    main, execute, table = runner
+    missing = table.Entry("bench_later", "bench_later.py", ("--quick",), (), 10, 10, "x", lands_with="branch y")
+    rec = execute.run_entry(missing, quick=True)
+    assert rec["status"] == "missing" and "lands with branch y" in rec["reason"]
+    broken = tmp_path / "bench_broken.py"
+    broken.write_text("import sys\nprint('{\"figure\": \"partial\"}')\nsys.exit('it broke here')\n")
+    rec = execute.run_entry(table.Entry("bench_broken", str(broken), (), (), 60, 60, "x"), quick=True)
+    assert rec["status"] == "failed" and "exited 1" in rec["reason"] and "it broke here" in rec["reason"]
+    assert rec["figures"] == [{"figure": "partial"}]  # what it printed before failing is kept
+    needs = table.Entry("bench_core", "bench_core.py", (), (), 10, 10, "x", requires=("no-such-binary-here",))
+    assert execute.run_entry(needs, quick=True)["status"] == "skipped"
+    declared = {e.script for e in table.BENCHMARKS}
+    assert {f"{stem}.py" for stem in main.discover()} <= declared  # every bench_*.py here has a table row
+    with pytest.raises(SystemExit, match="unknown --only"):
+        main.main(["--only", "bench_nope", "--out", str(tmp_path)])
+
+
+def test_determinism_compare_flags_a_differing_cell() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import determinism
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    same = {"repeat 1": ["a", "b"], "stream": ["a", "b"]}
+    rows, digest, ref = determinism.compare([("reference", same), ("pool 1", {"concurrency 4": ["a", "B"]})])
+    assert [r["identical"] for r in rows] == [True, True, False]
+    assert rows[-1]["cell"] == "pool 1: concurrency 4"
+    again, digest2, ref2 = determinism.compare([("reference", same), ("pool 1", {"concurrency 4": ["a", "b"]})])
+    assert all(r["identical"] for r in again) and ref2 == ref and digest2 != digest
+
+
+@pytest.mark.timeout(1200)
+def test_determinism_matrix_reduced() -> None:
+    """The CI form of the matrix: every cell identical (exit 0), one sha256 over all outputs."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "determinism.py"), "--reduced", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=ROOT,
+    )
+    print(out.stdout)
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    cells = [line for line in lines if line["figure"] == "determinism_cell"]
+    summary = next(line for line in lines if line["figure"] == "determinism_summary")
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+    assert summary["identical_cells"] == summary["cells"] == len(cells) >= 10
+    assert {"concurrency 16", "sync stream", "cache hit, streamed", "pool 1: concurrency 4"} <= {
+        c["cell"] for c in cells
+    }
+    assert len({c["sha256"] for c in cells}) == 1 and len(summary["sha256"]) == 64

@@ -67,7 +67,9 @@ def redis_version() -> str | None:
         out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    words = out.stdout.split()  # "Redis server v=7.0.15 sha=... malloc=... bits=64 build=..."
+    version = next((w[2:] for w in words if w.startswith("v=")), None)
+    return f"redis-server {version}" if version else None
 
 
 def describe() -> dict[str, Any]:

@@ -42,6 +42,9 @@ def plan(args: argparse.Namespace) -> tuple[list[Entry], dict[str, dict[str, Any
     entries = list(BENCHMARKS) + list(PEERS)
     chosen: list[Entry] = []
     only = set(args.only.split(",")) if args.only else None
+    unknown = (only or set()) - {e.name for e in entries}
+    if unknown:
+        raise SystemExit(f"run: unknown --only names {sorted(unknown)}; known: {[e.name for e in entries]}")
     for e in entries:
         if only is not None and e.name not in only:
             notes[e.name] = execute.skipped(e, "not selected", f"--only {args.only}")
@@ -59,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated names from the table (e.g. bench_core,determinism)")
     ap.add_argument("--skip-peers", action="store_true", help="do not build peer venvs or run peers")
     ap.add_argument("--no-plots", action="store_true")
-    ap.add_argument("--from-results", type=Path, default=None, help="only redraw RESULTS.md and plots from a JSON")
+    ap.add_argument(
+        "--from-results",
+        type=Path,
+        default=None,
+        help="only redraw RESULTS.md and plots from a JSON "
+        "(results.json, or results.partial.json of a run that was cut off)",
+    )
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.from_results.read_text()) if args.from_results else run_all(args)
@@ -74,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             plots = plotting.draw_all(results, args.out / "plots")
     (args.out / "RESULTS.md").write_text(report.markdown(results, plots))
+    (args.out / "results.partial.json").unlink(missing_ok=True)
     bad = [n for n, r in results["benchmarks"].items() if r["status"] in ("failed", "timeout")]
     print(
         f"run: wrote {args.out / 'results.json'}, RESULTS.md and {len(plots)} plots; "
@@ -99,6 +109,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         reason = f" ({record['reason'][:200]})" if "reason" in record else ""
         print(f"run: {entry.name} {record['status']} {record.get('seconds', '')}{reason}", file=sys.stderr, flush=True)
         results["benchmarks"][entry.name] = record
+        partial = {**results, "finished_utc": "(partial)", "seconds": round(time.perf_counter() - started, 1)}
+        (args.out / "results.partial.json").write_text(json.dumps(partial, indent=1) + "\n")
     results["benchmarks"].update(notes)
     results["finished_utc"] = _now()
     results["seconds"] = round(time.perf_counter() - started, 1)

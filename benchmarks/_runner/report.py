@@ -330,5 +330,6 @@ def _outputs(results: Results) -> list[str]:
     out = ["", "## Same prompts, original steadytext vs ours", "", "| prompt | original | ours |", "|---|---|---|"]
     for f in orig:
         mine = ours.get(f["prompt"], {}).get("text")
-        out.append(f"| {f['prompt']} | {json.dumps(f['text'])[:80]} | {json.dumps(mine)[:80]} |")
+        cells = [json.dumps(x, ensure_ascii=False)[:80].replace("|", "\\|") for x in (f["prompt"], f["text"], mine)]
+        out.append("| " + " | ".join(cells) + " |")
     return out
