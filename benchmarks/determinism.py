@@ -187,8 +187,7 @@ def start_serve(tmp: Path) -> tuple[subprocess.Popen[str], str] | None:
     return None
 
 
-def matrix(reduced: bool) -> tuple[list[dict[str, Any]], str, str]:
-    n_prompts, tokens = (2, 8) if reduced else (len(PROMPTS), 32)
+def matrix(reduced: bool, n_prompts: int, tokens: int) -> tuple[list[dict[str, Any]], str, str]:
     with tempfile.TemporaryDirectory(prefix="determinism-") as tmp:
         results = [(g.label, run_group(g, n_prompts, tokens, Path(tmp), {})) for g in plan(reduced)]
         if has_serve():
@@ -225,6 +224,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reduced", action="store_true", help="the CI form")
     ap.add_argument("--json", action="store_true", help="also print JSON lines (benchmarks/run reads them)")
+    ap.add_argument(
+        "--prompts", type=int, default=None, help=f"prompts from the fixed set (default 2 reduced, {len(PROMPTS)})"
+    )
+    ap.add_argument("--tokens", type=int, default=None, help="max_new_tokens (default 8 reduced, 32)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -233,7 +236,9 @@ def main() -> int:
         print(json.dumps(asyncio.run(child(json.loads(args.child), n_prompts, tokens, cache_dir))), flush=True)
         return 0
     t0 = time.perf_counter()
-    rows, digest, reference_sha = matrix(args.reduced)
+    n_prompts = args.prompts or (2 if args.reduced else len(PROMPTS))
+    tokens = args.tokens or (8 if args.reduced else 32)
+    rows, digest, reference_sha = matrix(args.reduced, min(n_prompts, len(PROMPTS)), tokens)
     width = max(len(r["cell"]) for r in rows)
     print(f"{'cell':<{width}}  result     outputs")
     for r in rows:
@@ -249,6 +254,7 @@ def main() -> int:
             print(json.dumps({"figure": "determinism_cell", **r}))
         print(json.dumps({"figure": "determinism_summary", "cells": len(rows), "identical_cells": same,
                           "sha256": digest, "reference_sha256": reference_sha, "reduced": args.reduced,
+                          "prompts": n_prompts, "sampling": SAMPLING, "max_new_tokens": tokens,
                           "not_covered": notes, "seconds": round(time.perf_counter() - t0, 1)}))  # fmt: skip
     return 0 if same == len(rows) else 1
 

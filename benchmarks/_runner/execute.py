@@ -22,7 +22,8 @@ def skipped(entry: Entry, status: str, reason: str) -> dict[str, Any]:
     return {"name": entry.name, "status": status, "reason": reason, "compares": entry.compares, "figures": []}
 
 
-def run_entry(entry: Entry, quick: bool) -> dict[str, Any]:
+def run_entry(entry: Entry, quick: bool, budget: float | None = None) -> dict[str, Any]:
+    """Run ``entry``; ``budget``: seconds left for the whole run (its timeout is cut to fit)."""
     script = BENCH_DIR / entry.script
     if not script.exists():
         where = f" (lands with {entry.lands_with})" if entry.lands_with else ""
@@ -38,6 +39,8 @@ def run_entry(entry: Entry, quick: bool) -> dict[str, Any]:
             return skipped(entry, "unavailable", f"could not build its venv: {exc}")
     args = entry.quick if quick else entry.full
     timeout = entry.timeout_quick if quick else entry.timeout_full
+    if budget is not None:
+        timeout = max(1, min(timeout, int(budget)))
     env = {**os.environ, **entry.env, "STEADYTEXT_BENCH_PROJECT_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
     env.pop("STEADYTEXT_CACHE_URL", None)  # a benchmark picks its own cache; never the user's shared one
     cmd = [python, str(script), *args]

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import execute
 import machine
 import report
-from table import BENCHMARKS, PEERS, Entry
+from table import BENCHMARKS, RUN_ORDER, Entry
 
 
 def discover() -> list[str]:
@@ -39,7 +39,7 @@ def plan(args: argparse.Namespace) -> tuple[list[Entry], dict[str, dict[str, Any
                 "compares": "",
                 "reason": "not in the runner's table (add its quick/full arguments to benchmarks/_runner/table.py)",
             }
-    entries = list(BENCHMARKS) + list(PEERS)
+    entries = list(RUN_ORDER)
     chosen: list[Entry] = []
     only = set(args.only.split(",")) if args.only else None
     unknown = (only or set()) - {e.name for e in entries}
@@ -61,7 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=execute.BENCH_DIR, help="output directory (default benchmarks/)")
     ap.add_argument("--only", default=None, help="comma-separated names from the table (e.g. bench_core,determinism)")
     ap.add_argument("--skip-peers", action="store_true", help="do not build peer venvs or run peers")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds for the whole run: later entries are cut "
+        "short or recorded as skipped (the order of the table is the order of importance)",
+    )
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's results table from this run")
     ap.add_argument(
         "--from-results",
         type=Path,
@@ -84,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             plots = plotting.draw_all(results, args.out / "plots")
     (args.out / "RESULTS.md").write_text(report.markdown(results, plots))
     (args.out / "results.partial.json").unlink(missing_ok=True)
+    if args.update_readme:
+        update_readme(execute.ROOT / "README.md", report.readme_block(results))
     bad = [n for n, r in results["benchmarks"].items() if r["status"] in ("failed", "timeout")]
     print(
         f"run: wrote {args.out / 'results.json'}, RESULTS.md and {len(plots)} plots; "
@@ -104,8 +114,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "benchmarks": {},
     }
     for entry in entries:
+        left = None if args.budget is None else args.budget - (time.perf_counter() - started)
+        if left is not None and left < 30:
+            results["benchmarks"][entry.name] = execute.skipped(entry, "skipped", f"--budget {args.budget:.0f} s spent")
+            continue
         print(f"run: {entry.name} ...", file=sys.stderr, flush=True)
-        record = execute.run_entry(entry, args.quick)
+        record = execute.run_entry(entry, args.quick, left)
         reason = f" ({record['reason'][:200]})" if "reason" in record else ""
         print(f"run: {entry.name} {record['status']} {record.get('seconds', '')}{reason}", file=sys.stderr, flush=True)
         results["benchmarks"][entry.name] = record
@@ -115,6 +129,14 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     results["finished_utc"] = _now()
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def update_readme(path: Path, block: str) -> None:
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    text = path.read_text()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{block}\n{end}{tail}")
 
 
 def _now() -> str:

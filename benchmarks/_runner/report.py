@@ -264,6 +264,45 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def headline_table(results: Results) -> list[str]:
+    lines = ["| comparison | ours | reference | unit | ratio | better | source |", "|---|---|---|---|---|---|---|"]
+    for row in results["headline"]:
+        if "detail" in row:
+            detail = ", ".join(f"{k}={_fmt(v)}" for k, v in row["detail"].items())
+            lines.append(f"| {row['comparison']} | {detail} | {row['reference_is']} | | | | {row['source']} |")
+            continue
+        lines.append(
+            f"| {row['comparison']} | {_fmt(row['ours'])} | {_fmt(row['reference'])} ({row['reference_is']}) | "
+            f"{row['unit']} | {_fmt(row['ratio'])} | {row['better']} | {row['source']} |"
+        )
+    return lines
+
+
+def readme_block(results: Results) -> str:
+    """The README "Results" table: headline pairs, the determinism verdict, and what did not run."""
+    m = results["machine"]
+    lines = [
+        f"Measured {results['finished_utc']} by `{results['command']}` on {m['cpu_model']} ({m['cores_usable']} "
+        f"cores, load average {m['load_average_at_start'][0]} at start, shared with other jobs); "
+        "ratio = ours / reference. Full detail: [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
+        "",
+        *headline_table(results),
+    ]
+    summary = first(results, "determinism", "determinism_summary")
+    if summary:
+        lines += ["", f"Determinism matrix: **{summary['identical_cells']} of {summary['cells']} cells identical**, "
+                  f"sha256 over all outputs `{summary['sha256'][:16]}…`."]  # fmt: skip
+    orig = first(results, "peer_steadytext_pypi", "summary")
+    if orig:
+        lines += ["", f"The original `steadytext` returned an empty string for {orig['empty_outputs']} of "
+                  f"{orig['prompts']} prompts on the same model (ours: none; see RESULTS.md)."]  # fmt: skip
+    gaps = [f"`{n}`: {r['status']} ({r.get('reason', '')[:160]})" for n, r in results["benchmarks"].items()
+            if r["status"] not in ("ok", "not selected")]  # fmt: skip
+    if gaps:
+        lines += ["", "Not in this run: " + "; ".join(g.replace("|", "/") for g in gaps) + "."]
+    return "\n".join(lines)
+
+
 def markdown(results: Results, plots: list[str]) -> str:
     m = results["machine"]
     lines = [
@@ -284,18 +323,8 @@ def markdown(results: Results, plots: list[str]) -> str:
         "",
         "## Headline",
         "",
-        "| comparison | ours | reference | unit | ratio | better | source |",
-        "|---|---|---|---|---|---|---|",
+        *headline_table(results),
     ]
-    for row in results["headline"]:
-        if "detail" in row:
-            detail = ", ".join(f"{k}={_fmt(v)}" for k, v in row["detail"].items())
-            lines.append(f"| {row['comparison']} | {detail} | {row['reference_is']} | | | | {row['source']} |")
-            continue
-        lines.append(
-            f"| {row['comparison']} | {_fmt(row['ours'])} | {_fmt(row['reference'])} ({row['reference_is']}) | "
-            f"{row['unit']} | {_fmt(row['ratio'])} | {row['better']} | {row['source']} |"
-        )
     lines += _determinism(results) + _outputs(results) + ["", "## What ran", ""]
     lines += ["| benchmark | status | seconds | compares / why not |", "|---|---|---|---|"]
     for name, rec in results["benchmarks"].items():
