@@ -167,21 +167,20 @@ def run_group(group: Group, n_prompts: int, tokens: int, tmp: Path, extra_env: d
     return result
 
 
-def start_serve(tmp: Path) -> tuple[subprocess.Popen[str], str] | None:
+def start_serve(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     """``steadytext-async serve --port 0`` on 127.0.0.1; returns the process and its URL (or None if it failed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEADYTEXT_")}
     env["STEADYTEXT_DISABLE_CACHE"] = "1"
+    log = tmp / "serve.log"
     cmd = [sys.executable, "-m", "steadytext_async", "serve", "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    assert proc.stdout is not None
+    with log.open("wb") as sink:  # a file, not a pipe: nobody reads it while the matrix runs
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
         if found:
             return proc, found.group(1)
+        time.sleep(0.2)
     proc.kill()
     proc.wait()
     return None
