@@ -197,3 +197,12 @@ def test_determinism_matrix_reduced() -> None:
         c["cell"] for c in cells
     }
     assert len({c["sha256"] for c in cells}) == 1 and len(summary["sha256"]) == 64
+
+
+def test_update_readme_replaces_only_the_results_block(runner: Any, tmp_path: Path) -> None:
+    main, _, _ = runner
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:begin -->\nold table\n<!-- results:end -->\n![plot](p.png)\n")
+    main.update_readme(readme, "| new | table |")
+    assert readme.read_text() == "# x\n<!-- results:begin -->\n| new | table |\n<!-- results:end -->\n![plot](p.png)\n"
+    assert (ROOT / "README.md").read_text().count("<!-- results:begin -->") == 1  # the real README has the block
