@@ -120,7 +120,7 @@ async def main() -> None:
     async with st.AsyncSteadyText(cache_disabled=True) as client:
         spec = await client.preload()
         assert spec.path is not None
-        probe = await client.generate(PROMPT, max_new_tokens=1)
+        probe = await client.generate(PROMPT, max_new_tokens=8)  # warm-up, as the raw side gets
         fp = probe.fingerprint.model_dump()
         emit(
             "setup",

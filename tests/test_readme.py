@@ -1,8 +1,8 @@
 """Every code block in README.md is exercised, so the README cannot drift from the code.
 
 - ```` ```python ```` blocks run (top-level ``await`` allowed), each in a fresh namespace where ``steadytext`` is
-  ``steadytext_async`` and ``Person`` is a small Pydantic model; the default ``max_new_tokens`` is lowered to keep
-  the test short (the code itself is unchanged).
+  ``steadytext_async``, ``client`` an ``AsyncSteadyText``, ``BaseModel`` Pydantic's and ``Person`` a small model;
+  the default ``max_new_tokens`` is lowered to keep the test short (the code itself is unchanged).
 - ```` ```bash ```` blocks are shell: ``bash -n`` must accept them, and every repository script they call
   (``scripts/...``, ``benchmarks/...``) must exist and be executable or a Python/bash file.
 - A comment on the line before the fence changes that: ``<!-- readme-test: remote -->`` runs a Python block with
@@ -74,11 +74,26 @@ class Person(BaseModel):
 
 
 def run_python(code: str) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"steadytext": steadytext, "Person": Person, "__name__": "readme"}
+    """Run one block; the names README snippets take as given are defined (``client`` is closed afterwards)."""
+    client = steadytext.AsyncSteadyText()
+    namespace: dict[str, Any] = {
+        "steadytext": steadytext,
+        "BaseModel": BaseModel,
+        "Person": Person,
+        "client": client,
+        "__name__": "readme",
+    }
     compiled = compile(code, "<README.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-    result = eval(compiled, namespace)
-    if asyncio.iscoroutine(result):
-        asyncio.run(result)
+
+    async def main() -> None:
+        try:
+            result = eval(compiled, namespace)
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
     return namespace
 
 

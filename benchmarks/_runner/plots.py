@@ -165,6 +165,7 @@ def multiprocess(results: Results, out: Path) -> None:
     for i, (v, r) in enumerate(zip(vals, ratios, strict=True)):
         ax.annotate(f"{v:.1f} tok/s\n×{r:.2f}", (i, v), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.set_ylim(0, max(vals, default=1) * 1.2)
     ax.set_ylabel("aggregate throughput (tokens/s)")
     ax.set_title("Multi-process vs single process: higher is better (×: ratio to the single-process run before it)")
     ax.grid(True, axis="y", alpha=0.3)
