@@ -206,3 +206,35 @@ def test_update_readme_replaces_only_the_results_block(runner: Any, tmp_path: Pa
     main.update_readme(readme, "| new | table |")
     assert readme.read_text() == "# x\n<!-- results:begin -->\n| new | table |\n<!-- results:end -->\n![plot](p.png)\n"
     assert (ROOT / "README.md").read_text().count("<!-- results:begin -->") == 1  # the real README has the block
+
+
+def test_headline_pairs_from_synthetic_figures(runner: Any) -> None:
+    """Each known figure becomes a pair with ratio = ours / reference; a missing benchmark just adds no rows."""
+    import report
+
+    def rec(*figs: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "ok", "figures": list(figs)}
+
+    results = {
+        "benchmarks": {
+            "bench_batching": rec(
+                {"figure": "batching_concurrency", "concurrent": 8, "on_tok_s": 30.0, "off_tok_s": 20.0},
+            ),
+            "bench_server": rec(
+                {"figure": "server_unique", "server": "steadytext", "tok_per_s": 12.0, "p99_ms": 900.0},
+                {"figure": "server_unique", "server": "llama_cpp", "tok_per_s": 10.0, "p99_ms": 1800.0},
+                {"figure": "identical_after_different_prompts", "server": "steadytext", "identical": True},
+                {"figure": "identical_after_different_prompts", "server": "llama_cpp", "identical": False},
+            ),
+            "peer_steadytext_pypi": rec({"figure": "cached_repeat", "p50_us": 40.0}),
+            "peer_steadytext_async": rec({"figure": "cached_repeat", "p50_us": 20.0}),
+        }
+    }
+    rows = {row["comparison"]: row for row in report.headline(results)}
+    assert rows["8 concurrent, batching on vs off"]["ratio"] == 1.5
+    assert rows["serve, unique prompts, throughput"]["ratio"] == 1.2
+    assert rows["serve, unique prompts, p99 latency"]["ratio"] == 0.5
+    same = rows["same bytes after different earlier prompts"]
+    assert (same["ours"], same["reference"]) == ("yes", "no")
+    assert rows["cached repeat p50"]["ratio"] == 0.5
+    assert not any(r["source"] == "bench_core" for r in rows.values())

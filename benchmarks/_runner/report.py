@@ -211,18 +211,7 @@ def _other(res: Results) -> Iterator[Row]:
                 "higher",
                 "bench_multiprocess",
             )
-    for f in figures(res, "bench_server", "server_ratio"):
-        yield {
-            "comparison": "serve vs llama_cpp.server",
-            "ours": None,
-            "reference": None,
-            "reference_is": "python -m llama_cpp.server",
-            "unit": "",
-            "ratio": None,
-            "better": "higher",
-            "source": "bench_server",
-            "detail": {k: v for k, v in f.items() if k != "figure"},
-        }
+    yield from _server(res)
     ours = first(res, "peer_steadytext_async", "first_call")
     orig = first(res, "peer_steadytext_pypi", "first_call")
     if ours and orig:
@@ -249,6 +238,46 @@ def _other(res: Results) -> Iterator[Row]:
             "lower",
             "peer_steadytext_*",
         )
+
+
+def _server(res: Results) -> Iterator[Row]:
+    """bench_server: our ``serve`` (cache on and off) against ``python -m llama_cpp.server``, same GGUF."""
+    for workload in ("unique", "repeated"):
+        rows = {f["server"]: f for f in figures(res, "bench_server", f"server_{workload}")}
+        ref = rows.get("llama_cpp")
+        for ours in ("steadytext", "steadytext_nocache"):
+            if ref and ours in rows:
+                what = f"serve{' (cache off)' if ours.endswith('nocache') else ''}, {workload} prompts"
+                ref_name = "python -m llama_cpp.server"
+                yield pair(
+                    f"{what}, throughput",
+                    rows[ours]["tok_per_s"],
+                    ref["tok_per_s"],
+                    ref_name,
+                    "tok/s",
+                    "higher",
+                    "bench_server",
+                )
+                yield pair(
+                    f"{what}, p99 latency", rows[ours]["p99_ms"], ref["p99_ms"], ref_name, "ms", "lower", "bench_server"
+                )
+    same = {f["server"]: f.get("identical") for f in figures(res, "bench_server", "identical_after_different_prompts")}
+    if "llama_cpp" in same and "steadytext" in same:
+        row = pair(
+            "same bytes after different earlier prompts",
+            None,
+            None,
+            "python -m llama_cpp.server",
+            "",
+            "yes",
+            "bench_server",
+        )
+        row["ours"], row["reference"] = _yes(same["steadytext"]), _yes(same["llama_cpp"])
+        yield row
+
+
+def _yes(x: Any) -> str:
+    return "yes" if x else "no"
 
 
 def headline(results: Results) -> list[Row]:
