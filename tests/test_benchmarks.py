@@ -1,6 +1,7 @@
 """Benchmarks run in a bounded form so they cannot rot; their figures are printed, never asserted on."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,7 @@ def test_run_quick_writes_results_table_and_plots(tmp_path: Path) -> None:
         text=True,
         timeout=900,
         cwd=ROOT,
+        env={**os.environ, "STEADYTEXT_BENCH_PYTHON": sys.executable},
     )
     print(out.stderr)
     assert out.returncode == 0, out.stderr[-2000:]
