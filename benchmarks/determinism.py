@@ -186,6 +186,20 @@ def start_serve(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     return None
 
 
+def served_requests(url: str) -> float:
+    """``steadytext_requests_total`` summed over endpoints, from serve's /metrics (0 if unreadable)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("steadytext_requests_total")
+    )
+
+
 def matrix(reduced: bool, n_prompts: int, tokens: int) -> tuple[list[dict[str, Any]], str, str]:
     with tempfile.TemporaryDirectory(prefix="determinism-") as tmp:
         results = [(g.label, run_group(g, n_prompts, tokens, Path(tmp), {})) for g in plan(reduced)]
@@ -198,6 +212,8 @@ def matrix(reduced: bool, n_prompts: int, tokens: int) -> tuple[list[dict[str, A
                 try:
                     group = Group("serve", {}, ["repeat 1", "stream"])
                     got = run_group(group, n_prompts, tokens, Path(tmp), {"STEADYTEXT_DAEMON_URL": url})
+                    if served_requests(url) == 0:  # the SDK fell back to in-process: not a serve cell at all
+                        got = {k: ["<no request reached serve>"] for k in got}
                     results.append(("serve", {f"through serve (daemon), {k}": v for k, v in got.items()}))
                 finally:
                     proc.terminate()
