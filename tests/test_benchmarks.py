@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +241,26 @@ def test_headline_pairs_from_synthetic_figures(runner: Any) -> None:
     assert (same["ours"], same["reference"]) == ("yes", "no")
     assert rows["cached repeat p50"]["ratio"] == 0.5 and rows["cached repeat p99"]["ratio"] == 0.25
     assert not any(r["source"] == "bench_core" for r in rows.values())
+
+
+def test_run_entry_timeout_ends_what_the_benchmark_started(runner: Any, tmp_path: Path) -> None:
+    """A benchmark that times out is killed with its children (a grandchild holding the pipes cannot hang the run)."""
+    _, execute, table = runner
+    script = tmp_path / "bench_hang.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    t0 = time.monotonic()
+    rec = execute.run_entry(table.Entry("bench_hang", str(script), (), (), 3, 3, "x"), quick=True)
+    assert time.monotonic() - t0 < 60
+    assert rec["status"] == "timeout" and "timed out after 3 s" in rec["reason"]
+    grandchild = int(rec["text"].split()[0])
+    from conftest import alive
+
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(grandchild)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -45,14 +47,19 @@ def run_entry(entry: Entry, quick: bool, budget: float | None = None) -> dict[st
     env.pop("STEADYTEXT_CACHE_URL", None)  # a benchmark picks its own cache; never the user's shared one
     cmd = [python, str(script), *args]
     t0 = time.perf_counter()
+    # Its own session, so a timeout ends the benchmark *and* what it started (a raw llama process, a server) and
+    # nothing left behind keeps the output pipes open.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            start_new_session=True)  # fmt: skip
+    code: int | None
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
-        code: int | None = out.returncode
-        stdout, stderr = out.stdout, out.stderr
-    except subprocess.TimeoutExpired as exc:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
         code = None
-        stdout = _text(exc.stdout)
-        stderr = _text(exc.stderr)
     seconds = round(time.perf_counter() - t0, 1)
     figures, text = parse(stdout)
     record: dict[str, Any] = {
@@ -92,9 +99,3 @@ def parse(stdout: str) -> tuple[list[dict[str, Any]], str]:
         if line.strip():
             other.append(line)
     return figures, "\n".join(other)
-
-
-def _text(data: bytes | str | None) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
