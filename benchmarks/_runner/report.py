@@ -325,7 +325,7 @@ def readme_block(results: Results) -> str:
     orig = first(results, "peer_steadytext_pypi", "summary")
     if orig:
         lines += ["", f"The original `steadytext` returned an empty string for {orig['empty_outputs']} of "
-                  f"{orig['prompts']} prompts on the same model (ours: none; see RESULTS.md)."]  # fmt: skip
+                  f"{orig['prompts']} prompts on the same model (see RESULTS.md for both outputs)."]  # fmt: skip
     gaps = [f"`{n}`: {r['status']} ({r.get('reason', '')[:160]})" for n, r in results["benchmarks"].items()
             if r["status"] not in ("ok", "not selected")]  # fmt: skip
     if gaps:
