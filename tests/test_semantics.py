@@ -7,6 +7,7 @@ import pytest
 
 import steadytext_async as st
 from steadytext_async._worker.pool import Done, Pool, WorkerPiece
+from steadytext_async._worker.protocol import GenParams
 
 PROMPT = "The capital of France is"
 
@@ -33,29 +34,21 @@ async def test_stop_string_cuts_output_and_is_excluded() -> None:
 
 
 async def test_eos_token_ends_generation(model_spec: st.ModelSpec) -> None:
-    """The base model answers a chat turn with an immediate end token: finish_reason 'eos', empty text."""
+    """The base model answers a chat turn with (almost) at once an end token: finish_reason 'eos', and the end
+    token itself is never part of the output (with repack off it first writes one newline, token 107)."""
     pool = Pool(max_workers=1, threads=1, n_ctx=512, n_batch=512)
     try:
         assert model_spec.path is not None
-        params = {
-            "prompt": "Hi",
-            "prompt_format": "chat",
-            "max_new_tokens": 16,
-            "stop": None,
-            "temperature": 0.0,
-            "seed": 42,
-            "top_k": 40,
-            "top_p": 0.95,
-            "min_p": 0.05,
-            "logprobs": False,
-            "top_logprobs": 5,
-        }
+        params = GenParams(prompt="Hi", prompt_format="chat", max_new_tokens=16)
         events = [e async for e in pool.stream(model_spec.path, params)]
         done = events[-1]
         assert isinstance(done, Done)
         assert done.finish_reason == "eos"
-        assert done.usage["completion_tokens"] == 0  # the end token itself is never part of the output
-        assert [e for e in events if isinstance(e, WorkerPiece)] == []
+        pieces = [e for e in events if isinstance(e, WorkerPiece)]
+        ids = [t for p in pieces for t in p.token_ids]
+        assert done.usage["completion_tokens"] == len(ids) < 16
+        assert not {1, 106} & set(ids)  # <eos> and <end_of_turn> never appear in the output
+        assert "".join(p.text for p in pieces) == "\n"
     finally:
         await pool.aclose()
 
