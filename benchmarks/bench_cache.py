@@ -115,17 +115,17 @@ async def bench_miss_overhead(args: argparse.Namespace, cache_dir: Path) -> None
     emit("miss_overhead_ratio", on / off, "ratio", max_new_tokens=args.max_new_tokens)
 
 
-async def bench_result_cache_alone(args: argparse.Namespace, cache_dir: Path) -> None:
-    """The cache machinery without a model: front-hit cost and the cost a miss adds around ``produce()``."""
-    from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
+def synthetic_stream(tokens: int, tag: str) -> list[Any]:
+    """A stored-looking stream without a model: ``tokens`` chunks ``"{tag}{i} "`` and their final result."""
     from steadytext_async._models import Chunk, Fingerprint, GenerationResult
 
     values = {
         "package_version": "0",
         "provider": "local",
         "model": "m",
+        "model_sha256": "a" * 64,
         "prompt": "p",
-        "max_new_tokens": 8,
+        "max_new_tokens": tokens,
         "eos_string": "[EOS]",
         "temperature": 0.0,
         "seed": 42,
@@ -136,11 +136,16 @@ async def bench_result_cache_alone(args: argparse.Namespace, cache_dir: Path) ->
         "output_sha256": "0" * 64,
     }
     fp = Fingerprint(**{k: v for k, v in values.items() if k in Fingerprint.model_fields})
-    chunks = [Chunk(text=f"w{i} ", token_ids=[i]) for i in range(args.max_new_tokens)]
-    result = GenerationResult(
-        text="".join(c.text for c in chunks), finish_reason="length", provider="local", model="m", fingerprint=fp
-    )
-    out: list[StreamItem] = [*chunks, result]
+    chunks = [Chunk(text=f"{tag}{i} ", token_ids=[i]) for i in range(tokens)]
+    text = "".join(c.text for c in chunks)
+    return [*chunks, GenerationResult(text=text, finish_reason="length", provider="local", model="m", fingerprint=fp)]
+
+
+async def bench_result_cache_alone(args: argparse.Namespace, cache_dir: Path) -> None:
+    """The cache machinery without a model: front-hit cost and the cost a miss adds around ``produce()``."""
+    from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
+
+    out: list[StreamItem] = synthetic_stream(args.max_new_tokens, "w")
 
     async def produce() -> AsyncIterator[StreamItem]:
         for item in out:

@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench_cache import synthetic_stream
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -69,43 +71,13 @@ def make_backend(kind: str, url: str, directory: Path) -> Any:
     return local if kind == "sqlite" else RedisBackend(url, local=local, prefix="bench:")
 
 
-def stream(tokens: int, tag: str) -> list[Any]:
-    from steadytext_async._models import Chunk, Fingerprint, GenerationResult
-
-    fp = Fingerprint(
-        **{
-            k: v
-            for k, v in {
-                "package_version": "0",
-                "provider": "local",
-                "model": "m",
-                "model_sha256": "a" * 64,
-                "prompt": "p",
-                "max_new_tokens": tokens,
-                "eos_string": "[EOS]",
-                "temperature": 0.0,
-                "seed": 42,
-                "top_k": 40,
-                "top_p": 0.95,
-                "min_p": 0.05,
-                "logprobs": False,
-                "output_sha256": "0" * 64,
-            }.items()
-            if k in Fingerprint.model_fields
-        }
-    )
-    chunks = [Chunk(text=f"{tag}{i} ", token_ids=[i]) for i in range(tokens)]
-    text = "".join(c.text for c in chunks)
-    return [*chunks, GenerationResult(text=text, finish_reason="length", provider="local", model="m", fingerprint=fp)]
-
-
 async def fill(kind: str, url: str, directory: Path, keys: int, tokens: int) -> None:
     """Generate ``keys`` entries through a ResultCache (and wait for the writes)."""
     from steadytext_async._cache import ResultCache
 
     cache = ResultCache(make_backend(kind, url, directory))
     for i in range(keys):
-        out = stream(tokens, f"k{i}-")
+        out = synthetic_stream(tokens, f"k{i}-")
 
         async def produce(out: list[Any] = out) -> AsyncIterator[Any]:
             for item in out:
