@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _together import run_together
 
 from steadytext_async._cache.codec import decode_entry
 
@@ -83,35 +81,8 @@ asyncio.run(main())
 @pytest.mark.timeout(120)
 def test_many_processes_share_one_cache_file_safely(tmp_path: Path) -> None:
     path = tmp_path / "shared" / "results.sqlite3"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(path), str(i), str(OPS), str(PROCESSES)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(PROCESSES)
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            line = p.stdout.readline()
-            assert line.strip() == "ready", p.stderr.read() if p.stderr else ""
-        for p in procs:  # start together
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        reports = []
-        for p in procs:
-            out, err = p.communicate(timeout=100)
-            assert p.returncode == 0, err
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = run_together([[WORKER, str(path), str(i), str(OPS), str(PROCESSES)] for i in range(PROCESSES)])
+    reports = [report for report, _ in results]
 
     assert [r["warnings"] for r in reports] == [[]] * PROCESSES
     assert [r["errors"] for r in reports] == [0] * PROCESSES

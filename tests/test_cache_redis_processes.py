@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from _redis_server import PASSWORD, RedisServer
+from _together import run_together
 
 PROCESSES = 8
 
@@ -60,35 +61,12 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 def test_eight_processes_one_identical_request_one_generation(server: RedisServer, tmp_path: Path) -> None:
     counter = tmp_path / "generations"
     tests_dir = str(Path(__file__).parent)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, server.url, str(counter), str(tmp_path / f"local{i}"), tests_dir],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(PROCESSES)
-    ]
-    try:
-        for p in procs:
-            assert p.stdout is not None
-            assert p.stdout.readline().strip() == "ready", p.stderr.read() if p.stderr else ""
-        for p in procs:  # start together
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        reports = []
-        for p in procs:
-            out, err = p.communicate(timeout=100)
-            assert p.returncode == 0, err
-            assert "result cache" not in err, err  # no cache warning (logging's last-resort handler prints them)
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = run_together(
+        [[WORKER, server.url, str(counter), str(tmp_path / f"local{i}"), tests_dir] for i in range(PROCESSES)]
+    )
+    for _, err in results:
+        assert "result cache" not in err, err  # no cache warning (logging's last-resort handler prints them)
+    reports = [report for report, _ in results]
     assert counter.read_bytes() == b"1"  # exactly one generation across the 8 processes
     assert {r["text"] for r in reports} == {"one generation for all"}
     assert len({tuple(r["chunks"]) for r in reports}) == 1  # the same chunk boundaries everywhere
