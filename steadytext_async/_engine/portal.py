@@ -70,12 +70,6 @@ class Portal:
             self._loop = None
             self._thread = None
 
-    def forget(self) -> None:
-        """In a forked child: the parent's loop thread does not exist here; start afresh on next use."""
-        self._lock = threading.Lock()
-        self._loop = None
-        self._thread = None
-
     # -- bridges ---------------------------------------------------------------------------------------------
     async def call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self.in_portal():
