@@ -160,7 +160,10 @@ def test_neighbours_join_and_leave_mid_generation(harness: Harness, alone: dict[
     """Target 0 starts alone; others join at steps 3, 5, 9 and 14; short ones finish early; one is cancelled."""
     schedule = {0: [TARGETS[0]], 3: NEIGHBOURS[:2], 5: [TARGETS[1], NEIGHBOURS[3]], 9: NEIGHBOURS[5:7]}
     schedule[14] = [TARGETS[2], NEIGHBOURS[2]]  # more than the free slots: one waits for a slot
+    fillers = harness.worker.batcher.fillers
     got = harness.run(schedule, cancel={11: [2]})  # NEIGHBOURS[1] (12 tokens) is cancelled at step 11
+    # requests that left early opened gaps in the sequence ids, filled with throwaway tokens: still the same bytes
+    assert harness.worker.batcher.fillers > fillers
     order = [p for t in sorted(schedule) for p in schedule[t]]
     cancelled = got[2]
     assert cancelled.finish == "cancelled" and alone[id(order[2])].text.startswith(cancelled.text)
@@ -210,3 +213,70 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
         assert (g.text, g.token_ids, g.logprobs) == (e.text, e.token_ids, e.logprobs)
         assert g.fingerprint.max_batch == 4 and e.fingerprint.max_batch == 1
         assert g.fingerprint.kernel is not None and "tiled_mm=0" in g.fingerprint.kernel
+
+
+# -- the shape of each step (no model) -----------------------------------------------------------------------------
+class _StepRecorder:
+    """Just enough of ``LlamaModel`` for the batcher: every step's sequence ids (requests, fillers) are recorded."""
+
+    n_seq = 6
+    n_batch = 64
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[list[int], list[int], list[int]]] = []
+        self.batcher: Any = None
+
+    def set_threads(self, n: int) -> None:
+        pass
+
+    def clear(self, seq: int) -> None:
+        pass
+
+    def prefill(self, seq: int, tokens: list[int], start: int = 0) -> Any:
+        import numpy as np
+
+        return np.zeros(4, dtype=np.float32)
+
+    def step(self, entries: list[tuple[int, int]], pad: list[int] = ()) -> Any:  # type: ignore[assignment]
+        import numpy as np
+
+        prefilling = [s.seq for s in self.batcher.slots.values() if s.next_token is None]
+        self.steps.append(([seq for seq, _ in entries], list(pad), prefilling))
+        return np.zeros((len(entries), 4), dtype=np.float32)
+
+    def piece(self, token: int) -> bytes:
+        return b"x"
+
+    def is_end(self, token: int) -> bool:
+        return False
+
+
+def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
+    """llama.cpp splits a step at each gap or inversion of sequence ids into separately costed micro-batches (8
+    sequences in reverse order ran 2.4x slower): the batcher keeps ids ascending and fills gaps left by requests
+    that finished early."""
+    from steadytext_async._worker.batch import Batcher
+    from steadytext_async._worker.decode import SequenceDecoder
+    from steadytext_async._worker.sampling import Sampler
+
+    model = _StepRecorder()
+    batcher = model.batcher = Batcher(model, slots=6, per_call=6, threads=1, send=lambda msg: None)  # type: ignore[arg-type]
+    lengths = {1: 20, 2: 3, 3: 12, 4: 5, 5: 20, 6: 8, 7: 16, 8: 2}  # rid -> tokens: early finishers leave gaps
+    pending = sorted(lengths)
+    while pending or batcher.busy:
+        while pending and batcher.capacity:
+            rid = pending.pop(0)
+            sampler = Sampler(temperature=0.0, seed=0, top_k=0, top_p=1.0, min_p=0.0)
+            batcher.admit(rid, [1, 2], 0, SequenceDecoder(model, max_new_tokens=lengths[rid], sampler=sampler))
+        batcher.tick()
+    assert len(model.steps) > 20 and batcher.fillers > 0
+    split = 0
+    for seqs, pad, prefilling in model.steps:
+        assert seqs == sorted(seqs)
+        gaps = set(range(min(seqs), max(seqs) + 1)) - set(seqs)
+        if pad:  # every gap filled, with free sequences only
+            assert set(pad) == gaps and not gaps & set(prefilling), (seqs, pad, prefilling)
+        else:  # a gap is left only where a request is still evaluating its prompt (its KV must not be touched)
+            assert not gaps or gaps & set(prefilling), (seqs, prefilling)
+            split += bool(gaps)
+    assert split < len(model.steps) // 4

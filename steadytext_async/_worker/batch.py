@@ -41,11 +41,12 @@ class Batcher:
         self.model = model
         self.per_call = max(1, per_call)
         self.send = send
-        self.free = list(range(min(slots, model.n_seq)))[::-1]  # sequence ids, popped from the end
+        self.free = list(range(min(slots, model.n_seq)))  # sequence ids not in use
         self.slots: dict[int, _Slot] = {}  # by rid, in admission order
         self.share = threads  # threads granted by the pool
         self.n_threads = threads  # threads in use now (<= share)
         self._govs: dict[int, ThreadGovernor] = {}
+        self.fillers = 0  # filler tokens decoded to close gaps between sequence ids (observable for tests)
 
     # -- membership --------------------------------------------------------------------------------------------
     @property
@@ -57,7 +58,9 @@ class Batcher:
         return bool(self.slots)
 
     def admit(self, rid: int, prompt: list[int], truncated: int, decoder: SequenceDecoder) -> None:
-        self.slots[rid] = _Slot(rid, self.free.pop(), prompt, truncated, decoder)
+        seq = min(self.free)  # lowest first: keeps the decoding sequences' ids contiguous (see _holes)
+        self.free.remove(seq)
+        self.slots[rid] = _Slot(rid, seq, prompt, truncated, decoder)
 
     def cancel(self, rid: int) -> bool:
         """Drop request ``rid``; False if it is not running here."""
@@ -96,7 +99,7 @@ class Batcher:
         pending = next((s for s in self.slots.values() if s.filled < len(s.prompt)), None)
         if pending is not None:
             self._prefill(pending)
-        decoding = [s for s in self.slots.values() if s.next_token is not None]
+        decoding = sorted((s for s in self.slots.values() if s.next_token is not None), key=lambda s: s.seq)
         n_calls = -(-len(decoding) // self.per_call)
         for i in range(n_calls):  # balanced chunks: 8 with per_call 7 -> 4 + 4
             self._step(decoding[i * len(decoding) // n_calls : (i + 1) * len(decoding) // n_calls])
@@ -119,7 +122,7 @@ class Batcher:
         self._use_threads(n)
         t0 = time.perf_counter()
         try:
-            rows = self.model.step([(s.seq, s.next_token or 0) for s in chunk])
+            rows = self.model.step([(s.seq, s.next_token or 0) for s in chunk], pad=self._holes(chunk))
         except Exception as exc:
             for slot in chunk:
                 self._fail(slot, exc)
@@ -127,6 +130,26 @@ class Batcher:
         gov.record(n, time.perf_counter() - t0)
         for slot, row in zip(chunk, rows, strict=True):
             self._feed(slot, row)
+
+    def _holes(self, chunk: list[_Slot]) -> list[int]:
+        """The free sequence ids between the chunk's first and last one, to fill with a throwaway token.
+
+        llama.cpp evaluates a step as one micro-batch only when its sequence ids are contiguous and ascending; at
+        every gap it starts another, and each costs about as much as decoding one sequence alone. A filler token
+        (no logits) in a free sequence closes the gap for the price of one more row; other rows do not depend on
+        it (batch invariance, checked by the self-test up to ``per_call``). Gaps held by a request still
+        evaluating its prompt cannot be filled: that step is left to split.
+        """
+        lo, hi = chunk[0].seq, chunk[-1].seq
+        if hi - lo + 1 == len(chunk) or hi - lo + 1 > self.per_call:
+            return []
+        used = {s.seq for s in chunk}
+        holes = [q for q in range(lo, hi + 1) if q not in used]
+        free = set(self.free)
+        if not all(q in free for q in holes):
+            return []
+        self.fillers += len(holes)
+        return holes
 
     def _feed(self, slot: _Slot, row: Logits) -> None:
         dec = slot.decoder

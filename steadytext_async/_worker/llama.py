@@ -20,6 +20,7 @@ depends on other traffic; :meth:`LlamaModel.step` then decodes the next token of
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import time
 from collections.abc import Sequence
@@ -157,10 +158,23 @@ class LlamaModel:
         finally:
             self.clear(seq)
 
-    def step(self, entries: Sequence[tuple[int, int]]) -> Logits:
-        """Decode one token for each ``(seq, token)`` in one ``llama_decode``; the logits rows, in order."""
-        self._fill([(seq, token, self.n_past[seq], True) for seq, token in entries])
-        self._decode()
+    def step(self, entries: Sequence[tuple[int, int]], pad: Sequence[int] = ()) -> Logits:
+        """Decode one token for each ``(seq, token)`` in one ``llama_decode``; the logits rows, in order.
+
+        ``pad``: unused sequence ids that get a throwaway token (no logits, forgotten right after), so that the
+        step's sequence ids are contiguous. ``entries`` must be in ascending sequence order (so are the rows).
+        """
+        if any(a[0] >= b[0] for a, b in itertools.pairwise(entries)):
+            raise ValueError("step entries must be in ascending sequence order")
+        rows = [(seq, token, self.n_past[seq], True) for seq, token in entries]
+        rows += [(seq, self.token_bos(), 0, False) for seq in pad]
+        rows.sort(key=lambda row: row[0])
+        self._fill(rows)
+        try:
+            self._decode()
+        finally:
+            for seq in pad:
+                self.clear(seq)
         for seq, _ in entries:
             self.n_past[seq] += 1
         ptr = self.lc.llama_get_logits(self.ctx)
