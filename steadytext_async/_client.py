@@ -90,6 +90,9 @@ class AsyncSteadyText:
         router = self._routers.get(loop)
         if router is None or router.pid != os.getpid():
             router = self._routers[loop] = Router(self.settings, self._local, self._given)
+            eng = engine()
+            if loop is eng.portal.loop:  # a caller's loop closes its own at shutdown (_loopexit); this one lives on
+                weakref.finalize(self, eng.close_later, router)
         return router
 
     @property

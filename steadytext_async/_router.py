@@ -24,6 +24,7 @@ from ._exceptions import (
     UnknownProviderError,
     UnsafeModeRequiredError,
 )
+from ._loopexit import close_at_loop_exit
 from ._modelref import ModelRef
 from ._models import GenerationRequest, ModelSpec
 from ._registry import resolve_model
@@ -49,6 +50,8 @@ class Router:
         self._failed: dict[ModelRef, tuple[float, ModelUnavailableError]] = {}
         self._lock = asyncio.Lock()
         self.pid = os.getpid()  # a router (and its connections) made before a fork belongs to the parent
+        if self.local_target is not local:
+            close_at_loop_exit(self.local_target)  # the daemon provider's connections
 
     async def aclose(self) -> None:
         """Close the remote providers this router built (given providers belong to the caller)."""
@@ -108,8 +111,9 @@ class Router:
         from .providers.openai_compat import OpenAICompatProvider  # httpx is imported on first remote use only
 
         old = self.providers.get(name) if built is not None else None
-        self.providers[name] = OpenAICompatProvider(preset, api_key=api_key)
+        self.providers[name] = provider = OpenAICompatProvider(preset, api_key=api_key)
         self._built[name] = identity
+        close_at_loop_exit(provider)  # its connections belong to this loop
         if old is not None:  # preset, base URL variable or key changed: drop the old pool
             await old.aclose()
         return self.providers[name]

@@ -98,9 +98,19 @@ class Engine:
         """Forget a pool that was closed (or whose owner was collected: then close it)."""
         with self._lock:
             self._pools.discard(pool)
-        if not pool.closed and self.portal.started and os.getpid() == self.pid:
-            with contextlib.suppress(RuntimeError):
-                self.portal.submit(pool.aclose())
+        if not pool.closed:
+            self.close_later(pool)
+
+    def close_later(self, resource: Any) -> None:
+        """Close ``resource`` (anything with ``async aclose()``) on the engine loop without waiting: its owner was
+        collected, possibly in another thread or during a garbage collection."""
+        if not (self.portal.started and os.getpid() == self.pid):
+            return
+        coro = resource.aclose()
+        try:
+            self.portal.submit(coro)
+        except RuntimeError:  # the loop has stopped (interpreter exit)
+            coro.close()
 
     def default_local(self, settings: Settings) -> Any:
         """The LocalProvider shared by the module-level functions of every loop and thread."""

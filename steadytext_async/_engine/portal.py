@@ -44,7 +44,10 @@ class Portal:
                 def main() -> None:
                     asyncio.set_event_loop(new_loop)
                     new_loop.call_soon(ready.set)
-                    new_loop.run_forever()
+                    try:
+                        new_loop.run_forever()
+                    finally:
+                        new_loop.close()  # stopped (stop()): nothing runs on it any more
 
                 self._thread = threading.Thread(target=main, name=self._name, daemon=True)
                 self._thread.start()
