@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -280,3 +281,16 @@ def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
             assert not gaps or gaps & set(prefilling), (seqs, prefilling)
             split += bool(gaps)
     assert split < len(model.steps) // 4
+
+
+async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> None:
+    """A pool's preload starts its workers at once: one runs the self-test, the others wait for its verdict."""
+    import steadytext_async as st
+
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
+        await client.preload()
+        infos = [w.info for w in client._local.pool._workers]
+    assert len(infos) == 2 and all(i["max_batch"] == 4 for i in infos)
+    assert sorted(i["selftest_seconds"] > 0 for i in infos) == [False, True]
+    key = next(iter(json.loads((tmp_path / "batch-verdicts.json").read_text())))
+    assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key) == 4

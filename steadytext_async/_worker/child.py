@@ -122,17 +122,24 @@ class Worker:
             return 1, 0.0
         key = selftest.verdict_key(cfg.model_path, self._system_info(), cfg.n_threads, cfg.max_batch, cfg.n_batch)
         path = Path(cfg.verdict_path) if cfg.verdict_path else None
-        cached = selftest.load_verdict(path, key) if path is not None else None
+        if path is None:
+            return self._run_selftest()
+        cached = selftest.load_verdict(path, key)
         if cached is not None:
             return cached, 0.0
-        t0 = time.perf_counter()
-        # One thread: workers often start together, and their self-tests must not oversubscribe the cores. The
-        # bytes do not depend on the thread count (each output element is computed by one thread).
-        self.model.set_threads(1)
-        verdict = selftest.batch_verdict(self.model, cfg.max_batch)
-        self.model.set_threads(cfg.n_threads)
-        if path is not None:
+        # Workers often start together (a pool's preload, several processes): one runs the test with all its
+        # threads while the others wait for its verdict, instead of all testing at once on shared cores.
+        with selftest.exclusive(path):
+            cached = selftest.load_verdict(path, key)
+            if cached is not None:
+                return cached, 0.0
+            verdict, seconds = self._run_selftest()
             selftest.store_verdict(path, key, verdict)
+        return verdict, seconds
+
+    def _run_selftest(self) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        verdict = selftest.batch_verdict(self.model, self.cfg.max_batch)
         return verdict, time.perf_counter() - t0
 
     def info(self) -> dict[str, Any]:

@@ -8,7 +8,8 @@ shrinks again as sequences finish. A sequence's first differing row was computed
 ``k``, or ``max_batch`` if every row matched. A verdict below 2 means no batching.
 
 The verdict is cached per (model file, llama.cpp build and system info, thread count, kernel settings) in a
-small JSON file, so later worker starts skip the test.
+small JSON file, so later worker starts skip the test; a lock file beside it lets one worker run the test (with all
+of its threads) while workers starting at the same time wait for its verdict.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from .llama import KERNEL, LlamaModel, Logits
 
-__all__ = ["PROBE_LENGTHS", "batch_verdict", "compare", "run_alone", "run_staggered", "verdict_key"]
+__all__ = ["PROBE_LENGTHS", "batch_verdict", "compare", "exclusive", "run_alone", "run_staggered", "verdict_key"]
 
 PROBE_VERSION = 1
 PROBE_LENGTHS = (250, 9, 131, 40, 252, 17, 77, 201, 3, 120, 64, 30, 180, 11, 99, 5)
@@ -143,6 +144,27 @@ def verdict_key(model_path: str, info: dict[str, Any], threads: int, max_batch: 
         "n_batch": n_batch,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """A host-wide lock beside the verdict file: one self-test at a time (the others then read its verdict).
+
+    Where the lock cannot be taken (a read-only cache directory), the test runs unlocked.
+    """
+    from filelock import FileLock
+
+    lock = FileLock(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_verdict(path: Path, key: str) -> int | None:
