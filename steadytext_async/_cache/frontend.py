@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -33,6 +33,7 @@ logger = logging.getLogger("steadytext_async")
 
 Produce = Callable[[], AsyncIterator[StreamItem]]
 T = TypeVar("T")
+PEEK_BATCH = 0.05  # seconds: hits peeked from other threads are accounted on the cache loop at most this often
 
 
 @dataclasses.dataclass(slots=True)
@@ -112,8 +113,10 @@ class ResultCache:
         self.front_bytes = front_bytes
         self.flush_delay = flush_delay
         self.close_timeout = close_timeout
-        self.hits = 0
+        self._hits = 0
         self.misses = 0
+        self._peeked: deque[str] = deque()  # hits answered by peek() on other threads, not yet accounted
+        self._peek_drain_armed = False
         self._front: OrderedDict[str, _Hot] = OrderedDict()
         self._front_size = 0
         self._flights: dict[tuple[str, str], _Flight] = {}
@@ -176,13 +179,25 @@ class ResultCache:
         hot = self._front.get(key)
         if hot is None:
             return None
+        self._peeked.append(key)  # accounted on the cache's loop, in batches: one wake-up per PEEK_BATCH seconds
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if not self._peek_drain_armed and loop is not None and not loop.is_closed():
+            self._peek_drain_armed = True
             try:
-                loop.call_soon_threadsafe(self._hit, key)  # accounting happens on the cache's loop
+                loop.call_soon_threadsafe(loop.call_later, PEEK_BATCH, self._account_peeked)
             except RuntimeError:
-                pass
+                self._peek_drain_armed = False
         return hot.items
+
+    @property
+    def hits(self) -> int:
+        """Hits in this process, including those peeked from other threads and not yet accounted."""
+        return self._hits + len(self._peeked)
+
+    def _account_peeked(self) -> None:
+        self._peek_drain_armed = False  # before draining: a peek racing with this drain re-arms it
+        while self._peeked:
+            self._hit(self._peeked.popleft())
 
     async def stats(self) -> CacheStats:
         """Persistent counters (after this process's pending writes and hits), or this process's if no backend."""
@@ -198,6 +213,7 @@ class ResultCache:
         self._front.clear()
         self._front_size = 0
         self._pending_hits.clear()
+        self._peeked.clear()
         self._pending_misses = 0
         if self.backend is not None:
             await self._guard("clear", self.backend.clear(), None)
@@ -237,6 +253,8 @@ class ResultCache:
         self._tasks.clear()
         self._writes.clear()
         self._pending_hits.clear()
+        self._peeked.clear()
+        self._peek_drain_armed = False
         self._pending_misses = 0
         self._flush_handle = None
         self._loop = None
@@ -340,7 +358,7 @@ class ResultCache:
             self._front_size -= cold.size
 
     def _hit(self, key: str) -> None:
-        self.hits += 1
+        self._hits += 1
         self._pending_hits[key] = self._pending_hits.get(key, 0) + 1
         self._schedule_flush()
 
@@ -355,6 +373,7 @@ class ResultCache:
         self._spawn(self._flush())
 
     async def _flush(self) -> None:
+        self._account_peeked()
         hits, self._pending_hits = self._pending_hits, {}
         misses, self._pending_misses = self._pending_misses, 0
         if self.backend is not None and (hits or misses):
