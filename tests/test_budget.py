@@ -70,7 +70,7 @@ async def test_two_clients_in_one_process_share_one_budget(tmp_path: Path) -> No
         async def sample() -> None:
             while not done.is_set():
                 threads = sum(w.threads for p in pools for w in p._active() if w.alive)
-                tokens = sum(len(p._tokens) for p in pools)
+                tokens = sum(len(p._budget.tokens) for p in pools)
                 peaks["threads"] = max(peaks["threads"], threads)
                 peaks["tokens"] = max(peaks["tokens"], tokens)
                 await asyncio.sleep(0.001)
@@ -85,4 +85,4 @@ async def test_two_clients_in_one_process_share_one_budget(tmp_path: Path) -> No
         assert 1 <= peaks["threads"] <= 2
         # both pools hold nothing once idle
         await asyncio.sleep(0.2)
-        assert sum(len(p._tokens) for p in pools) == 0
+        assert sum(len(p._budget.tokens) for p in pools) == 0
