@@ -342,26 +342,15 @@ class AsyncSteadyText:
         text = "".join(texts)
         if request.constraint is not None:
             check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
-        yield _results.result(
+        yield _results.from_done(
             request,
             spec,
             provider.name,
+            done,
             text=text,
             token_ids=token_ids,
             logprobs=logprobs,
-            finish_reason=done.finish_reason,
-            usage=Usage(
-                prompt_tokens=done.prompt_tokens,
-                completion_tokens=done.completion_tokens,
-                prompt_tokens_truncated=done.prompt_tokens_truncated,
-            ),
-            timings=Timings(
-                queue_wait=done.queue_wait,
-                prompt_eval=done.prompt_eval,
-                decode=done.decode,
-                total=time.perf_counter() - t0,
-            ),
-            info=done.info,
+            total=time.perf_counter() - t0,
             key=key,
             deterministic=provider.capabilities.deterministic,
         )

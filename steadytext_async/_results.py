@@ -16,9 +16,9 @@ from ._models import (
     sha256_text,
 )
 from ._version import __version__
-from .providers.base import ProviderChunk, ProviderInfo
+from .providers.base import ProviderChunk, ProviderDone, ProviderInfo
 
-__all__ = ["chunk", "fingerprint", "result"]
+__all__ = ["chunk", "fingerprint", "from_done", "result"]
 
 
 def chunk(event: ProviderChunk) -> Chunk:
@@ -117,4 +117,43 @@ def result(
             deterministic=deterministic,
             fallback=fallback,
         ),
+    )
+
+
+def from_done(
+    request: GenerationRequest,
+    spec: ModelSpec,
+    provider: str,
+    done: ProviderDone,
+    *,
+    text: str,
+    token_ids: list[int],
+    logprobs: list[TokenLogprob] | None,
+    total: float,
+    key: str | None,
+    deterministic: bool,
+) -> GenerationResult:
+    """The result of a provider's generation, from its final event (``total``: seconds since the call began)."""
+    return result(
+        request,
+        spec,
+        provider,
+        text=text,
+        token_ids=token_ids,
+        logprobs=logprobs,
+        finish_reason=done.finish_reason,
+        usage=Usage(
+            prompt_tokens=done.prompt_tokens,
+            completion_tokens=done.completion_tokens,
+            prompt_tokens_truncated=done.prompt_tokens_truncated,
+        ),
+        timings=Timings(
+            queue_wait=done.queue_wait,
+            prompt_eval=done.prompt_eval,
+            decode=done.decode,
+            total=total,
+        ),
+        info=done.info,
+        key=key,
+        deterministic=deterministic,
     )

@@ -64,6 +64,54 @@ def _check_text(name: str, value: str) -> None:
         ) from None
 
 
+def _check_max_new_tokens(value: object) -> int:
+    if value is None:
+        return DEFAULT_MAX_NEW_TOKENS
+    if not _is_int(value):
+        raise InvalidRequestError(f"max_new_tokens must be an int, got {type(value).__name__}")
+    assert isinstance(value, int)
+    if value < 1:
+        raise InvalidRequestError(f"max_new_tokens must be >= 1, got {value}")
+    return value
+
+
+def _check_eos(value: object) -> str:
+    if not isinstance(value, str) or value == "":
+        raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
+    _check_text("eos_string", value)
+    return value
+
+
+def _check_seed(value: object) -> int:
+    if not _is_int(value):
+        raise InvalidRequestError(f"seed must be an int, got {type(value).__name__}")
+    assert isinstance(value, int)
+    if not 0 <= value < 2**64:
+        raise InvalidRequestError(f"seed must be in [0, 2**64), got {value}")
+    return value
+
+
+def _check_temperature(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidRequestError(f"temperature must be a number, got {type(value).__name__}")
+    temp = float(value)
+    if math.isnan(temp) or math.isinf(temp) or temp < 0:
+        raise InvalidRequestError(f"temperature must be a finite number >= 0, got {value}")
+    return temp
+
+
+def _warn_seed_ignored(seed: int) -> None:
+    """Once per process: a seed other than the default does nothing at temperature 0."""
+    if _seed_warned.is_set():
+        return
+    _seed_warned.set()
+    logger.warning(
+        "seed=%s has no effect at temperature=0: greedy decoding always picks the most likely token, "
+        "so every seed gives the same text. Use temperature > 0 for seed-dependent output.",
+        seed,
+    )
+
+
 def build_request(
     prompt: object,
     *,
@@ -84,27 +132,11 @@ def build_request(
     strict: object = None,
 ) -> GenerationRequest:
     prompt = _check_prompt(prompt)
-    if max_new_tokens is None:
-        max_new_tokens = DEFAULT_MAX_NEW_TOKENS
-    if not _is_int(max_new_tokens):
-        raise InvalidRequestError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-    assert isinstance(max_new_tokens, int)
-    if max_new_tokens < 1:
-        raise InvalidRequestError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    max_new = _check_max_new_tokens(max_new_tokens)
     logprobs = _check_bool("return_logprobs", return_logprobs)
-    if not isinstance(eos_string, str) or eos_string == "":
-        raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
-    _check_text("eos_string", eos_string)
-    if not _is_int(seed):
-        raise InvalidRequestError(f"seed must be an int, got {type(seed).__name__}")
-    assert isinstance(seed, int)
-    if not 0 <= seed < 2**64:
-        raise InvalidRequestError(f"seed must be in [0, 2**64), got {seed}")
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise InvalidRequestError(f"temperature must be a number, got {type(temperature).__name__}")
-    temp = float(temperature)
-    if math.isnan(temp) or math.isinf(temp) or temp < 0:
-        raise InvalidRequestError(f"temperature must be a finite number >= 0, got {temperature}")
+    eos = _check_eos(eos_string)
+    seed_i = _check_seed(seed)
+    temp = _check_temperature(temperature)
     unsafe = _check_bool("unsafe_mode", unsafe_mode) or unsafe_mode_from_env()
     if strict is not None:
         _check_bool("strict", strict)
@@ -115,23 +147,18 @@ def build_request(
     check_selectors(model=model_s, model_repo=repo_s, model_filename=file_s, size=size_s)
     # The unsafe_mode gate is the router's (it knows which providers are deterministic), before any byte is sent.
     constraint = normalize(schema=schema, regex=regex, choices=choices, response_format=response_format)
-    if constraint is not None and eos_string != "[EOS]":
+    if constraint is not None and eos != "[EOS]":
         raise InvalidRequestError(
             "eos_string cannot be combined with schema/regex/choices/response_format: "
             "a stop string could cut the structured output short"
         )
-    if temp == 0.0 and seed != DEFAULT_SEED and not _seed_warned.is_set():
-        _seed_warned.set()
-        logger.warning(
-            "seed=%s has no effect at temperature=0: greedy decoding always picks the most likely token, "
-            "so every seed gives the same text. Use temperature > 0 for seed-dependent output.",
-            seed,
-        )
+    if temp == 0.0 and seed_i != DEFAULT_SEED:
+        _warn_seed_ignored(seed_i)
     return GenerationRequest(
         prompt=prompt,
-        max_new_tokens=max_new_tokens,
-        eos_string=eos_string,
-        sampling=SamplingParams(temperature=temp, seed=seed),
+        max_new_tokens=max_new,
+        eos_string=eos,
+        sampling=SamplingParams(temperature=temp, seed=seed_i),
         logprobs=logprobs,
         model=model_s,
         model_repo=repo_s,
