@@ -15,7 +15,6 @@ import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
-from ._config import Settings
 from ._models import Chunk, GenerationRequest, GenerationResult
 from ._options import LEGACY_GENERATE, LEGACY_GENERATE_ITER, GenerateOptions, StreamOptions, legacy_options
 from ._validate import build_request
@@ -23,9 +22,10 @@ from ._validate import build_request
 if TYPE_CHECKING:
     import asyncio
 
-    # Imported on the first call (asyncio, the engine, the client): `import`, the first attribute and building a
-    # request stay cheap.
+    # Imported on the first call (asyncio, the settings, the engine, the client): `import`, the first attribute and
+    # building a request stay cheap.
     from ._client import AsyncSteadyText
+    from ._config import Settings
     from ._engine.engine import Engine
 
 __all__ = [
@@ -52,6 +52,8 @@ _settings: Settings | None = None
 
 def _new_default() -> AsyncSteadyText:
     global _settings
+    from ._config import Settings
+
     if _settings is None:
         _settings = Settings.from_env()
     from ._client import AsyncSteadyText

@@ -1,4 +1,5 @@
-"""Frozen settings. Environment variables are read here and only here.
+"""Frozen settings. Environment variables are read here and in :mod:`._env` (its parsers, and the few readers
+needed without Settings), and nowhere else.
 
 | variable                  | meaning                                                          | default            |
 |---------------------------|------------------------------------------------------------------|--------------------|
@@ -37,12 +38,10 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+from ._env import env_bool, env_int
 from ._exceptions import InvalidRequestError
 
 __all__ = ["Settings", "redact_url", "usable_cores"]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 def usable_cores() -> int:
@@ -88,31 +87,6 @@ def _default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("steadytext-async")) / "cache"
-
-
-def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise InvalidRequestError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequestError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise InvalidRequestError(f"{name}={value} must be >= {minimum}")
-    return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -189,56 +163,25 @@ class Settings:
             "size": e.get("STEADYTEXT_SIZE", "mini").strip() or "mini",
             "model_path": e.get("STEADYTEXT_MODEL_PATH") or None,
             "model_dir": Path(e["STEADYTEXT_MODEL_DIR"]) if e.get("STEADYTEXT_MODEL_DIR") else _default_model_dir(),
-            "workers": _env_int(e, "STEADYTEXT_WORKERS", cores),
-            "threads": _env_int(e, "STEADYTEXT_THREADS", cores),
-            "n_ctx": _env_int(e, "STEADYTEXT_N_CTX", 4096, minimum=16),
-            "n_batch": _env_int(e, "STEADYTEXT_N_BATCH", 512),
-            "max_batch": _env_int(e, "STEADYTEXT_MAX_BATCH", 8),
-            "strict": _env_bool(e, "STEADYTEXT_STRICT", False),
-            "llama_log": _env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
-            "start_timeout": float(_env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
-            "host_budget": _env_bool(e, "STEADYTEXT_HOST_BUDGET", True),
-            "host_threads": _env_int(e, "STEADYTEXT_HOST_THREADS", cores),
+            "workers": env_int(e, "STEADYTEXT_WORKERS", cores),
+            "threads": env_int(e, "STEADYTEXT_THREADS", cores),
+            "n_ctx": env_int(e, "STEADYTEXT_N_CTX", 4096, minimum=16),
+            "n_batch": env_int(e, "STEADYTEXT_N_BATCH", 512),
+            "max_batch": env_int(e, "STEADYTEXT_MAX_BATCH", 8),
+            "strict": env_bool(e, "STEADYTEXT_STRICT", False),
+            "llama_log": env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
+            "start_timeout": float(env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
+            "host_budget": env_bool(e, "STEADYTEXT_HOST_BUDGET", True),
+            "host_threads": env_int(e, "STEADYTEXT_HOST_THREADS", cores),
             "budget_dir": Path(e["STEADYTEXT_BUDGET_DIR"]) if e.get("STEADYTEXT_BUDGET_DIR") else None,
             "cache_dir": Path(e["STEADYTEXT_CACHE_DIR"]) if e.get("STEADYTEXT_CACHE_DIR") else _default_cache_dir(),
-            "cache_disabled": _env_bool(e, "STEADYTEXT_DISABLE_CACHE", False),
-            "cache_max_entries": _env_int(e, "STEADYTEXT_CACHE_MAX_ENTRIES", 50_000),
-            "cache_max_bytes": _env_int(e, "STEADYTEXT_CACHE_MAX_BYTES", 256 * 1024 * 1024),
+            "cache_disabled": env_bool(e, "STEADYTEXT_DISABLE_CACHE", False),
+            "cache_max_entries": env_int(e, "STEADYTEXT_CACHE_MAX_ENTRIES", 50_000),
+            "cache_max_bytes": env_int(e, "STEADYTEXT_CACHE_MAX_BYTES", 256 * 1024 * 1024),
             "cache_url": e.get("STEADYTEXT_CACHE_URL", "").strip() or None,
             "cache_prefix": e.get("STEADYTEXT_CACHE_PREFIX", "steadytext:"),
-            "cache_ttl": float(_env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
+            "cache_ttl": float(env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
             "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
-
-
-# -- remote providers ----------------------------------------------------------------------------------------
-
-
-def provider_base_url_var(name: str) -> str:
-    """The variable that overrides a provider's base URL: ``STEADYTEXT_<NAME>_BASE_URL`` (non-alphanumerics -> _)."""
-    return "STEADYTEXT_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_BASE_URL"
-
-
-def provider_base_url(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The base URL set by ``STEADYTEXT_<NAME>_BASE_URL`` for provider ``name``, or None when unset or empty."""
-    e = os.environ if env is None else env
-    return e.get(provider_base_url_var(name), "").strip() or None
-
-
-def provider_api_key(env_var: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The API key held by ``env_var``, or None when unset or empty. Never log the result."""
-    e = os.environ if env is None else env
-    return e.get(env_var, "").strip() or None
-
-
-def unsafe_mode_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """``STEADYTEXT_UNSAFE_MODE=1``: an explicit process-wide opt-in to remote models."""
-    return _env_bool(os.environ if env is None else env, "STEADYTEXT_UNSAFE_MODE", False)
-
-
-def serve_token(env: Mapping[str, str] | None = None) -> str | None:
-    """``STEADYTEXT_SERVE_TOKEN``: the bearer token ``serve`` requires and the daemon client sends. Never log it."""
-    e = os.environ if env is None else env
-    return e.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None

@@ -36,7 +36,8 @@ __all__ = [
 # completion) so that it fits in max_new_tokens; the model alone would have written more.
 FinishReason = Literal["eos", "stop_string", "length", "constraint_complete", "constraint_forced"]
 
-# defer_build: a model's validator is built on its first use, not at import (start-up time).
+# defer_build: a model's validator is built on its first use, not at import (start-up time). For the same reason
+# the defaults below are built with ``model_construct()`` (equal to ``Model()``, without building a validator).
 _FROZEN = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
@@ -73,7 +74,7 @@ class GenerationRequest(BaseModel):
     prompt: str
     max_new_tokens: int = 512
     eos_string: str = "[EOS]"
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams = SamplingParams.model_construct()
     logprobs: bool = False
     top_logprobs: int = 5
     model: str | None = None
@@ -202,13 +203,13 @@ class GenerationResult(BaseModel):
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason
-    usage: Usage = Usage()
+    usage: Usage = Usage.model_construct()
     cached: bool = False
     fallback: bool = False
     deterministic: bool = True  # False: a remote model, best-effort determinism only
     provider: str
     model: str
-    timings: Timings = Timings()
+    timings: Timings = Timings.model_construct()
     fingerprint: Fingerprint
 
     def logprobs_dict(self) -> dict[str, Any] | None:

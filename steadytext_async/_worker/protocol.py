@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import InvalidRequestError
+from .limits import MAX_FRAME, MAX_PROMPT_BYTES
 
 if TYPE_CHECKING:
     from ..structured import Constraint
@@ -52,9 +53,6 @@ __all__ = [
 ]
 
 HEADER = struct.Struct(">I")
-MAX_FRAME = 64 << 20
-# Prompts are checked against this before any work (``_validate``), leaving room for the rest of a request frame.
-MAX_PROMPT_BYTES = MAX_FRAME - (1 << 20)
 
 
 def child_argv() -> list[str]:

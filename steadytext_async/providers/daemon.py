@@ -22,7 +22,8 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .._config import Settings, serve_token
+from .._config import Settings
+from .._env import serve_token
 from .._exceptions import (
     ConstraintError,
     InvalidRequestError,

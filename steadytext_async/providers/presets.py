@@ -2,7 +2,7 @@
 
 ``model="provider:model_id"`` looks ``provider`` up here: first among providers added with
 :func:`register_provider`, then among the built-in :data:`PRESETS`. ``STEADYTEXT_<NAME>_BASE_URL`` overrides a
-provider's base URL (see :func:`steadytext_async._config.provider_base_url`).
+provider's base URL (see :func:`steadytext_async._env.provider_base_url`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from typing import Literal
 
-from .._config import provider_base_url, provider_base_url_var
+from .._env import provider_base_url, provider_base_url_var
 from .._exceptions import InvalidRequestError, UnknownProviderError
 from .openai_compat._secrets import check_base_url
 

@@ -1,0 +1,80 @@
+"""Reading ``STEADYTEXT_*`` variables (the table is in :mod:`._config`): the parsers :class:`~._config.Settings`
+uses, and the readers needed without building Settings. These two modules are the only ones that read the
+environment; this one is light, so that validating a request does not import ``_config``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from ._exceptions import InvalidRequestError
+
+__all__ = [
+    "env_bool",
+    "env_int",
+    "provider_api_key",
+    "provider_base_url",
+    "provider_base_url_var",
+    "serve_token",
+    "unsafe_mode_from_env",
+]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise InvalidRequestError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequestError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise InvalidRequestError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+# -- remote providers ----------------------------------------------------------------------------------------
+
+
+def provider_base_url_var(name: str) -> str:
+    """The variable that overrides a provider's base URL: ``STEADYTEXT_<NAME>_BASE_URL`` (non-alphanumerics -> _)."""
+    return "STEADYTEXT_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_BASE_URL"
+
+
+def provider_base_url(name: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The base URL set by ``STEADYTEXT_<NAME>_BASE_URL`` for provider ``name``, or None when unset or empty."""
+    e = os.environ if env is None else env
+    return e.get(provider_base_url_var(name), "").strip() or None
+
+
+def provider_api_key(env_var: str, env: Mapping[str, str] | None = None) -> str | None:
+    """The API key held by ``env_var``, or None when unset or empty. Never log the result."""
+    e = os.environ if env is None else env
+    return e.get(env_var, "").strip() or None
+
+
+def unsafe_mode_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``STEADYTEXT_UNSAFE_MODE=1``: an explicit process-wide opt-in to remote models."""
+    return env_bool(os.environ if env is None else env, "STEADYTEXT_UNSAFE_MODE", False)
+
+
+def serve_token(env: Mapping[str, str] | None = None) -> str | None:
+    """``STEADYTEXT_SERVE_TOKEN``: the bearer token ``serve`` requires and the daemon client sends. Never log it."""
+    e = os.environ if env is None else env
+    return e.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None
