@@ -7,6 +7,8 @@ fault is logged once as a warning on the ``steadytext_async`` logger.
 Frecency: each entry has ``rank = log2(score) + t / half_life`` where ``score`` is its hit count decayed by half
 every ``half_life`` seconds. Comparing ranks compares decayed scores at any common time, so the lowest rank is
 the coldest entry and the column never needs rewriting as time passes.
+
+The file's format, creating and checking it, and moving a broken one aside are :mod:`.sqlite_file`.
 """
 
 from __future__ import annotations
@@ -20,53 +22,28 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
 from .base import NO_CLAIM, CachedEntry, CacheStats, Claim
 from .codec import CodecError, decode_entry, encode_entry
-
-if TYPE_CHECKING:
-    from filelock import FileLock
+from .sqlite_file import (
+    APPLICATION_ID,
+    CACHE_FILENAME,
+    SCHEMA_VERSION,
+    Broken,
+    Newer,
+    check_schema,
+    move_files,
+    prepare_file,
+)
 
 __all__ = ["APPLICATION_ID", "CACHE_FILENAME", "SCHEMA_VERSION", "SqliteBackend"]
 
 logger = logging.getLogger("steadytext_async")
 
 T = TypeVar("T")
-
-CACHE_FILENAME = "results.sqlite3"
-APPLICATION_ID = 0x53544341  # "STCA"
-SCHEMA_VERSION = 1
-
-_SCHEMA = (
-    """CREATE TABLE entries(
-        key TEXT PRIMARY KEY,
-        value BLOB NOT NULL,
-        size INTEGER NOT NULL,
-        model_sha256 TEXT,
-        created REAL NOT NULL,
-        accessed REAL NOT NULL,
-        hits INTEGER NOT NULL DEFAULT 0,
-        rank REAL NOT NULL
-    )""",
-    "CREATE INDEX entries_rank ON entries(rank)",
-    """CREATE TABLE meta(
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        entries INTEGER NOT NULL,
-        bytes INTEGER NOT NULL,
-        hits INTEGER NOT NULL,
-        misses INTEGER NOT NULL
-    )""",
-    "INSERT INTO meta VALUES (1, 0, 0, 0, 0)",
-    """CREATE TRIGGER entries_insert AFTER INSERT ON entries BEGIN
-        UPDATE meta SET entries = entries + 1, bytes = bytes + NEW.size WHERE id = 1;
-    END""",
-    """CREATE TRIGGER entries_delete AFTER DELETE ON entries BEGIN
-        UPDATE meta SET entries = entries - 1, bytes = bytes - OLD.size WHERE id = 1;
-    END""",
-)
 
 _EVICT = """
 DELETE FROM entries WHERE key IN (
@@ -85,30 +62,10 @@ _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _UNAVAILABLE = {3, 8, 10, 13, 14, 23}  # PERM, READONLY, IOERR, FULL, CANTOPEN, AUTH
 
 
-class _Broken(Exception):
-    """The file is not a usable cache of this version; ``reason`` names why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class _Newer(Exception):
-    """The file belongs to a newer format: not ours to move or rewrite."""
-
-
 def _frecency(rank: float, hits: float, now_units: float) -> float:
     """Rank after ``hits`` more accesses at time ``now_units`` (in half-lives)."""
     decayed = 2.0 ** max(-1000.0, min(1000.0, rank - now_units))
     return math.log2(decayed + hits) + now_units
-
-
-def _move_files(path: Path, target: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.replace(f"{path}{suffix}", f"{target}{suffix}")
-        except FileNotFoundError:
-            pass
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -255,9 +212,9 @@ class SqliteBackend:
                 if conn is None:
                     return default
                 return await op(conn)
-            except _Broken as exc:
+            except Broken as exc:
                 await self._move_aside(exc.reason)
-            except _Newer as exc:
+            except Newer as exc:
                 await self._disable(str(exc))
                 return default
             except sqlite3.Error as exc:
@@ -300,7 +257,7 @@ class SqliteBackend:
     async def _open(self) -> aiosqlite.Connection:
         # Opening (creation, format check, switch to WAL) is serialised across processes by a lock file: two
         # processes creating or converting the same new file at once otherwise meet SQLITE_BUSY.
-        lock = await asyncio.to_thread(self._prepare_file)
+        lock = await asyncio.to_thread(prepare_file, self.path, self.busy_timeout)
         try:
             pending = aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
             with contextlib.suppress(AttributeError):
@@ -309,7 +266,7 @@ class SqliteBackend:
             conn = await pending
             try:
                 await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-                await self._check_schema(conn)  # before WAL: a foreign file is moved aside unmodified
+                await check_schema(conn, self._lock())  # before WAL: a foreign file is moved aside unmodified
                 await conn.execute("PRAGMA journal_mode = WAL")
                 await conn.execute("PRAGMA synchronous = NORMAL")
                 await conn.create_function("frecency", 3, _frecency, deterministic=True)
@@ -321,75 +278,6 @@ class SqliteBackend:
             if lock is not None:  # the lock file is not the database: sqlite's own locks stay
                 lock.release()
         return conn
-
-    def _prepare_file(self) -> FileLock | None:
-        """Create the directory, take the open lock (or None), create a missing file with mode 0600.
-
-        Never opens an existing database file: closing any descriptor of a file drops this process's POSIX locks
-        on it, including those of a live sqlite connection.
-        """
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = self._open_lock_file()
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return lock
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-        os.close(fd)
-        return lock
-
-    def _open_lock_file(self) -> FileLock | None:
-        """An exclusive lock on ``<file>.lock`` (waits up to busy_timeout), or None: then open unserialised, with
-        sqlite's own locking still in force. Released from another thread than the one that took it."""
-        from filelock import FileLock
-        from filelock import Timeout as LockTimeout
-
-        lock = FileLock(f"{self.path}.lock", timeout=self.busy_timeout, mode=0o600, thread_local=False)
-        try:
-            lock.acquire()
-        except (LockTimeout, OSError):  # held too long elsewhere, or e.g. a read-only directory with a usable file
-            return None
-        return lock
-
-    async def _check_schema(self, conn: aiosqlite.Connection) -> None:
-        app_id, version, tables = await self._schema_state(conn)
-        if app_id == 0 and version == 0 and not tables:
-            async with self._lock():
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    app_id, version, tables = await self._schema_state(conn)
-                    if app_id == 0 and version == 0 and not tables:
-                        for statement in _SCHEMA:
-                            await conn.execute(statement)
-                        await conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                        await conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                        app_id, version, tables = APPLICATION_ID, SCHEMA_VERSION, 1
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        await conn.execute("ROLLBACK")
-                    raise
-        if app_id != APPLICATION_ID:
-            raise _Broken("not a steadytext-async cache")
-        if version > SCHEMA_VERSION:  # a newer steadytext-async shares this file: leave it to that version
-            raise _Newer(f"written by a newer steadytext-async (format {version}, this one reads {SCHEMA_VERSION})")
-        if version != SCHEMA_VERSION:
-            raise _Broken(f"format version {version}, expected {SCHEMA_VERSION}")
-
-    @staticmethod
-    async def _schema_state(conn: aiosqlite.Connection) -> tuple[int, int, int]:
-        async def scalar(sql: str) -> int:
-            row = next(iter(await conn.execute_fetchall(sql)))
-            return int(row[0])
-
-        return (
-            await scalar("PRAGMA application_id"),
-            await scalar("PRAGMA user_version"),
-            await scalar("SELECT count(*) FROM sqlite_master"),
-        )
 
     def _lock(self) -> asyncio.Lock:
         if self._write_lock is None:
@@ -420,7 +308,7 @@ class SqliteBackend:
         stamp = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         target = self.path.with_name(f"{self.path.name}.broken-{stamp}")
         try:
-            await asyncio.to_thread(_move_files, self.path, target)
+            await asyncio.to_thread(move_files, self.path, target)
         except OSError as exc:
             await self._disable(f"cannot move aside a broken cache file ({reason}): {exc}")
             return
