@@ -5,18 +5,27 @@ original names, positional order and defaults (``max_tokens=512``, ``model=None`
 ``seed=DEFAULT_SEED``); extra keywords (``temperature``, ``size``, ``eos_string``...) go to :func:`generate`.
 Each has an async twin with an ``a`` prefix. They are thin layers over ``generate(schema=/regex=/choices=)``.
 
+Each helper is written once, as a function that turns its arguments into a :class:`_Call` (what to pass to
+``generate`` and what to do with the result); :func:`_sync` and :func:`_async` make the two public functions of it,
+with the helper's signature (and, for mypy, its overloads).
+
 One deliberate difference: the original wrapped JSON output as ``<thoughts><json-output>{...}</json-output>``;
 here the output *is* the document (valid, parseable, within ``max_tokens``), with no tags and no preamble.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, overload
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
 from . import _api
 from ._exceptions import InvalidRequestError
+from ._options import CompatOptions
 from ._validate import DEFAULT_SEED
 
 __all__ = [
@@ -34,6 +43,8 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=BaseModel)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _FORMAT_TYPES: tuple[type, ...] = (int, float, bool, str)
 
@@ -66,11 +77,73 @@ def _model_class(model_class: Any) -> Any:
     return model_class
 
 
-# ---- sync -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Call(Generic[R]):
+    """One helper call: the arguments of ``generate`` and what to make of its result."""
+
+    prompt: str
+    max_tokens: int
+    options: dict[str, Any]  # model, unsafe_mode, seed and the constraint
+    extra: CompatOptions  # the caller's other keywords: a repeated keyword is a TypeError, as in a direct call
+    finish: Callable[[Any], R]
+
+    def run(self) -> R:
+        return self.finish(_api.generate(self.prompt, self.max_tokens, **self.options, **self.extra))
+
+    async def arun(self) -> R:
+        result = await _api.agenerate(self.prompt, max_new_tokens=self.max_tokens, **self.options, **self.extra)
+        return self.finish(result)
+
+
+def _sync(helper: Callable[P, _Call[R]]) -> Callable[P, R]:
+    """``generate_<name>`` of the helper ``_<name>``, with its signature (mypy keeps the helper's overloads)."""
+
+    def sync(*args: P.args, **kwargs: P.kwargs) -> R:
+        return helper(*args, **kwargs).run()
+
+    _dress(sync, helper, "generate" + helper.__name__, helper.__doc__)
+    return sync
+
+
+def _async(helper: Callable[P, _Call[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """``agenerate_<name>``: the async twin of ``generate_<name>``."""
+
+    async def asynchronous(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await helper(*args, **kwargs).arun()
+
+    _dress(asynchronous, helper, "agenerate" + helper.__name__, f"Async :func:`generate{helper.__name__}`.")
+    return asynchronous
+
+
+def _dress(fn: Any, helper: Callable[..., Any], name: str, doc: str | None) -> None:
+    """Give ``fn`` the public name, the docstring and the signature (returning the result type) of ``helper``."""
+    functools.update_wrapper(fn, helper)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc
+    signature = inspect.signature(helper)  # its return annotation is the string "_Call[<result type>]"
+    fn.__signature__ = signature.replace(return_annotation=str(signature.return_annotation)[len("_Call[") : -1])
+
+
+def _call(
+    prompt: str,
+    max_tokens: int,
+    model: str | None,
+    unsafe_mode: bool,
+    seed: int,
+    extra: CompatOptions,
+    finish: Callable[[Any], R],
+    **constraint: Any,
+) -> _Call[R]:
+    return _Call(
+        prompt, max_tokens, {"model": model, "unsafe_mode": unsafe_mode, "seed": seed, **constraint}, extra, finish
+    )
+
+
+# ---- the helpers ------------------------------------------------------------------------------------------------
 
 
 @overload
-def generate_json(
+def _json(
     prompt: str,
     schema: type[M],
     max_tokens: int = ...,
@@ -79,10 +152,10 @@ def generate_json(
     seed: int = ...,
     *,
     return_pydantic: Literal[True],
-    **kwargs: Any,
-) -> M: ...
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[M]: ...
 @overload
-def generate_json(
+def _json(
     prompt: str,
     schema: Any,
     max_tokens: int = ...,
@@ -90,9 +163,9 @@ def generate_json(
     unsafe_mode: bool = ...,
     seed: int = ...,
     return_pydantic: bool = ...,
-    **kwargs: Any,
-) -> Any: ...
-def generate_json(
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[Any]: ...
+def _json(
     prompt: str,
     schema: Any,
     max_tokens: int = 512,
@@ -100,181 +173,79 @@ def generate_json(
     unsafe_mode: bool = False,
     seed: int = DEFAULT_SEED,
     return_pydantic: bool = False,
-    **kwargs: Any,
-) -> Any:
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[Any]:
     """JSON valid for ``schema`` (a JSON-schema dict, Pydantic model or Python type), as text; with
     ``return_pydantic=True`` and a Pydantic model, the validated instance."""
-    result = _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs)
-    return _json_result(schema, result, return_pydantic)
+    finish = functools.partial(_json_result, schema, return_pydantic=return_pydantic)
+    return _call(prompt, max_tokens, model, unsafe_mode, seed, kwargs, finish, schema=schema)
 
 
-def generate_regex(
+def _regex(
     prompt: str,
     pattern: str,
     max_tokens: int = 512,
     model: str | None = None,
     unsafe_mode: bool = False,
     seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[str]:
     """Text the regex ``pattern`` matches in full."""
-    return _text(
-        _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, regex=pattern, **kwargs)
-    )
+    return _call(prompt, max_tokens, model, unsafe_mode, seed, kwargs, _text, regex=pattern)
 
 
-def generate_choice(
+def _choice(
     prompt: str,
     choices: list[str],
     max_tokens: int = 512,
     model: str | None = None,
     unsafe_mode: bool = False,
     seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[str]:
     """Exactly one of ``choices``."""
-    return _text(
-        _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, choices=choices, **kwargs)
-    )
+    return _call(prompt, max_tokens, model, unsafe_mode, seed, kwargs, _text, choices=choices)
 
 
-def generate_format(
+def _format(
     prompt: str,
     format_type: type,
     max_tokens: int = 512,
     model: str | None = None,
     unsafe_mode: bool = False,
     seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[str]:
     """A JSON value of ``format_type`` (int, float, bool or str -- a str comes back as a quoted JSON string)."""
     schema = _format_schema(format_type)
-    return _text(
-        _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs)
-    )
+    return _call(prompt, max_tokens, model, unsafe_mode, seed, kwargs, _text, schema=schema)
 
 
-def generate_pydantic(
+def _pydantic(
     prompt: str,
     model_class: type[M],
     max_tokens: int = 512,
     model: str | None = None,
     unsafe_mode: bool = False,
     seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> M:
+    **kwargs: Unpack[CompatOptions],
+) -> _Call[M]:
     """An instance of ``model_class`` (``generate_json(..., return_pydantic=True)``)."""
     cls = _model_class(model_class)
-    result = _api.generate(prompt, max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=cls, **kwargs)
-    instance: M = _json_result(cls, result, True)
-    return instance
-
-
-# ---- async ------------------------------------------------------------------------------------------------------
-
-
-@overload
-async def agenerate_json(
-    prompt: str,
-    schema: type[M],
-    max_tokens: int = ...,
-    model: str | None = ...,
-    unsafe_mode: bool = ...,
-    seed: int = ...,
-    *,
-    return_pydantic: Literal[True],
-    **kwargs: Any,
-) -> M: ...
-@overload
-async def agenerate_json(
-    prompt: str,
-    schema: Any,
-    max_tokens: int = ...,
-    model: str | None = ...,
-    unsafe_mode: bool = ...,
-    seed: int = ...,
-    return_pydantic: bool = ...,
-    **kwargs: Any,
-) -> Any: ...
-async def agenerate_json(
-    prompt: str,
-    schema: Any,
-    max_tokens: int = 512,
-    model: str | None = None,
-    unsafe_mode: bool = False,
-    seed: int = DEFAULT_SEED,
-    return_pydantic: bool = False,
-    **kwargs: Any,
-) -> Any:
-    """Async :func:`generate_json`."""
-    result = await _api.agenerate(
-        prompt, max_new_tokens=max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs
+    return _call(
+        prompt,
+        max_tokens,
+        model,
+        unsafe_mode,
+        seed,
+        kwargs,
+        functools.partial(_json_result, cls, return_pydantic=True),
+        schema=cls,
     )
-    return _json_result(schema, result, return_pydantic)
 
 
-async def agenerate_regex(
-    prompt: str,
-    pattern: str,
-    max_tokens: int = 512,
-    model: str | None = None,
-    unsafe_mode: bool = False,
-    seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
-    """Async :func:`generate_regex`."""
-    result = await _api.agenerate(
-        prompt, max_new_tokens=max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, regex=pattern, **kwargs
-    )
-    return _text(result)
-
-
-async def agenerate_choice(
-    prompt: str,
-    choices: list[str],
-    max_tokens: int = 512,
-    model: str | None = None,
-    unsafe_mode: bool = False,
-    seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
-    """Async :func:`generate_choice`."""
-    result = await _api.agenerate(
-        prompt, max_new_tokens=max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, choices=choices, **kwargs
-    )
-    return _text(result)
-
-
-async def agenerate_format(
-    prompt: str,
-    format_type: type,
-    max_tokens: int = 512,
-    model: str | None = None,
-    unsafe_mode: bool = False,
-    seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> str:
-    """Async :func:`generate_format`."""
-    schema = _format_schema(format_type)
-    result = await _api.agenerate(
-        prompt, max_new_tokens=max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=schema, **kwargs
-    )
-    return _text(result)
-
-
-async def agenerate_pydantic(
-    prompt: str,
-    model_class: type[M],
-    max_tokens: int = 512,
-    model: str | None = None,
-    unsafe_mode: bool = False,
-    seed: int = DEFAULT_SEED,
-    **kwargs: Any,
-) -> M:
-    """Async :func:`generate_pydantic`."""
-    cls = _model_class(model_class)
-    result = await _api.agenerate(
-        prompt, max_new_tokens=max_tokens, model=model, unsafe_mode=unsafe_mode, seed=seed, schema=cls, **kwargs
-    )
-    instance: M = _json_result(cls, result, True)
-    return instance
+generate_json, agenerate_json = _sync(_json), _async(_json)
+generate_regex, agenerate_regex = _sync(_regex), _async(_regex)
+generate_choice, agenerate_choice = _sync(_choice), _async(_choice)
+generate_format, agenerate_format = _sync(_format), _async(_format)
+generate_pydantic, agenerate_pydantic = _sync(_pydantic), _async(_pydantic)

@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_SEED",
     "LEGACY_GENERATE",
     "LEGACY_GENERATE_ITER",
+    "CompatOptions",
     "GenerateOptions",
     "ModelOptions",
     "RequestOptions",
@@ -49,6 +50,18 @@ class GenerateOptions(StreamOptions, total=False):
     regex: str | None
     choices: list[str] | None
     response_format: dict[str, Any] | None
+
+
+class CompatOptions(TypedDict, total=False):
+    """What the original SteadyText helpers (``generate_json``...) pass on to ``generate`` besides their own
+    positional ``max_tokens``, ``model``, ``unsafe_mode`` and ``seed``."""
+
+    model_repo: str | None
+    model_filename: str | None
+    size: str | None
+    eos_string: str
+    temperature: float
+    strict: bool | None
 
 
 class RequestOptions(GenerateOptions, total=False):

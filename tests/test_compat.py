@@ -82,4 +82,4 @@ def test_bad_arguments_are_typed_errors() -> None:
     with pytest.raises(st.InvalidRequestError, match="model_class"):
         st.generate_pydantic("x", dict)  # type: ignore[type-var]
     with pytest.raises(TypeError):
-        st.generate_json("x", Person, no_such_option=1)
+        st.generate_json("x", Person, no_such_option=1)  # type: ignore[call-overload]
