@@ -32,9 +32,7 @@ from ._models import (
     GenerationRequest,
     GenerationResult,
     ModelSpec,
-    Timings,
     TokenLogprob,
-    Usage,
 )
 from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
@@ -42,7 +40,7 @@ from ._router import Router
 from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
-from .providers.base import Provider, ProviderDone, ProviderInfo
+from .providers.base import Provider, ProviderDone
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -368,20 +366,7 @@ class AsyncSteadyText:
         for piece in asm.pieces(word.encode("utf-8") for word in words):
             yield Chunk(text=piece.text)
         name = request.model or request.size or self.settings.size
-        yield _results.result(
-            request,
-            ModelSpec(provider="fallback", name=name),
-            "fallback",
-            text=asm.text,
-            token_ids=[],
-            logprobs=None,
-            finish_reason="stop_string" if asm.stopped else "length",
-            usage=Usage(completion_tokens=asm.fed),
-            timings=Timings(total=time.perf_counter() - t0),
-            info=ProviderInfo(),
-            key=None,
-            fallback=True,
-        )
+        yield _results.fallback(request, name, asm, total=time.perf_counter() - t0)
 
 
 async def _replay(items: tuple[StreamItem, ...]) -> AsyncIterator[StreamItem]:

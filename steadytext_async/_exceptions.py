@@ -167,3 +167,18 @@ class RemoteRateLimitError(RemoteStatusError):
 
 class RemoteServerError(RemoteStatusError):
     """5xx: the server failed; retried."""
+
+
+def status_class(status: int) -> type[RemoteStatusError]:
+    """The :class:`RemoteStatusError` subclass of an HTTP error ``status`` (as their docstrings say)."""
+    if status in (401, 403):
+        return RemoteAuthenticationError
+    if status == 404:
+        return RemoteNotFoundError
+    if status == 429:
+        return RemoteRateLimitError
+    if status >= 500:
+        return RemoteServerError
+    if 400 <= status < 500:
+        return RemoteBadRequestError
+    return RemoteStatusError

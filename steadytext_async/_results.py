@@ -15,10 +15,11 @@ from ._models import (
     Usage,
     sha256_text,
 )
+from ._textstream import TextAssembler
 from ._version import __version__
 from .providers.base import ProviderChunk, ProviderDone, ProviderInfo
 
-__all__ = ["chunk", "fingerprint", "from_done", "result"]
+__all__ = ["chunk", "fallback", "fingerprint", "from_done", "result"]
 
 
 def chunk(event: ProviderChunk) -> Chunk:
@@ -156,4 +157,22 @@ def from_done(
         info=done.info,
         key=key,
         deterministic=deterministic,
+    )
+
+
+def fallback(request: GenerationRequest, name: str, text: TextAssembler, *, total: float) -> GenerationResult:
+    """The result of the deterministic fallback text (``name``: the model that could not be used)."""
+    return result(
+        request,
+        ModelSpec(provider="fallback", name=name),
+        "fallback",
+        text=text.text,
+        token_ids=[],
+        logprobs=None,
+        finish_reason="stop_string" if text.stopped else "length",
+        usage=Usage(completion_tokens=text.fed),
+        timings=Timings(total=total),
+        info=ProviderInfo(),
+        key=None,
+        fallback=True,
     )

@@ -24,24 +24,21 @@ from typing import Any
 from .._exceptions import ModelUnavailableError
 from .protocol import (
     HEADER,
-    Cancel,
     Cancelled,
     DoneFrame,
     ErrorFrame,
     Fatal,
     FromWorker,
-    Generate,
     Init,
     PieceFrame,
     Ready,
-    SetThreads,
     Shutdown,
     ThreadsAck,
     ToWorker,
     WorkerConfig,
     child_argv,
     child_env,
-    decode_body,
+    decode_from_worker,
     decode_header,
     encode_frame,
 )
@@ -179,10 +176,7 @@ class WorkerHandle:
         stdout = self.proc.stdout
         assert stdout is not None
         header = await stdout.readexactly(HEADER.size)
-        msg = decode_body(await stdout.readexactly(decode_header(header)))
-        if isinstance(msg, Init | Generate | Cancel | SetThreads | Shutdown):
-            raise ValueError("malformed frame from worker")
-        return msg
+        return decode_from_worker(await stdout.readexactly(decode_header(header)))
 
     async def _pump(self, on_exit: Callable[[WorkerHandle], Awaitable[None]]) -> None:
         try:

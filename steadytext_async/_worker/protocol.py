@@ -16,9 +16,10 @@ import pickle
 import struct
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
 from .._exceptions import InvalidRequestError
+from .._options import DEFAULT_SEED
 from .limits import MAX_FRAME, MAX_PROMPT_BYTES
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "WorkerConfig",
     "child_argv",
     "child_env",
+    "decode_from_worker",
     "decode_header",
     "encode_frame",
     "read_frame_fd",
@@ -72,8 +74,17 @@ def child_env() -> dict[str, str] | None:
     return env
 
 
+_T = TypeVar("_T")
+
+
+@dataclass_transform(frozen_default=True)
+def _message(cls: type[_T]) -> type[_T]:
+    """Every message, and every part of one, is a frozen dataclass with slots."""
+    return dataclasses.dataclass(frozen=True, slots=True)(cls)
+
+
 # -- parent -> child ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class WorkerConfig:
     model_path: str
     n_ctx: int  # per sequence
@@ -84,14 +95,14 @@ class WorkerConfig:
     verdict_path: str | None = None  # where the self-test verdict is cached (None: not cached)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class GenParams:
     prompt: str
     max_new_tokens: int
     prompt_format: str = "raw"
     stop: str | None = None
     temperature: float = 0.0
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     top_k: int = 40
     top_p: float = 0.95
     min_p: float = 0.05
@@ -100,46 +111,46 @@ class GenParams:
     constraint: Constraint | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Init:
     cfg: WorkerConfig
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Generate:
     rid: int
     params: GenParams
     n_threads: int | None = None  # the worker's thread share from now on, if given
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Cancel:
     rid: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class SetThreads:
     seq: int
     n: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Shutdown:
     pass
 
 
 # -- child -> parent ---------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Ready:
     info: dict[str, Any]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Fatal:
     message: str
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class PieceFrame:
     rid: int
     text: str
@@ -147,7 +158,7 @@ class PieceFrame:
     tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class DoneFrame:
     rid: int
     finish_reason: str
@@ -155,7 +166,7 @@ class DoneFrame:
     timings: dict[str, float]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class ErrorFrame:
     rid: int
     kind: str
@@ -163,12 +174,12 @@ class ErrorFrame:
     partial_text: str | None = None  # ConstraintError only
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class Cancelled:
     rid: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@_message
 class ThreadsAck:
     seq: int
     n: int
@@ -201,6 +212,14 @@ def decode_body(body: bytes) -> ToWorker | FromWorker:
     msg = pickle.loads(body)
     if not isinstance(msg, _TO_WORKER + _FROM_WORKER):
         raise ValueError(f"malformed frame: {type(msg).__name__}")
+    return msg
+
+
+def decode_from_worker(body: bytes) -> FromWorker:
+    """The body of a frame the worker sent (the parent's own kinds of message are malformed there)."""
+    msg = decode_body(body)
+    if isinstance(msg, _TO_WORKER):
+        raise ValueError("malformed frame from worker")
     return msg
 
 

@@ -18,15 +18,11 @@ import httpx
 from httpx_sse import SSEError
 
 from ..._exceptions import (
-    RemoteAuthenticationError,
-    RemoteBadRequestError,
     RemoteConnectionError,
     RemoteError,
-    RemoteNotFoundError,
     RemoteProtocolError,
     RemoteRateLimitError,
     RemoteServerError,
-    RemoteStatusError,
     RemoteTimeoutError,
 )
 from ._secrets import Redactor
@@ -40,7 +36,6 @@ __all__ = [
     "error_message",
     "retry_after",
     "retryable",
-    "status_class",
 ]
 
 MAX_ERROR_BODY = 2000
@@ -96,20 +91,6 @@ def retry_after(headers: httpx.Headers) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def status_class(status: int) -> type[RemoteStatusError]:
-    if status in (401, 403):
-        return RemoteAuthenticationError
-    if status == 404:
-        return RemoteNotFoundError
-    if status == 429:
-        return RemoteRateLimitError
-    if status >= 500:
-        return RemoteServerError
-    if 400 <= status < 500:
-        return RemoteBadRequestError
-    return RemoteStatusError
 
 
 def error_message(error: object) -> str | None:

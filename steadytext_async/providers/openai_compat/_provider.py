@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 
-from ..._exceptions import InvalidRequestError, RemoteTimeoutError
+from ..._exceptions import InvalidRequestError, RemoteTimeoutError, status_class
 from ..._models import GenerationRequest, ModelSpec
 from ..base import Capabilities, ProviderChunk, ProviderDone
 from ..presets import ProviderPreset, RemoteOptions
-from ._errors import MAX_ERROR_BODY, CallErrors, body_message, retry_after, retryable_cls, status_class
+from ._errors import MAX_ERROR_BODY, CallErrors, body_message, retry_after, retryable_cls
 from ._retry import RetryPlan
 from ._secrets import Redactor, cache_scope, check_api_key, check_base_url
 from ._transport import capped, drain, events, is_sse, read_error_body
