@@ -1,5 +1,6 @@
 import logging
 import math
+from typing import Any
 
 import pytest
 
@@ -140,8 +141,9 @@ def test_the_request_holds_what_pydantic_validation_would() -> None:
     class Name(str, enum.Enum):  # noqa: UP042 (str() of this kind of enum is "Name.MINI", not its value)
         MINI = "mini"
 
-    raw = {"prompt": Text("hi"), "max_new_tokens": Number.SEVEN, "eos_string": Text("END"), "size": Name.MINI}
-    built = build_request(**raw, seed=Number.SEVEN, temperature=1, strict=True)  # type: ignore[arg-type]
+    raw: dict[str, Any] = {"prompt": Text("hi"), "max_new_tokens": Number.SEVEN, "eos_string": Text("END")}
+    raw["size"] = Name.MINI
+    built = build_request(**raw, seed=Number.SEVEN, temperature=1, strict=True)
     sampling = SamplingParams(temperature=1, seed=Number.SEVEN)
     validated = GenerationRequest(
         **raw,
