@@ -25,6 +25,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """``env[name]`` as 1/0, true/false, yes/no or on/off (empty: false); ``default`` when unset."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -37,6 +38,7 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """``env[name]`` as an int of at least ``minimum``; ``default`` when unset or empty."""
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
