@@ -1,7 +1,8 @@
 """Structured output: one constraint object for schema / regex / choices / response_format, enforced locally by
 token masks (llguidance) and translated for remote providers; every output is validated before it is returned.
 
-``MatcherFactory`` and ``TokenMatcher`` (numpy, llama.cpp) load on first access, so importing this package is cheap.
+``MatcherFactory`` and ``TokenMatcher`` (numpy, llama.cpp), ``check_output`` and ``parse`` load on first access, so
+importing this package is cheap.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from ._constraint import Constraint, ConstraintKind
 from .normalize import normalize, schema_from_type
-from .validate import check_output, parse
 
 if TYPE_CHECKING:
     from .local import MatcherFactory, TokenMatcher
+    from .validate import check_output, parse
 
 __all__ = [
     "Constraint",
@@ -32,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from . import local
 
         return getattr(local, name)
+    if name in ("check_output", "parse"):  # not needed to build a request (start-up time)
+        from . import validate
+
+        return getattr(validate, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
