@@ -294,3 +294,21 @@ async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> No
     assert sorted(i["selftest_seconds"] > 0 for i in infos) == [False, True]
     key = next(iter(json.loads((tmp_path / "batch-verdicts.json").read_text())))
     assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key) == 4
+
+
+async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
+    """Two warm workers, six requests at once: four join the first worker's batch before the fifth goes to the
+    second worker (one worker with both threads decoding a batch beat two 1-thread workers on 2 cores)."""
+    import asyncio
+
+    import steadytext_async as st
+
+    prompts = [f"Fact number {i}:" for i in range(6)]
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
+        await client.preload()
+        pool = client._local.pool
+        assert len(pool.pids()) == 2 and pool.peak_batch == 0
+        got = await asyncio.gather(*(client.generate(p, max_new_tokens=12) for p in prompts))
+        assert pool.peak_batch == 4 and pool.peak_threads == 2 and pool.generations == 6
+        alone = [await client.generate(p, max_new_tokens=12) for p in prompts]
+    assert [g.text for g in got] == [a.text for a in alone]
