@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from .._config import redact_url
 from .._models import Chunk, GenerationResult
 from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim, StreamItem
+from .flight import Flight
 
 __all__ = ["Produce", "ResultCache"]
 
@@ -40,34 +41,6 @@ PEEK_BATCH = 0.05  # seconds: hits peeked from other threads are accounted on th
 class _Hot:
     items: tuple[StreamItem, ...]
     size: int
-
-
-class _Flight:
-    """One in-progress lookup/generation for a key: the items so far, broadcast to subscribers."""
-
-    __slots__ = ("done", "error", "event", "items", "subscribers", "task")
-
-    def __init__(self) -> None:
-        self.items: list[StreamItem] = []
-        self.done = False
-        self.error: BaseException | None = None
-        self.subscribers = 0
-        self.event = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def push(self, *items: StreamItem) -> None:
-        self.items.extend(items)
-        self._wake()
-
-    def finish(self, error: BaseException | None) -> None:
-        if not self.done:
-            self.done = True
-            self.error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        event, self.event = self.event, asyncio.Event()
-        event.set()
 
 
 def _approx_size(items: tuple[StreamItem, ...]) -> int:
@@ -119,7 +92,7 @@ class ResultCache:
         self._peek_drain_armed = False
         self._front: OrderedDict[str, _Hot] = OrderedDict()
         self._front_size = 0
-        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._flights: dict[tuple[str, str], Flight] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._writes: set[asyncio.Task[Any]] = set()
         self._pending_hits: dict[str, int] = {}
@@ -147,7 +120,7 @@ class ResultCache:
         fkey = (key, variant)
         flight = self._flights.get(fkey)
         if flight is None:
-            flight = self._flights[fkey] = _Flight()
+            flight = self._flights[fkey] = Flight()
             flight.task = self._spawn(self._fly(fkey, flight, produce))
         else:
             self._hit(key)
@@ -263,7 +236,7 @@ class ResultCache:
             after_fork()
 
     # -- internals -------------------------------------------------------------------------------------------
-    async def _fly(self, fkey: tuple[str, str], flight: _Flight, produce: Produce) -> None:
+    async def _fly(self, fkey: tuple[str, str], flight: Flight, produce: Produce) -> None:
         key = fkey[0]
         release: Callable[[], Awaitable[None]] | None = None
         try:
@@ -311,7 +284,7 @@ class ResultCache:
                 self._spawn(self._release(release))
 
     @staticmethod
-    async def _produce(flight: _Flight, produce: Produce) -> None:
+    async def _produce(flight: Flight, produce: Produce) -> None:
         agen = produce()
         try:
             async for item in agen:
