@@ -304,7 +304,8 @@ async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
     import steadytext_async as st
 
     prompts = [f"Fact number {i}:" for i in range(6)]
-    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
+    own_budget = {"host_threads": 2, "budget_dir": tmp_path / "budget"}  # no other pool holds a core meanwhile
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path, **own_budget) as client:  # type: ignore[arg-type]
         await client.preload()
         pool = client._local.pool
         assert len(pool.pids()) == 2 and pool.peak_batch == 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import steadytext_async as st
@@ -86,3 +88,67 @@ async def test_two_clients_in_one_process_share_one_budget(tmp_path: Path) -> No
         # both pools hold nothing once idle
         await asyncio.sleep(0.2)
         assert sum(len(p._budget.tokens) for p in pools) == 0
+
+
+async def test_a_batch_that_started_short_of_threads_takes_them_once_freed(tmp_path: Path) -> None:
+    """Requests join a running batch without new tokens, so a batch that began while another process held a core
+    would stay on one thread; the pool's watcher takes the freed token (nobody else waits) and re-splits."""
+    slots = str(tmp_path / "cores-2")
+    code = (
+        "import sys; from pathlib import Path; from steadytext_async._engine.budget import HostBudget; "
+        f"t = HostBudget(Path({slots!r}), 2).try_acquire(); print(t is not None, flush=True); sys.stdin.readline()"
+    )
+    outsider = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert outsider.stdout is not None and outsider.stdin is not None
+    assert (await outsider.stdout.readline()).strip() == b"True"  # another process holds one of the two cores
+
+    async def until(condition: Callable[[], bool]) -> bool:
+        for _ in range(1000):
+            if condition():
+                return True
+            await asyncio.sleep(0.005)  # polling the pool's own state
+        return False
+
+    kw = {"workers": 2, "threads": 2, "max_batch": 4, "host_threads": 2, "budget_dir": tmp_path}
+    async with st.AsyncSteadyText(**kw) as client:  # type: ignore[arg-type]
+        await client.preload()
+        pool = client._local.pool
+        batch = asyncio.gather(*(client.generate(f"Item {i}:", max_new_tokens=48) for i in range(4)))
+        assert await until(lambda: sum(w.active for w in pool._active()) == 4)
+        assert len(pool._budget.tokens) == 1 and [w.threads for w in pool._active()] == [1]  # one core free
+        outsider.stdin.write(b"release\n")
+        await outsider.wait()  # its lock goes with it
+        grown = await until(lambda: [w.threads for w in pool._active()] == [2])
+        still_running = pool.generations == 0
+        results = await batch
+    assert grown and still_running
+    assert pool.peak_batch == 4 and all(r.usage.completion_tokens == 48 for r in results)
+
+
+async def test_closing_a_client_mid_request_gives_its_host_cores_back(tmp_path: Path) -> None:
+    """A pool closed while it holds tokens (a request still decoding) releases them: another process then gets
+    every core."""
+    kw = {"workers": 1, "threads": 2, "host_threads": 2, "budget_dir": tmp_path}
+    client = st.AsyncSteadyText(**kw)  # type: ignore[arg-type]
+    await client.preload()
+    pool = client._local.pool
+    task = asyncio.create_task(client.generate("A long story:", max_new_tokens=400))
+    for _ in range(1000):
+        if len(pool._budget.tokens) == 2:
+            break
+        await asyncio.sleep(0.005)  # polling the pool's own state
+    assert len(pool._budget.tokens) == 2
+    await client.aclose()
+    with contextlib.suppress(Exception):
+        await task
+    assert pool._budget.tokens == []
+    code = (
+        "from pathlib import Path; from steadytext_async._engine.budget import HostBudget; "
+        f"b = HostBudget(Path({str(tmp_path / 'cores-2')!r}), 2); "
+        "print(sum(b.try_acquire() is not None for _ in range(2)))"
+    )
+    other = await asyncio.create_subprocess_exec(sys.executable, "-c", code, stdout=subprocess.PIPE)
+    out, _ = await other.communicate()
+    assert out.strip() == b"2"

@@ -160,6 +160,8 @@ class Pool:
             for t in w.tasks:
                 t.cancel()
             await asyncio.gather(*w.tasks, return_exceptions=True)
+        if self._budget.shared:  # the workers are gone: their host cores go back (a request may still have held one)
+            self._budget.return_tokens(0)
         async with self._cond:
             self._cond.notify_all()
 
@@ -334,12 +336,11 @@ class Pool:
                 with contextlib.suppress(Died):
                     await fut
                     self.shrinks += 1
-            if newcomer is not None:
-                in_use = sum(w.threads for w in self._active() if w.alive)
-                self.peak_threads = max(self.peak_threads, in_use)
-            elif self._budget.shared:  # shrinks are acknowledged: surplus tokens can go back
+            in_use = sum(w.threads for w in self._active() if w.alive)
+            self.peak_threads = max(self.peak_threads, in_use)
+            if newcomer is None and self._budget.shared:  # shrinks are acknowledged: surplus tokens can go back
                 self._budget.return_tokens(sum(w.threads for w in self._active() if w.alive))
-            self._budget.watch_surplus(lambda: len(self._active()), lambda: self._redistribute(newcomer=None))
+            self._budget.watch(lambda: len(self._active()), lambda: self._redistribute(newcomer=None))
 
     def _retire(self, worker: WorkerHandle) -> None:
         if worker in self._workers:

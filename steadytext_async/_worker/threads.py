@@ -3,8 +3,8 @@
 - Without a :class:`~steadytext_async._engine.budget.HostBudget` the pool uses all its ``threads`` while it has
   active requests.
 - With one, every decode thread also needs one host token. The pool holds tokens only while it has active
-  requests; it takes spare tokens for a lone request only while no other pool waits, and a surplus watcher hands
-  the extra back once another pool starts waiting.
+  requests; it takes spare tokens only while no other pool waits, and a watcher hands the extra back once another
+  pool starts waiting (or takes tokens freed meanwhile, for a batch that started short of threads).
 
 The pool (``_worker/pool.py``) splits the total among its decoding workers with :func:`split`.
 """
@@ -44,14 +44,14 @@ class ThreadBudget:
         if self.host is None or active == 0:
             return self.threads if active else 0
         want = min(self.threads, max(active, len(self.tokens)))
-        if newcomer and not self.host.others_waiting():  # take spare cores while nobody else waits
+        if not self.host.others_waiting():  # take spare cores while nobody else waits
             while len(self.tokens) < self.threads:
                 token = self.host.try_acquire()
                 if token is None:
                     break
                 self.tokens.append(token)
             want = min(self.threads, len(self.tokens))
-        elif not newcomer and self.host.others_waiting():
+        elif not newcomer:
             want = active  # one thread each; the surplus goes back to the host
         return max(active, want)
 
@@ -78,18 +78,26 @@ class ThreadBudget:
         with self.host.waiting():
             yield
 
-    def watch_surplus(self, active: Callable[[], int], shrink: Callable[[], Awaitable[None]]) -> None:
-        """While the pool holds more tokens than ``active()`` workers, ``shrink()`` it once another pool waits."""
-        if self.host is not None and len(self.tokens) > active() and self._watcher is None:
-            self._watcher = asyncio.create_task(self._watch(active, shrink))
+    def _unbalanced(self, active: int) -> bool:
+        """More tokens than decoding workers (a surplus to hand back when asked), or fewer than ``threads`` (a
+        running batch that could use cores another pool has since freed)."""
+        return active > 0 and (len(self.tokens) > active or len(self.tokens) < self.threads)
 
-    async def _watch(self, active: Callable[[], int], shrink: Callable[[], Awaitable[None]]) -> None:
+    def watch(self, active: Callable[[], int], rebalance: Callable[[], Awaitable[None]]) -> None:
+        """While the pool's tokens do not match its work, every 50 ms: ``rebalance()`` to hand a surplus back once
+        another pool waits, or to take freed tokens while nobody waits. A batch keeps its worker (joining it
+        needs no new token), so without this a batch that started on one thread would stay on one thread."""
+        if self.host is not None and self._watcher is None and self._unbalanced(active()):
+            self._watcher = asyncio.create_task(self._watch(active, rebalance))
+
+    async def _watch(self, active: Callable[[], int], rebalance: Callable[[], Awaitable[None]]) -> None:
         assert self.host is not None
         try:
-            while not self._closed and len(self.tokens) > active():
+            while not self._closed and self._unbalanced(active()):
                 await asyncio.sleep(0.05)
-                if self.host.others_waiting():
-                    await shrink()
+                waiting = self.host.others_waiting()
+                if (len(self.tokens) > active() and waiting) or (len(self.tokens) < self.threads and not waiting):
+                    await rebalance()
         finally:
             self._watcher = None
 
