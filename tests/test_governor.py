@@ -33,3 +33,26 @@ def test_never_exceeds_a_shrunk_share() -> None:
     drive(gov, 4, {1: 0.04, 2: 0.02, 4: 0.01}, 50)
     assert set(drive(gov, 1, {1: 0.04}, 50)) == {1}
     assert ThreadGovernor.candidates(4) == [4, 2, 1]
+
+
+def test_work_after_idleness_measures_the_full_share_again() -> None:
+    """A batch that starts after the worker was idle drops the full share's estimate (it dates from other
+    conditions) and measures it first; the other counts keep theirs. A slow sample taken at the tail of a burst
+    used to keep the next lone request on one thread (24 instead of 42 tok/s)."""
+    from test_batching import _StepRecorder
+
+    from steadytext_async._worker.batch import Batcher
+    from steadytext_async._worker.decode import SequenceDecoder
+    from steadytext_async._worker.sampling import Sampler
+
+    model = _StepRecorder()
+    batcher = model.batcher = Batcher(model, slots=4, per_call=4, threads=2, send=lambda msg: None)  # type: ignore[arg-type]
+    gov = batcher._gov(1)
+    gov.ewma = {2: 0.200, 1: 0.040}  # stale: 2 threads looked 5x slower than 1
+    assert gov.choose(2) == 1
+    sampler = Sampler(temperature=0.0, seed=0, top_k=0, top_p=1.0, min_p=0.0)
+    batcher.admit(1, [1, 2], 0, SequenceDecoder(model, max_new_tokens=4, sampler=sampler))
+    assert gov.ewma == {1: 0.040} and gov.choose(2) == 2  # the full share is measured again, first
+    gov.ewma[2] = 0.020
+    batcher.admit(2, [1, 2], 0, SequenceDecoder(model, max_new_tokens=4, sampler=sampler))  # joins: not idle
+    assert gov.ewma == {2: 0.020, 1: 0.040}

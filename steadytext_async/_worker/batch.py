@@ -58,6 +58,12 @@ class Batcher:
         return bool(self.slots)
 
     def admit(self, rid: int, prompt: list[int], truncated: int, decoder: SequenceDecoder) -> None:
+        if not self.slots:
+            # work after idleness: the full share's timings date from other conditions (e.g. the tail of a burst,
+            # with the parent process busy), so measure it again; a stale slow sample kept a lone request on one
+            # thread for hundreds of steps
+            for gov in self._govs.values():
+                gov.forget(self.share)
         seq = min(self.free)  # lowest first: keeps the decoding sequences' ids contiguous (see _holes)
         self.free.remove(seq)
         self.slots[rid] = _Slot(rid, seq, prompt, truncated, decoder)

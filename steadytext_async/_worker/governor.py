@@ -54,6 +54,13 @@ class ThreadGovernor:
             return self._probing
         return best
 
+    def forget(self, n: int) -> None:
+        """Drop the estimate for ``n`` threads (stale: measured before the worker went idle), so that the next
+        step measures it afresh; the other counts keep theirs."""
+        self.ewma.pop(n, None)
+        if self._probing == n:
+            self._probing = None
+
     def record(self, n: int, seconds: float) -> None:
         """Report how long one decode step with ``n`` threads took."""
         if self._probing == n:  # a probe measures afresh: its median replaces the old estimate
