@@ -20,7 +20,7 @@ import weakref
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
-__all__ = ["close_at_loop_exit"]
+__all__ = ["Closable", "close_at_loop_exit"]
 
 
 class Closable(Protocol):

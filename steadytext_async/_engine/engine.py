@@ -33,6 +33,7 @@ from .portal import Portal
 if TYPE_CHECKING:
     from .._cache.frontend import ResultCache
     from .._config import Settings
+    from .._loopexit import Closable
     from .._worker.pool import Pool
 
 __all__ = ["Engine", "engine"]
@@ -101,8 +102,8 @@ class Engine:
         if not pool.closed:
             self.close_later(pool)
 
-    def close_later(self, resource: Any) -> None:
-        """Close ``resource`` (anything with ``async aclose()``) on the engine loop without waiting: its owner was
+    def close_later(self, resource: Closable) -> None:
+        """Close ``resource`` on the engine loop without waiting: its owner was
         collected, possibly in another thread or during a garbage collection."""
         if not (self.portal.started and os.getpid() == self.pid):
             return
