@@ -141,3 +141,18 @@ def test_compat_helpers_take_messages(mock_default: st.MockProvider) -> None:
     out = st.generate_json(None, {"type": "object"}, messages=[USER], model="mock:m")
     assert json.loads(out) == {"a": 1}
     assert mock_default.requests[-1].messages == (ChatMessage(role="user", content="hi"),)
+
+
+def test_remote_chat_endpoints_receive_messages_as_messages() -> None:
+    from steadytext_async.providers.openai_compat import build_body
+    from steadytext_async.providers.presets import PRESETS, ProviderPreset
+
+    conv = [SYSTEM, {"role": "user", "content": [{"type": "text", "text": "a"}], "name": "ann"}]
+    spec = st.ModelSpec(provider="openai", name="gpt-x", prompt_format="chat")
+    body = build_body(PRESETS["openai"], spec, build_request(messages=conv), stream=False)
+    assert body["messages"] == conv  # never flattened into one prompt
+    assert "prompt" not in body
+    completions = ProviderPreset(name="plain", base_url="http://127.0.0.1:1/v1", api="completions")
+    with pytest.raises(st.InvalidRequestError, match="completions endpoint"):
+        build_body(completions, spec, build_request(messages=conv), stream=False)
+    assert build_body(completions, spec, build_request("hi"), stream=False)["prompt"] == "hi"

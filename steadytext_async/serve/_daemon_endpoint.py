@@ -62,7 +62,7 @@ def handler(state: ServerState) -> Any:
             raise HTTPError(
                 409, f"the daemon resolves this request to another model ({spec.name})", code="daemon_mismatch"
             )
-        client._local.check(req)
+        client._local.check(req, spec)
         events = until(local_events(client, spec, req), state.stop)
         first = await anext(events)
         return StreamingResponse(_lines(state, first, events), media_type="application/x-ndjson")
