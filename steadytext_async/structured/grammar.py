@@ -1,4 +1,4 @@
-"""Constraint -> llguidance grammar text, and the check that llguidance supports it.
+r"""Constraint -> llguidance grammar text, and the check that llguidance supports it.
 
 Generation is deliberately narrower than validation, never wider: objects that list ``properties`` and say nothing
 about ``additionalProperties`` get ``additionalProperties: false`` (JSON Schema allows extra keys, but generating
