@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -59,7 +59,11 @@ class _Proc:
     def start(self, args: list[str], env: Mapping[str, str]) -> None:
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env),
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
                 start_new_session=True,
             )
 
@@ -100,6 +104,7 @@ class Cluster:
         threads: int = 1,
         shutdown_timeout: float = 30.0,
         env: Mapping[str, str] | None = None,
+        serve_args: Sequence[str] = (),
         start_timeout: float = 180.0,
     ) -> None:
         self.workdir = Path(workdir)
@@ -107,6 +112,7 @@ class Cluster:
         self.affinity = affinity
         self.shutdown_timeout = shutdown_timeout
         self.start_timeout = start_timeout
+        self.serve_args = list(serve_args)
         self.redis = _Proc("redis", free_port(), self.workdir / "redis.log")
         self.replicas = [_Proc(f"r{i + 1}", free_port(), self.workdir / f"r{i + 1}.log") for i in range(REPLICAS)]
         self.haproxy = _Proc("haproxy", lb_port or free_port(), self.workdir / "haproxy.log")
@@ -118,6 +124,7 @@ class Cluster:
             "STEADYTEXT_WORKERS": str(workers),
             "STEADYTEXT_THREADS": str(threads),
             "STEADYTEXT_CACHE_URL": self.redis_url,
+            "STEADYTEXT_DISABLE_CACHE": "0",  # the shared cache is the point
             **(env or {}),
         }
 
@@ -169,7 +176,7 @@ class Cluster:
             "STEADYTEXT_CACHE_DIR": str(self.workdir / f"{proc.name}-cache"),
         }
         args = [sys.executable, "-m", "steadytext_async", "serve", "--host", "127.0.0.1", "--port", str(proc.port)]
-        proc.start([*args, "--shutdown-timeout", str(self.shutdown_timeout)], env)
+        proc.start([*args, "--shutdown-timeout", str(self.shutdown_timeout), *self.serve_args], env)
 
     def wait_ready(self, i: int) -> None:
         """Until replica ``i`` answers /health with 200 and HAProxy has it UP."""
