@@ -234,6 +234,12 @@ class Cluster:
                 raise RuntimeError(f"redis-server did not start:\n{self.redis.tail()}")
             time.sleep(0.02)
 
+    def flush_redis(self) -> None:
+        with socket.create_connection(("127.0.0.1", self.redis.port), timeout=5) as s:
+            s.sendall(b"FLUSHALL\r\n")
+            if not s.recv(64).startswith(b"+OK"):
+                raise RuntimeError("FLUSHALL failed")
+
     def stop_redis(self) -> None:
         self.redis.signal(signal.SIGKILL)
         self.redis.wait(10)
@@ -264,6 +270,16 @@ class Cluster:
             if not self.haproxy.alive or time.monotonic() > deadline:
                 raise RuntimeError(f"haproxy did not start:\n{self.haproxy.tail()}")
             time.sleep(0.05)
+
+    def restart_haproxy(self, *, affinity: bool) -> None:
+        """Run the balancer again with cache affinity on or off (waits until it sees every live replica UP)."""
+        self.haproxy.signal(signal.SIGTERM)
+        self.haproxy.wait(10)
+        self.affinity = affinity
+        self._start_haproxy()
+        for proc in self.replicas:
+            if proc.alive:
+                self.wait_lb(proc.name, "UP", timeout=30)
 
     def lb_status(self) -> dict[str, str]:
         """HAProxy's view of each replica: ``{"r1": "UP", ...}`` (from its CSV stats)."""
