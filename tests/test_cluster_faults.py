@@ -57,7 +57,11 @@ class Setup:
         return golden  # type: ignore[return-value]
 
 
-@pytest.fixture(scope="module", params=["stub", pytest.param("model", marks=pytest.mark.slow)], ids=["stub", "model"])
+@pytest.fixture(
+    scope="module",
+    params=["stub", pytest.param("model", marks=[pytest.mark.slow, pytest.mark.timeout(3600)])],
+    ids=["stub", "model"],
+)
 def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     need_binaries()
     workdir = tmp_path_factory.mktemp(f"cluster-{request.param}")
