@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy"))
 from cluster import Cluster  # deploy/ is not a package: the harness users run, imported as is
 
 __all__ = [
+    "MAX_TOKENS",
     "STUB_MODEL",
     "Cluster",
     "Golden",

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from _cluster_load import (
+    MAX_TOKENS,
     STUB_MODEL,
     Cluster,
     StubModel,
@@ -184,3 +185,19 @@ def test_cache_affinity(setup: Setup, affinity: bool) -> None:
     print(f"  affinity {'on' if affinity else 'off'}: hits {tiers}, single-flight waits {waits}")
     if affinity:  # identical requests all reach one replica: they never wait on another replica's lease
         assert waits["cluster"] == 0 and tiers["redis"] == 0
+
+
+def test_throughput_three_replicas_against_one(setup: Setup) -> None:
+    """Distinct prompts (every request generates), interleaved rounds: through the balancer to 3 replicas, and
+    straight to one replica. Reported, not asserted: the replicas share this host's cores."""
+    if setup.stub is not None:
+        pytest.skip("generation throughput needs the model")
+    cluster = setup.cluster
+    rates: dict[str, list[float]] = {"3 replicas": [], "1 replica": []}
+    for round_ in range(2):
+        for name, url in (("3 replicas", cluster.url), ("1 replica", cluster.replica_url(0))):
+            start = 60_000 + 1000 * round_ + (0 if name == "3 replicas" else 500)
+            outcomes, wall, _ = run_load(url, prompts(12, start), requests=12, clients=12, model=setup.model)
+            assert all(o.status == 200 for o in outcomes)
+            rates[name].append(len(outcomes) / wall)
+    print(f"throughput (requests/s, {MAX_TOKENS} tokens, 12 concurrent, 2 rounds): {rates}")
