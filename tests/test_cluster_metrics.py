@@ -1,0 +1,65 @@
+"""The counters behind a cluster's ``/metrics``: hits by tier (process, redis, local) and single-flight waits (process,
+cluster), on two ResultCaches over one real redis-server standing for two replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _redis_server import RedisServer
+from test_cache_redis import Producer, cache, collect
+
+from steadytext_async.serve._engine import cache_tiers
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+async def test_hits_by_tier_and_single_flight_waits(server: RedisServer, tmp_path: Path) -> None:
+    a, b = cache(server.url, tmp_path, "a"), cache(server.url, tmp_path, "b")
+    pa, pb = Producer(), Producer()
+    pa.gate.clear()
+    lead = asyncio.create_task(collect(a, "k", pa))
+    await pa.started.wait()
+    joined = asyncio.create_task(collect(a, "k", pa))  # same process: joins the running flight
+    elsewhere = asyncio.create_task(collect(b, "k", pb))  # another replica: waits on the Redis lease
+    await asyncio.sleep(0.2)
+    pa.gate.set()
+    await asyncio.gather(lead, joined, elsewhere)
+    await collect(a, "k", pa)  # the front layer
+    assert pa.calls == 1 and pb.calls == 0
+    assert cache_tiers(a) == {
+        "hits_process": 2,
+        "hits_redis": 0,
+        "hits_local": 0,
+        "waits_process": 1,
+        "waits_cluster": 0,
+    }
+    assert cache_tiers(b) == {
+        "hits_process": 0,
+        "hits_redis": 1,
+        "hits_local": 0,
+        "waits_process": 0,
+        "waits_cluster": 1,
+    }
+    await a.aclose()
+    await b.aclose()
+    server.stop()  # Redis away: results go to, and come from, each process's local file
+    c = cache(server.url, tmp_path, "c")
+    await collect(c, "k2", Producer())
+    await c.aclose()  # the local write is finished
+    d = cache(server.url, tmp_path, "c")  # a restarted process on the same host: the same local file
+    pd = Producer()
+    await collect(d, "k2", pd)
+    assert pd.calls == 0 and cache_tiers(d)["hits_local"] == 1 and cache_tiers(d)["hits_redis"] == 0
+    await d.aclose()
+    assert set(cache_tiers(None).values()) == {0}
