@@ -7,6 +7,8 @@ every cache entry (Redis and each replica's sqlite file) equal to the golden of 
 generations, failures, mismatches) are printed (``-s``). ``stub`` runs on the deterministic stub model (CI tier;
 generations counted exactly at the stub); ``model`` runs the same on the embedded model (slow tier; generations
 from the replicas' ``steadytext_generations_total``, fewer requests because 2 cores are shared by 3 replicas).
+CI runs the SIGKILL run on the stub (about a minute on a loaded 2-core box); the rest is in the slow tier
+(``-m slow``: about 5 minutes on the stub, 30 or more on the embedded model with 2 cores shared).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def _run(
     return value, generations
 
 
+@pytest.mark.slow  # tests/test_cluster.py runs it in CI
 def test_no_fault(setup: Setup) -> None:
     _, generations = _run(setup, "no fault", 0)
     assert generations == setup.prompts  # one generation per prompt across the cluster
@@ -130,6 +133,7 @@ def test_sigkill_one_replica_mid_run(setup: Setup) -> None:
         cluster.start_replica(1)
 
 
+@pytest.mark.slow
 def test_redis_restarted_mid_run(setup: Setup) -> None:
     cluster = setup.cluster
 
@@ -159,11 +163,13 @@ def test_redis_restarted_mid_run(setup: Setup) -> None:
     assert sum_metric(texts[1:], 'steadytext_cache_tier_hits_total{tier="redis"}') >= 2
 
 
+@pytest.mark.slow
 def test_rolling_restart(setup: Setup) -> None:
     codes, _ = _run(setup, "rolling restart", 30_000, setup.cluster.rolling_restart)
     assert codes == [0, 0, 0]  # every replica drained and exited cleanly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("affinity", [False, True], ids=["affinity-off", "affinity-on"])
 def test_cache_affinity(setup: Setup, affinity: bool) -> None:
     """The same load with and without the balancer's request hashing: generations, hits by tier, waits, wall."""
@@ -187,6 +193,7 @@ def test_cache_affinity(setup: Setup, affinity: bool) -> None:
         assert waits["cluster"] == 0 and tiers["redis"] == 0
 
 
+@pytest.mark.slow
 def test_throughput_three_replicas_against_one(setup: Setup) -> None:
     """Distinct prompts (every request generates), interleaved rounds: through the balancer to 3 replicas, and
     straight to one replica. Reported, not asserted: the replicas share this host's cores."""
