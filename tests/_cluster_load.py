@@ -183,6 +183,8 @@ def run_load(
         async def client_loop(client: httpx.AsyncClient) -> None:
             nonlocal fault_task, sent
             while more():
+                if sent >= requests:  # only waiting for the fault to finish: keep up a light load
+                    await asyncio.sleep(0.05)
                 prompt = order[sent % len(order)]
                 sent += 1
                 headers = {"X-SteadyText-Affinity": prompt} if affinity_header else {}
