@@ -4,27 +4,16 @@ cluster), on two ResultCaches over one real redis-server standing for two replic
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _redis_server import RedisServer
-from test_cache_redis import Producer, cache, collect
+from test_cache_redis import Producer, cache, collect, server  # noqa: F401  (server: the redis-server fixture)
 
 from steadytext_async.serve._engine import cache_tiers
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-async def test_hits_by_tier_and_single_flight_waits(server: RedisServer, tmp_path: Path) -> None:
+async def test_hits_by_tier_and_single_flight_waits(server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
     a, b = cache(server.url, tmp_path, "a"), cache(server.url, tmp_path, "b")
     pa, pb = Producer(), Producer()
     pa.gate.clear()
