@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from _serve_helpers import SDK_SETTINGS, ServeProcess, same_fingerprint, serve
@@ -109,34 +108,24 @@ def test_a_base_model_refuses_messages(server: ServeProcess) -> None:
     assert "raw prompts" in response.json()["error"]["message"]
 
 
-def test_pydantic_ai_agent_against_serve(server: ServeProcess, sdk: SteadyText) -> None:
+async def test_pydantic_ai_agent_against_serve(server: ServeProcess, sdk: SteadyText) -> None:
     """An agent framework's OpenAI-compatible client (pydantic-ai), pointed at serve, gets the SDK's bytes."""
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
 
     system = "You are a geography teacher. Answer in one short sentence."
-    http = httpx.AsyncClient(timeout=120)
-    model = OpenAIChatModel(
-        "default", provider=OpenAIProvider(base_url=server.url + "/v1", api_key="x", http_client=http)
-    )
-    agent = Agent(model, system_prompt=system)
+    provider = OpenAIProvider(base_url=server.url + "/v1", api_key="x")
+    agent = Agent(OpenAIChatModel("default", provider=provider), system_prompt=system)
     settings: Any = {"max_tokens": 24, "temperature": 0.0}
-    first = agent.run_sync("What is the capital of France?", model_settings=settings)
-    golden = sdk.generate(
-        messages=[{"role": "system", "content": system}, {"role": "user", "content": "What is the capital of France?"}],
-        max_new_tokens=24,
-    )
-    assert first.output == golden.text
-    # a second turn sends the history back
-    second = agent.run_sync("And of Italy?", message_history=first.all_messages(), model_settings=settings)
-    golden2 = sdk.generate(
-        messages=[
-            {"role": "system", "content": system},
-            {"role": "user", "content": "What is the capital of France?"},
-            {"role": "assistant", "content": golden.text},
-            {"role": "user", "content": "And of Italy?"},
-        ],
-        max_new_tokens=24,
-    )
-    assert second.output == golden2.text
+    turn1 = [{"role": "system", "content": system}, {"role": "user", "content": "What is the capital of France?"}]
+    try:
+        first = await agent.run("What is the capital of France?", model_settings=settings)
+        golden = sdk.generate(messages=turn1, max_new_tokens=24)
+        assert first.output == golden.text
+        # a second turn sends the history back
+        second = await agent.run("And of Italy?", message_history=first.all_messages(), model_settings=settings)
+        turn2 = [*turn1, {"role": "assistant", "content": golden.text}, {"role": "user", "content": "And of Italy?"}]
+        assert second.output == sdk.generate(messages=turn2, max_new_tokens=24).text
+    finally:
+        await provider.client.close()
