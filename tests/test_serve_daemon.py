@@ -118,3 +118,19 @@ def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path) -> None:
         _same(items[-1], golden)
         assert "".join(c.text for c in items[:-1]) == golden.text
         assert client.worker_pids() != []  # finished in-process
+
+
+def test_preload_reaches_the_daemon_provider() -> None:
+    """Regression: ``preload()`` skipped every provider but LocalProvider, so in daemon mode it did nothing. Now it
+    asks a live daemon for its health (the daemon owns the workers) and preloads in-process when none answers."""
+    from _remote_servers import Action, ScriptedServer
+
+    with ScriptedServer() as srv:
+        srv.default = Action("json", body={"status": "ok"})
+        with SteadyText(daemon_url=f"http://127.0.0.1:{srv.port}", **SDK_SETTINGS) as client:
+            client.preload()
+            assert [(r.method, r.path) for r in srv.requests] == [("GET", "/health")]
+            assert client.worker_pids() == []  # the daemon's workers, none here
+    with SteadyText(daemon_url=f"http://127.0.0.1:{free_port()}", **SDK_SETTINGS) as client:
+        client.preload()
+        assert len(client.worker_pids()) == SDK_SETTINGS["workers"]  # nothing listens: started in-process
