@@ -89,7 +89,6 @@ def mock_text(prompt: str, max_new_tokens: int, **kw: Any) -> str:
 # mode but allow a slow callback (a sync call from inside a loop, on purpose).
 FAST_MODULES = {
     "test_cache_frontend",
-    "test_cache_helpers",
     "test_cache_integration",
     "test_cache_sqlite",
     "test_config",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from test_cache_helpers import entry
+from _cache_helpers import entry
 
 from steadytext_async._cache import CachedEntry, SqliteBackend
 from steadytext_async._cache.codec import encode_entry
