@@ -301,10 +301,11 @@ async def test_bench_core_and_batching_smoke(bench: Any) -> None:
     assert batching.pct([3.0, 1.0, 2.0], 0.5) == 2.0
 
 
-def test_bench_server_smoke(bench: Any, tmp_path: Path) -> None:
+def test_bench_server_smoke(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """bench_server against our server alone (the llama.cpp peer runs in the slow tier): workload and identity."""
     import asyncio
 
+    monkeypatch.setenv("STEADYTEXT_MAX_BATCH", "1")  # its fresh cache dir would cost a batching self-test (~16 CPU s)
     server = bench("bench_server")
     with server.steadytext_server(tmp_path, 1, cache=False) as url:
         part = asyncio.run(server._workload(url, ["Smoke one", "Smoke two"], 4, 2))
