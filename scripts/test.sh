@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (idempotent), lint, type-check and run the whole test suite.
+# Set up (idempotent), lint, type-check and run the fast test tier (pass -m slow for the slow tier;
+# see CONTRIBUTING.md). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -41,6 +41,7 @@ from ._textstream import TextAssembler
 from ._validate import build_request
 from ._version import __version__
 from .providers.base import Provider, ProviderDone
+from .providers.daemon import DaemonProvider
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -202,7 +203,7 @@ class AsyncSteadyText:
     # -- implementation (runs on the engine loop, or on the caller's for _here() requests) ---------------------
     async def _preload(self, request: GenerationRequest) -> ModelSpec:
         provider, spec = await self._router.route(request)
-        if isinstance(provider, LocalProvider):
+        if isinstance(provider, LocalProvider | DaemonProvider):  # a daemon checks its health or preloads in-process
             await provider.preload(spec)
         return spec
 

@@ -144,19 +144,23 @@ class Settings:
         ttl = self.cache_ttl
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
             raise InvalidRequestError(f"cache_ttl must be a positive number of seconds or None, got {ttl!r}")
-
-    @property
-    def cache_location(self) -> str:
-        """Where results are cached, safe to show: the redacted Redis URL, or the sqlite directory."""
-        return redact_url(self.cache_url) if self.cache_url else str(self.cache_dir)
         if self.daemon_url is not None and not self.daemon_url.startswith(("http://", "https://", "unix://")):
             raise InvalidRequestError(
                 f"daemon_url must start with http://, https:// or unix:// (got {self.daemon_url!r})"
             )
 
+    @property
+    def cache_location(self) -> str:
+        """Where results are cached, safe to show: the redacted Redis URL, or the sqlite directory."""
+        return redact_url(self.cache_url) if self.cache_url else str(self.cache_dir)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-        """Settings from ``STEADYTEXT_*`` variables; keyword overrides win over the environment."""
+        """Settings from ``STEADYTEXT_*`` variables; keyword overrides win over the environment.
+
+        A keyword that is passed always wins, ``None`` included: ``daemon_url=None`` (or ``cache_url=None``,
+        ``model_path=None``) unsets what the environment set. Leave a keyword out to keep the environment's value.
+        """
         e = os.environ if env is None else env
         cores = usable_cores()
         values: dict[str, object] = {
@@ -183,5 +187,5 @@ class Settings:
             "cache_ttl": float(env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
             "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update(overrides)  # passed means chosen: None unsets (an absent keyword keeps the env's)
         return cls(**values)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from conftest import VERDICTS
 
 SDK_SETTINGS = {"workers": 1, "threads": 2}  # what the in-process goldens use; servers get the same by default
 
@@ -80,6 +82,10 @@ def serve(
         **(env or {}),
     }
     full_env.pop("STEADYTEXT_DAEMON_URL", None)
+    verdicts = Path(full_env["STEADYTEXT_CACHE_DIR"]) / VERDICTS.name
+    if VERDICTS.exists() and not verdicts.exists():  # the session's batching self-test verdicts (tests/conftest.py)
+        verdicts.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(VERDICTS, verdicts)
     where = ["--uds", uds] if uds is not None else ["--port", "0"]
     cmd = [sys.executable, "-m", "steadytext_async", "serve", *where, *args]
     with open(log, "wb") as out:

@@ -2,10 +2,13 @@
 the base gemma-3-270m (raw continuation)."""
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,10 +50,60 @@ def gemma_spec() -> st.ModelSpec:
     return spec
 
 
+@pytest.fixture(scope="session")
+def sdk() -> Iterator[st.SteadyText]:
+    """One blocking client with the settings ``serve`` tests start servers with (``SDK_SETTINGS``: 1 worker, 2
+    threads), shared by every test that needs in-process reference outputs rather than a pool of its own."""
+    from _serve_helpers import SDK_SETTINGS
+
+    with st.SteadyText(**SDK_SETTINGS) as client:
+        yield client
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shutdown_default_client() -> object:
     yield None
     st.close()
+
+
+# -- one batching self-test per session ----------------------------------------------------------------------------
+# A pool's workers run the batching self-test (~10 CPU seconds) unless the verdict file beside the result cache
+# already holds the verdict for this model, build, thread count and batch size. Tests give many clients and every
+# `serve` a fresh cache directory, so each paid it again. Pools made through the engine share one session verdict file
+# instead (its key still separates thread counts and batch sizes), and `serve` starts with a copy of it
+# (tests/_serve_helpers.py). tests/test_batching.py tests the self-test itself and keeps its own files.
+VERDICTS = Path(tempfile.mkdtemp(prefix="steadytext-test-verdicts-")) / "batch-verdicts.json"
+
+
+def _seed_verdicts() -> None:
+    """Start from the user's verdicts when there are any (read, never written: the key names the model file, the
+    llama.cpp build, the CPU and the settings, so a verdict from another build or machine is never used)."""
+    from steadytext_async._config import _default_cache_dir
+
+    user = _default_cache_dir() / VERDICTS.name
+    with contextlib.suppress(OSError):
+        shutil.copyfile(user, VERDICTS)
+
+
+_seed_verdicts()
+
+
+@pytest.fixture(autouse=True)
+def _shared_batch_verdicts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = getattr(request, "module", None)
+    if module is not None and module.__name__.rpartition(".")[2] == "test_batching":
+        return
+    from steadytext_async._engine.engine import Engine
+    from steadytext_async._worker.pool import Pool
+
+    new_pool = Engine.new_pool
+
+    def shared(self: Engine, settings: st.Settings) -> Pool:
+        pool = new_pool(self, settings)
+        pool.verdict_path = str(VERDICTS)  # read when a worker starts, never before
+        return pool
+
+    monkeypatch.setattr(Engine, "new_pool", shared)
 
 
 def alive(pid: int) -> bool:
@@ -89,7 +142,6 @@ def mock_text(prompt: str, max_new_tokens: int, **kw: Any) -> str:
 # mode but allow a slow callback (a sync call from inside a loop, on purpose).
 FAST_MODULES = {
     "test_cache_frontend",
-    "test_cache_helpers",
     "test_cache_integration",
     "test_cache_sqlite",
     "test_config",

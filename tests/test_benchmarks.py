@@ -1,4 +1,9 @@
-"""Benchmarks run in a bounded form so they cannot rot; their figures are printed, never asserted on."""
+"""Benchmarks run in a bounded form so they cannot rot; their figures are printed, never asserted on.
+
+Two tiers: the fast tier runs a smoke of each benchmark (its own functions or its CLI at the smallest size, seconds
+each); the slow tier (``-m slow``, which ``.ci/run`` runs after the fast tier) runs each script's ``--quick`` or
+bounded form end to end, peers included.
+"""
 
 import json
 import os
@@ -31,6 +36,7 @@ def figures(lines: list[dict[str, object]]) -> set[str]:
     return {str(line["figure"]) for line in lines}
 
 
+@pytest.mark.slow
 def test_bench_core_quick() -> None:
     got = figures(run("bench_core.py", "--quick"))
     assert got >= {
@@ -42,16 +48,18 @@ def test_bench_core_quick() -> None:
     }
 
 
+@pytest.mark.slow
 def test_bench_cache_bounded() -> None:
     got = figures(run("bench_cache.py", "--hits", "300", "--misses", "2", "--rounds", "1", "--concurrency", "16"))
     assert {"hit_throughput_concurrent", "miss_overhead_ratio"} <= got
 
 
-def test_bench_remote_bounded() -> None:
+def test_bench_remote_bounded() -> None:  # model-free and cheap: stays in the fast tier
     got = figures(run("bench_remote.py", "--requests", "30", "--rounds", "1", "--concurrency", "8"))
     assert any(name.startswith("router_generate") for name in got)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_structured_bounded() -> None:
     lines = run("bench_structured.py", "--tokens", "16", "--repeat", "1")
@@ -59,7 +67,7 @@ def test_bench_structured_bounded() -> None:
     assert all(line["deterministic"] for line in lines if line["figure"] == "constrained_decode")
 
 
-def test_bench_cache_redis_quick() -> None:
+def test_bench_cache_redis_quick() -> None:  # model-free and cheap: stays in the fast tier
     from _redis_server import redis_binary
 
     redis_binary()  # skips (or fails under CI=true) without redis-server
@@ -72,6 +80,7 @@ def test_bench_cache_redis_quick() -> None:
     } <= got
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_bench_server_quick() -> None:
     lines = run("bench_server.py", "--quick")
@@ -80,6 +89,7 @@ def test_bench_server_quick() -> None:
     assert ours and ours[0]["identical"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_bench_batching_quick() -> None:
     lines = run("bench_batching.py", "--quick")
@@ -103,6 +113,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Any:
     return main, execute, table
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_run_quick_writes_results_table_and_plots(tmp_path: Path) -> None:
     """``benchmarks/run --quick`` on a bounded selection: JSON, Markdown and PNG outputs exist and parse."""
@@ -180,6 +191,7 @@ def test_determinism_compare_flags_a_differing_cell() -> None:
     assert all(r["identical"] for r in again) and ref2 == ref and digest2 != digest
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_determinism_matrix_reduced() -> None:
     """The CI form of the matrix: every cell identical (exit 0), one sha256 over all outputs."""
@@ -264,3 +276,78 @@ def test_run_entry_timeout_ends_what_the_benchmark_started(runner: Any, tmp_path
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(grandchild)
+
+
+# ------------------------------------------------------------------------------------------ fast-tier smokes
+@pytest.fixture
+def bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Import a benchmark script as a module (its functions, not its ``main``)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import importlib
+
+    return importlib.import_module
+
+
+async def test_bench_core_and_batching_smoke(bench: Any) -> None:
+    """bench_core's and bench_batching's measuring functions on the shared default client, a few tokens each."""
+    import steadytext_async as st
+
+    core, batching = bench("bench_core"), bench("bench_batching")
+    client = st.default_client()
+    assert await core.sdk_rate(client, 4, 2) > 0
+    assert all(lag >= -0.001 for lag in await core.loop_lag(client, 2, 2))
+    rate, latencies, texts = await batching.burst(client, 4, 2)
+    assert rate > 0 and len(latencies) == 2 and all(texts)
+    assert batching.pct([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_bench_server_smoke(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_server against our server alone (the llama.cpp peer runs in the slow tier): workload and identity."""
+    import asyncio
+
+    monkeypatch.setenv("STEADYTEXT_MAX_BATCH", "1")  # its fresh cache dir would cost a batching self-test (~16 CPU s)
+    server = bench("bench_server")
+    with server.steadytext_server(tmp_path, 1, cache=False) as url:
+        part = asyncio.run(server._workload(url, ["Smoke one", "Smoke two"], 4, 2))
+        identity = asyncio.run(server._identity(url, 4, server.EARLIER[:2]))
+    merged = server._merge([part])
+    assert merged["requests"] == 2 and merged["tok_per_s"] > 0 and merged["p50_ms"] <= merged["p99_ms"]
+    assert identity == {"identical": True, "distinct_outputs": 1, "trials": 2}
+
+
+def test_bench_cache_smoke() -> None:
+    got = figures(run("bench_cache.py", "--skip-model", "--hits", "50", "--concurrency", "4"))
+    assert got, "bench_cache printed no figures"
+
+
+def test_determinism_plan_covers_every_way_of_running() -> None:
+    """The matrix's plan (its cells run in the slow tier; each cell's behaviour is tested in-process by
+    tests/test_determinism.py): a reference group with every in-process cell, then one setting varied per group."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import determinism
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    reduced, full = determinism.plan(True), determinism.plan(False)
+    assert reduced[0].label == "reference" and reduced[0].env == {}
+    assert {"repeat 1", "concurrency 16", "stream", "sync", "cache"} <= set(reduced[0].cells)
+    assert all(g.env for g in reduced[1:])  # every other group changes exactly what its label says
+    assert [g.label for g in full] == [*[g.label for g in reduced[:3]], "pool 4", *[g.label for g in reduced[3:]]]
+    assert len(determinism.requests(2)) == 4  # two prompts, greedy and seeded
+
+
+@pytest.mark.timeout(600)
+def test_run_quick_smoke(tmp_path: Path) -> None:
+    """``benchmarks/run`` end to end on one model-free benchmark: results.json and RESULTS.md are written."""
+    out = subprocess.run(
+        [str(ROOT / "benchmarks" / "run"), "--quick", "--skip-peers", "--only", "bench_remote", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, "STEADYTEXT_BENCH_PYTHON": sys.executable},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["mode"] == "quick" and results["benchmarks"]["bench_remote"]["status"] == "ok"
+    assert "| comparison | ours | reference |" in (tmp_path / "RESULTS.md").read_text()

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cache_helpers import entry
+from _cache_helpers import entry
 
 from steadytext_async import InvalidRequestError, Settings
 from steadytext_async._cache import ResultCache, cache_path, open_result_cache, sqlite_backend

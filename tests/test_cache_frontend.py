@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_cache_helpers import stream_items
+from _cache_helpers import stream_items
 
 from steadytext_async._cache import NO_CLAIM, CachedEntry, CacheStats, Claim, ResultCache, SqliteBackend, StreamItem
 from steadytext_async._models import GenerationResult

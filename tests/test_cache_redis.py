@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from _cache_helpers import entry, stream_items
 from _redis_server import PASSWORD, RedisServer
-from test_cache_helpers import entry, stream_items
 
 from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
 from steadytext_async._cache.codec import FORMAT, MAGIC, encode_entry, pack_entry

@@ -20,7 +20,7 @@ WORKER = r"""
 import asyncio, json, os, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
-from test_cache_helpers import stream_items
+from _cache_helpers import stream_items
 from steadytext_async._cache import ResultCache, SqliteBackend
 from steadytext_async._cache.redis import RedisBackend
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from test_cache_helpers import entry
+from _cache_helpers import entry
 
 from steadytext_async._cache import CachedEntry, SqliteBackend
 from steadytext_async._cache.codec import encode_entry
@@ -339,6 +340,7 @@ def hold_lock(path: str, seconds: float) -> subprocess.Popen[str]:
     """Another process holding the open lock for ``seconds`` (returns once it holds it)."""
     proc = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, path, str(seconds)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    proc.stdout.close()  # it prints nothing more; an open pipe would leak (a ResourceWarning, an error here)
     return proc
 
 
@@ -347,26 +349,26 @@ async def test_opening_waits_for_another_process_holding_the_open_lock(tmp_path:
 
     b = backend(tmp_path, busy_timeout=5.0)
     b.path.parent.mkdir(parents=True)
-    holder = hold_lock(f"{b.path}.lock", 0.6)
+    holder = await asyncio.to_thread(hold_lock, f"{b.path}.lock", 0.6)  # starting a process blocks: not on the loop
     try:
         t = time.monotonic()
         await b.put("k", entry("serialised"))  # opening waits for the lock (a thread, not the loop)
         waited = time.monotonic() - t
         assert 0.3 < waited < 4.0 and (await b.get("k")) is not None
     finally:
-        holder.wait(10)
+        await asyncio.to_thread(holder.wait, 10)
         await b.aclose()
 
 
 async def test_opening_proceeds_unserialised_when_the_lock_is_held_too_long(tmp_path: Path) -> None:
     b = backend(tmp_path, busy_timeout=0.3)
     b.path.parent.mkdir(parents=True)
-    holder = hold_lock(f"{b.path}.lock", 5)
+    holder = await asyncio.to_thread(hold_lock, f"{b.path}.lock", 5)
     try:
         await b.put("k", entry("unserialised"))
         got = await b.get("k")
         assert got is not None and got.result.text == "unserialised" and b.errors == 0
     finally:
         holder.kill()
-        holder.wait()
+        await asyncio.to_thread(holder.wait)
         await b.aclose()

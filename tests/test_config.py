@@ -31,3 +31,33 @@ def test_overrides_win_over_env() -> None:
 def test_bad_env_is_a_clear_error(env: dict, match: str) -> None:
     with pytest.raises(InvalidRequestError, match=match):
         Settings.from_env(env)
+
+
+def test_none_override_unsets_what_the_environment_set() -> None:
+    """Regression: ``from_env`` dropped ``None`` overrides, so ``daemon_url=None`` could not undo the variable."""
+    env = {
+        "STEADYTEXT_DAEMON_URL": "http://127.0.0.1:9",
+        "STEADYTEXT_CACHE_URL": "redis://127.0.0.1:9/0",
+        "STEADYTEXT_MODEL_PATH": "/tmp/model.gguf",
+    }
+    kept = Settings.from_env(env)
+    assert (kept.daemon_url, kept.cache_url, kept.model_path) == tuple(env.values())
+    unset = Settings.from_env(env, daemon_url=None, cache_url=None, model_path=None)
+    assert (unset.daemon_url, unset.cache_url, unset.model_path) == (None, None, None)
+    with pytest.raises(InvalidRequestError, match="workers must be a positive int, got None"):
+        Settings.from_env(env, workers=None)  # None is a choice, checked like any other value
+
+
+def test_client_keyword_none_unsets_the_daemon(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steadytext_async import AsyncSteadyText
+
+    monkeypatch.setenv("STEADYTEXT_DAEMON_URL", "http://127.0.0.1:9")
+    assert AsyncSteadyText().settings.daemon_url == "http://127.0.0.1:9"
+    assert AsyncSteadyText(daemon_url=None).settings.daemon_url is None
+
+
+def test_daemon_url_scheme_is_checked() -> None:
+    """Regression: the check sat after a ``return`` in another property and never ran."""
+    with pytest.raises(InvalidRequestError, match="daemon_url must start with"):
+        Settings(daemon_url="127.0.0.1:8000")
+    assert Settings(daemon_url="unix:///tmp/engine.sock").daemon_url == "unix:///tmp/engine.sock"

@@ -15,19 +15,13 @@ import httpx
 import openai
 import pytest
 from _remote_servers import ScriptedServer, instant
-from _serve_helpers import SDK_SETTINGS, ServeProcess, metric, same_fingerprint, serve, sse_events
+from _serve_helpers import ServeProcess, metric, same_fingerprint, serve, sse_events
 
 from steadytext_async import GenerationResult
 from steadytext_async._sync import SteadyText
 
 PROMPT = "The three primary colors are"
 CHOICES = ["red", "green", "blue"]
-
-
-@pytest.fixture(scope="module")
-def sdk() -> Iterator[SteadyText]:
-    with SteadyText(**SDK_SETTINGS) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -36,9 +36,8 @@ def _same(a: GenerationResult, b: GenerationResult) -> None:
 
 
 @pytest.fixture(scope="module")
-def goldens() -> list[GenerationResult]:
-    with SteadyText(**SDK_SETTINGS) as sdk:
-        return [sdk.generate(prompt, **kwargs) for prompt, kwargs in CALLS]
+def goldens(sdk: SteadyText) -> list[GenerationResult]:
+    return [sdk.generate(prompt, **kwargs) for prompt, kwargs in CALLS]
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +98,11 @@ def test_mismatched_daemon_falls_back(daemon: ServeProcess, caplog: pytest.LogCa
     assert [r for r in caplog.records if "409" in r.getMessage() and "n_batch" in r.getMessage()]
 
 
-def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path) -> None:
+def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path, sdk: SteadyText) -> None:
     """The daemon is SIGKILLed mid-stream: the in-process pool re-runs the request, skips the text already
     delivered, and the caller gets exactly the in-process bytes."""
     prompt, kwargs = "Once upon a time", {"max_new_tokens": 48, "return_logprobs": True}
-    with SteadyText(**SDK_SETTINGS) as sdk:
-        golden = sdk.generate(prompt, **kwargs)
+    golden = sdk.generate(prompt, **kwargs)
     with (
         serve(tmp_path, uds=str(tmp_path / "engine.sock")) as srv,
         SteadyText(daemon_url=f"unix://{srv.uds}", **SDK_SETTINGS) as client,
@@ -118,3 +116,19 @@ def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path) -> None:
         _same(items[-1], golden)
         assert "".join(c.text for c in items[:-1]) == golden.text
         assert client.worker_pids() != []  # finished in-process
+
+
+def test_preload_reaches_the_daemon_provider() -> None:
+    """Regression: ``preload()`` skipped every provider but LocalProvider, so in daemon mode it did nothing. Now it
+    asks a live daemon for its health (the daemon owns the workers) and preloads in-process when none answers."""
+    from _remote_servers import Action, ScriptedServer
+
+    with ScriptedServer() as srv:
+        srv.default = Action("json", body={"status": "ok"})
+        with SteadyText(daemon_url=f"http://127.0.0.1:{srv.port}", **SDK_SETTINGS) as client:
+            client.preload()
+            assert [(r.method, r.path) for r in srv.requests] == [("GET", "/health")]
+            assert client.worker_pids() == []  # the daemon's workers, none here
+    with SteadyText(daemon_url=f"http://127.0.0.1:{free_port()}", **SDK_SETTINGS) as client:
+        client.preload()
+        assert len(client.worker_pids()) == SDK_SETTINGS["workers"]  # nothing listens: started in-process

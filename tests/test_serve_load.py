@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _serve_helpers import SDK_SETTINGS, ServeProcess, metric, serve
+from _serve_helpers import ServeProcess, metric, serve
 
 from steadytext_async._sync import SteadyText
 
@@ -32,9 +32,8 @@ def _prompts(n: int) -> list[str]:
     return [f"{subjects[i % len(subjects)]} {verbs[i // len(subjects) % len(verbs)]}" for i in range(n)]
 
 
-def _goldens(prompts: list[str], max_tokens: int) -> dict[str, str]:
-    with SteadyText(**SDK_SETTINGS) as sdk:
-        return {p: sdk.generate(p, max_new_tokens=max_tokens).text for p in prompts}
+def _goldens(sdk: SteadyText, prompts: list[str], max_tokens: int) -> dict[str, str]:
+    return {p: sdk.generate(p, max_new_tokens=max_tokens).text for p in prompts}
 
 
 async def _one(client: httpx.AsyncClient, prompt: str, max_tokens: int, first: asyncio.Event) -> dict[str, Any]:
@@ -109,10 +108,18 @@ def _check(outcomes: list[Any], goldens: dict[str, str], *, allow_typed_errors: 
 
 
 def _run(
-    tmp_path: Path, *, requests: int, distinct: int, max_tokens: int, cache: bool, kill: bool, recovery: float = 2.0
+    tmp_path: Path,
+    sdk: SteadyText,
+    *,
+    requests: int,
+    distinct: int,
+    max_tokens: int,
+    cache: bool,
+    kill: bool,
+    recovery: float = 2.0,
 ) -> None:
     prompts = _prompts(distinct)
-    goldens = _goldens(prompts, max_tokens)
+    goldens = _goldens(sdk, prompts, max_tokens)
     env = {"STEADYTEXT_DISABLE_CACHE": "0" if cache else "1"}
     with serve(tmp_path, env=env, workers=2, threads=2) as srv:
         wave = [prompts[i % distinct] for i in range(requests)]
@@ -132,21 +139,21 @@ def _run(
             assert metric(text, "steadytext_cache_hits_total") >= requests - 2 * distinct
 
 
-def test_concurrent_streams_match_goldens(tmp_path: Path) -> None:
-    _run(tmp_path, requests=60, distinct=6, max_tokens=8, cache=True, kill=False)
+def test_concurrent_streams_match_goldens(tmp_path: Path, sdk: SteadyText) -> None:
+    _run(tmp_path, sdk, requests=60, distinct=6, max_tokens=8, cache=True, kill=False)
 
 
-def test_worker_killed_during_run(tmp_path: Path) -> None:
+def test_worker_killed_during_run(tmp_path: Path, sdk: SteadyText) -> None:
     # uncached: the new worker loads while the survivor decodes on every core, so allow more than the 2 s target
     # (which the slow 200-request form asserts)
-    _run(tmp_path, requests=12, distinct=6, max_tokens=16, cache=False, kill=True, recovery=5.0)
+    _run(tmp_path, sdk, requests=12, distinct=6, max_tokens=16, cache=False, kill=True, recovery=5.0)
 
 
 @pytest.mark.slow
-def test_200_concurrent_streams_with_a_worker_killed(tmp_path: Path) -> None:
-    _run(tmp_path, requests=200, distinct=20, max_tokens=12, cache=True, kill=True)
+def test_200_concurrent_streams_with_a_worker_killed(tmp_path: Path, sdk: SteadyText) -> None:
+    _run(tmp_path, sdk, requests=200, distinct=20, max_tokens=12, cache=True, kill=True)
 
 
 @pytest.mark.slow
-def test_200_concurrent_uncached_streams(tmp_path: Path) -> None:
-    _run(tmp_path, requests=200, distinct=10, max_tokens=6, cache=False, kill=False)
+def test_200_concurrent_uncached_streams(tmp_path: Path, sdk: SteadyText) -> None:
+    _run(tmp_path, sdk, requests=200, distinct=10, max_tokens=6, cache=False, kill=False)
