@@ -8,7 +8,7 @@ from typing import Any
 
 import openai
 import pytest
-from _serve_helpers import SDK_SETTINGS, ServeProcess, same_fingerprint, serve
+from _serve_helpers import ServeProcess, same_fingerprint, serve
 
 from steadytext_async._sync import SteadyText
 
@@ -18,12 +18,6 @@ CONVERSATION: list[Any] = [
     {"role": "assistant", "content": "The capital of France is Paris."},
     {"role": "user", "content": "And the capital of Italy?"},
 ]
-
-
-@pytest.fixture(scope="module")
-def sdk() -> Iterator[SteadyText]:
-    with SteadyText(**SDK_SETTINGS) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
