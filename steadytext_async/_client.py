@@ -40,7 +40,7 @@ from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
 from ._router import Router
 from ._textstream import TextAssembler
-from ._tools import parse_calls
+from ._tools import check_calls, parse_calls
 from ._validate import build_request
 from ._version import __version__
 from .providers.base import Provider, ProviderDone
@@ -348,6 +348,8 @@ class AsyncSteadyText:
             check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
         if request.tools is not None and done.tool_calls is None and isinstance(provider, LocalProvider):
             done = _with_calls(done, request, text, key)
+        elif request.tools is not None and done.tool_calls:
+            check_calls(request.tools, done.tool_calls, text)
         yield _results.from_done(
             request,
             spec,

@@ -334,11 +334,26 @@ def call_id(seed: str, text: str, index: int) -> str:
     return "call_" + digest[:24]
 
 
+def check_calls(tools: tuple[Tool, ...], calls: Sequence[ToolCall], text: str = "") -> None:
+    """Each call names one of ``tools`` and its arguments validate against that tool's schema, else
+    :class:`ConstraintError` (remote calls are checked like local ones)."""
+    from .structured.validate import check_output
+
+    by_name = {t.function.name: t for t in tools}
+    for call in calls:
+        tool = by_name.get(call.function.name)
+        if tool is None:
+            raise ConstraintError(f"the tool call names {call.function.name!r:.80}, not a tool", partial_text=text)
+        schema = tool.function.parameters
+        check_output(
+            Constraint("json_schema", canonical_json({"kind": "json_schema", "schema": schema})),
+            call.function.arguments,
+        )
+
+
 def parse_calls(tools: tuple[Tool, ...], choice: ToolChoice, text: str, seed: str) -> tuple[ToolCall, ...] | None:
     """The calls in a local output (None: plain text); each is checked against its tool's schema, so a call that
     does not parse or validate is a :class:`ConstraintError` (the guarantee, checked like structured output)."""
-    from .structured.validate import check_output
-
     forced = choice != "auto"
     if not text.startswith("<"):
         if forced:
@@ -356,8 +371,7 @@ def parse_calls(tools: tuple[Tool, ...], choice: ToolChoice, text: str, seed: st
         raise ConstraintError("the tool call does not name one of the tools", partial_text=text)
     if isinstance(choice, NamedToolChoice) and call["name"] != choice.name:
         raise ConstraintError(f"the tool call does not name {choice.name!r}", partial_text=text)
-    arguments = json.dumps(call["arguments"], ensure_ascii=False)
-    schema = by_name[call["name"]].function.parameters
-    check_output(Constraint("json_schema", canonical_json({"kind": "json_schema", "schema": schema})), arguments)
-    function = FunctionCall(name=call["name"], arguments=arguments)
-    return (ToolCall(id=call_id(seed, text, 0), function=function),)
+    function = FunctionCall(name=call["name"], arguments=json.dumps(call["arguments"], ensure_ascii=False))
+    calls = (ToolCall(id=call_id(seed, text, 0), function=function),)
+    check_calls(tools, calls, text)
+    return calls
