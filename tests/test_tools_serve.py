@@ -1,0 +1,137 @@
+"""``serve`` speaks tools in OpenAI's wire shape: the official ``openai`` client (whole and streamed) gets the SDK's
+calls, and an agent framework (pydantic-ai) runs a two-tool loop against it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from _serve_helpers import SDK_SETTINGS, ServeProcess, serve
+
+from steadytext_async._sync import SteadyText
+
+WEATHER: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 30}},
+            "required": ["city"],
+        },
+    },
+}
+ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+@pytest.fixture(scope="module")
+def sdk() -> Iterator[SteadyText]:
+    with SteadyText(**SDK_SETTINGS) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    with serve(tmp_path_factory.mktemp("serve-tools")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def oai(server: ServeProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_openai_client_gets_the_sdk_call_whole_and_streamed(oai: openai.OpenAI, sdk: SteadyText) -> None:
+    golden = sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=40)
+    assert golden.tool_calls is not None
+    response = oai.chat.completions.create(
+        model="default", messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=40
+    )
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls is not None
+    assert [c.model_dump() for c in choice.message.tool_calls] == [c.wire() for c in golden.tool_calls]
+    stream = list(
+        oai.chat.completions.create(
+            model="default", messages=ASK, tools=[WEATHER], tool_choice="required", max_tokens=40, stream=True
+        )
+    )
+    deltas = [d for c in stream if c.choices for d in c.choices[0].delta.tool_calls or ()]
+    assert len(deltas) == 1 and deltas[0].index == 0
+    assert deltas[0].id == golden.tool_calls[0].id
+    assert deltas[0].function is not None and deltas[0].function.name == "get_weather"
+    assert deltas[0].function.arguments == golden.tool_calls[0].function.arguments
+    assert not any(c.choices[0].delta.content for c in stream if c.choices)  # the call's markup is not content
+    assert stream[-1].choices[0].finish_reason == "tool_calls"
+    # the next turn: the call and its result go back
+    turns = [
+        *ASK,
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": choice.message.tool_calls[0].id, "content": "18 degrees"},
+    ]
+    answer = oai.chat.completions.create(
+        model="default", messages=turns, tools=[WEATHER], tool_choice="none", max_tokens=16
+    )
+    golden_answer = sdk.generate(messages=turns, tools=[WEATHER], tool_choice="none", max_new_tokens=16)
+    assert answer.choices[0].message.content == golden_answer.text and answer.choices[0].message.tool_calls is None
+
+
+def test_bad_tools_are_400(server: ServeProcess) -> None:
+    with server.client(timeout=60) as c:
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": ASK, "tools": [WEATHER, WEATHER], "max_tokens": 8},
+        )
+        assert r.status_code == 400 and "used twice" in r.json()["error"]["message"]
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": [*ASK, {"role": "tool", "tool_call_id": "nope", "content": "x"}], "max_tokens": 8},
+        )
+        assert r.status_code == 400 and "matches no earlier" in r.json()["error"]["message"]
+
+
+def test_pydantic_ai_runs_a_two_tool_loop_against_serve(server: ServeProcess) -> None:
+    from pydantic_ai import Agent, ModelSettings
+    from pydantic_ai.models.openai import OpenAIChatModel
+    from pydantic_ai.providers.openai import OpenAIProvider
+
+    capitals = {"France": "Paris", "Japan": "Tokyo"}
+    calls: list[tuple[str, str]] = []
+
+    def build() -> Agent[None, str]:
+        http = httpx.AsyncClient(timeout=300)
+        model = OpenAIChatModel(
+            "default", provider=OpenAIProvider(base_url=server.url + "/v1", api_key="x", http_client=http)
+        )
+        agent: Agent[None, str] = Agent(model, system_prompt="Use the tools, then answer in one sentence.")
+
+        @agent.tool_plain
+        def capital(country: str) -> str:
+            """The capital city of a country."""
+            calls.append(("capital", country))
+            return capitals.get(country, "unknown")
+
+        @agent.tool_plain
+        def multiply(a: int, b: int) -> int:
+            """Multiply two integers."""
+            calls.append(("multiply", json.dumps([a, b])))
+            return a * b
+
+        return agent
+
+    settings = ModelSettings(max_tokens=48, temperature=0.0)
+    transcripts = []
+    for _ in range(2):
+        calls.clear()
+        agent = build()
+        result = agent.run_sync("What is the capital of Japan? Use the capital tool.", model_settings=settings)
+        transcripts.append((result.output, list(calls), [m.parts for m in result.all_messages()].__len__()))
+        assert isinstance(result.output, str) and result.output
+    assert transcripts[0] == transcripts[1]  # the same loop, byte for byte
+    tool_names = {t[0] for t in transcripts[0][1]}
+    assert tool_names <= {"capital", "multiply"}
