@@ -54,6 +54,10 @@ TOOLS = [
 ]
 
 
+def _greedy() -> Sampler:
+    return Sampler(temperature=0.0, seed=42, top_k=40, top_p=0.95, min_p=0.05)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -78,13 +82,11 @@ def main() -> None:
     ratios, call_tps, free_tps = [], [], []
     n_tokens = 0
     for _ in range(args.rounds):
-        dec = SequenceDecoder(
-            model, max_new_tokens=256, sampler=Sampler(temperature=0.0), matcher=factory.matcher(constraint)
-        )
+        dec = SequenceDecoder(model, max_new_tokens=256, sampler=_greedy(), matcher=factory.matcher(constraint))
         seconds = model.run(prompt, dec)
         n_tokens = len(dec.ids)
         tps_call = n_tokens / seconds
-        free = SequenceDecoder(model, max_new_tokens=n_tokens, sampler=Sampler(temperature=0.0), matcher=None)
+        free = SequenceDecoder(model, max_new_tokens=n_tokens, sampler=_greedy(), matcher=None)
         free_seconds = model.run(prompt, free)
         tps_free = len(free.ids) / free_seconds
         # the unconstrained run may stop early at the end token: compare per-token speed either way

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from _tools_data import ADD, WEATHER
 from llguidance import LLMatcher
 
 from steadytext_async import ConstraintError, InvalidRequestError
@@ -17,29 +18,6 @@ from steadytext_async._validate import build_request
 from steadytext_async.structured.grammar import grammar_for
 from steadytext_async.structured.validate import _byte_tokenizer
 
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "unit": {"enum": ["C", "F"]}},
-            "required": ["city"],
-        },
-    },
-}
-ADD: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
 USER = [{"role": "user", "content": "hi"}]
 
 

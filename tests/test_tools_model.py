@@ -15,42 +15,17 @@ from typing import Any
 import pytest
 from _serve_helpers import SDK_SETTINGS
 from _structured_runner import Runner, shared_runner
+from _tools_data import ADD, ASK, WEATHER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from steadytext_async import AsyncSteadyText, GenerationResult
+from steadytext_async import AsyncSteadyText, ConstraintError, GenerationResult
 from steadytext_async._sync import SteadyText
 from steadytext_async._tools import parse_calls, tool_constraint, tools_prompt
 from steadytext_async._validate import build_request
 from steadytext_async.structured import check_output, normalize
 
 ROOT = Path(__file__).resolve().parent.parent
-
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string", "maxLength": 30}, "unit": {"enum": ["C", "F"]}},
-            "required": ["city"],
-        },
-    },
-}
-ADD: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "add",
-        "description": "Add two integers",
-        "parameters": {
-            "type": "object",
-            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
-            "required": ["a", "b"],
-        },
-    },
-}
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +64,13 @@ def test_required_and_named_calls_validate(sdk: SteadyText) -> None:
 
 
 def test_a_tight_budget_still_gives_a_valid_call(sdk: SteadyText) -> None:
-    result = sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=24)
+    # the shortest call here is about 30 tokens on SmolLM2 (the markup alone is 12): 34 leaves little room to spare
+    result = sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=34)
     _check(result, [WEATHER])
-    assert result.usage.completion_tokens <= 24
+    assert result.usage.completion_tokens <= 34
+    # below the shortest call nothing valid fits: a ConstraintError, never a malformed call
+    with pytest.raises(ConstraintError, match="incomplete tool call"):
+        sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=8)
 
 
 def test_stream_whole_and_cache_give_the_same_bytes(tmp_path: Path) -> None:
