@@ -286,6 +286,30 @@ def plain_chat(
     return out
 
 
+def render(
+    formatter: Any,
+    template: str,
+    messages: Sequence[Mapping[str, Any]],
+    tools: Sequence[Mapping[str, Any]] | None,
+    choice: object,
+) -> str:
+    """The prompt a chat ``formatter`` (llama-cpp-python's Jinja2ChatFormatter over ``template``) renders: a
+    template with a tool format of its own gets the tools and the tool turns natively (call arguments decoded, as
+    Hugging Face templates take them); any other gets them in the documented format (:func:`plain_chat`). Without
+    tools or tool turns, the messages as they are."""
+    items = [dict(m) for m in messages]
+    if not tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in items):
+        return str(formatter(messages=items).prompt)
+    if not template_has_tools(template):
+        return str(formatter(messages=plain_chat(items, tools, choice)).prompt)
+    for m in items:
+        if m.get("tool_calls"):
+            m["tool_calls"] = [
+                {**c, "function": {**c["function"], "arguments": loads_or_text(c["function"])}} for c in m["tool_calls"]
+            ]
+    return str(formatter(messages=items, tools=list(tools) if tools and choice != "none" else None).prompt)
+
+
 def template_has_tools(template: str) -> bool:
     """Whether a chat template renders ``tools`` itself (Hermes/Qwen-style templates do)."""
     return re.search(r"\btools\b", template) is not None

@@ -208,3 +208,42 @@ def test_serve_maps_tools() -> None:
     assert parsed.kwargs["tools"] == [WEATHER] and parsed.kwargs["tool_choice"] == "auto"
     with pytest.raises(InvalidRequestError, match="unknown parameters: tools"):
         parse_request("completion", {"prompt": "x", "tools": [WEATHER]}, allow_remote=False)
+
+
+# A template with its own tool format (the shape of Qwen 2.5's / Hermes'): tools and tool turns rendered natively.
+_HERMES = (
+    "{% if tools %}<|im_start|>system\n<tools>{% for t in tools %}{{ t['function']['name'] }};{% endfor %}</tools>"
+    "<|im_end|>\n{% endif %}{% for m in messages %}{% if m['role'] == 'tool' %}<|im_start|>user\n<tool_response>"
+    "{{ m['content'] }}</tool_response><|im_end|>\n{% elif m.get('tool_calls') %}<|im_start|>assistant\n"
+    "{% for c in m['tool_calls'] %}<tool_call>{{ c['function']['arguments'] | tojson }}</tool_call>{% endfor %}"
+    "<|im_end|>\n{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    "<|im_start|>assistant\n"
+)
+_CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "<|im_start|>assistant\n"
+)
+
+
+def test_render_uses_the_template_tool_format_when_it_has_one() -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from steadytext_async._tools import render, template_has_tools
+
+    turns = [
+        *USER,
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+    ]
+    assert template_has_tools(_HERMES) and not template_has_tools(_CHATML)
+    hermes = Jinja2ChatFormatter(template=_HERMES, eos_token="</s>", bos_token="<s>")
+    native = render(hermes, _HERMES, turns, [WEATHER], "auto")
+    assert native.startswith("<|im_start|>system\n<tools>get_weather;</tools>")
+    assert '<tool_call>{"city": "Paris"}</tool_call>' in native  # arguments decoded, as HF templates take them
+    assert "<tool_response>18C</tool_response>" in native
+    chatml = Jinja2ChatFormatter(template=_CHATML, eos_token="</s>", bos_token="<s>")
+    documented = render(chatml, _CHATML, turns, [WEATHER], "auto")
+    assert documented.startswith("<|im_start|>system\n# Tools\n")
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in documented
+    # no tools and no tool turns: exactly the plain rendering
+    assert render(chatml, _CHATML, USER, None, None) == chatml(messages=USER).prompt

@@ -195,22 +195,11 @@ class Worker:
         return Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)
 
     def _render(self, p: GenParams) -> str:
-        """The conversation through the chat template: with its own tool format when it has one (Hermes/Qwen
-        style), else in the documented format of :mod:`.._tools`."""
-        from .. import _tools
+        """The conversation through the chat template (with tools: see :func:`.._tools.render`)."""
+        from .._tools import render
 
-        assert p.messages is not None
-        messages = [dict(message) for message in p.messages]
-        if not p.tools and not any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
-            return str(self._formatter(messages=messages).prompt)
-        assert self.chat_template is not None
-        if _tools.template_has_tools(self.chat_template):
-            for m in messages:
-                for call in m.get("tool_calls") or ():
-                    call["function"] = {**call["function"], "arguments": _tools.loads_or_text(call["function"])}
-            tools = list(p.tools) if p.tools and p.tool_choice != "none" else None
-            return str(self._formatter(messages=messages, tools=tools).prompt)
-        return str(self._formatter(messages=_tools.plain_chat(messages, p.tools, p.tool_choice)).prompt)
+        assert p.messages is not None and self.chat_template is not None
+        return render(self._formatter, self.chat_template, p.messages, p.tools, p.tool_choice)
 
     def _tokenize(self, p: GenParams) -> list[int]:
         m = self.model
