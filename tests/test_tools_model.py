@@ -73,6 +73,23 @@ def test_a_tight_budget_still_gives_a_valid_call(sdk: SteadyText) -> None:
         sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=8)
 
 
+def test_auto_never_starts_a_call_it_cannot_finish(sdk: SteadyText) -> None:
+    """Regression: under ``auto`` the model began a call (``<``) with fewer tokens left than the shortest call, and
+    ran out (ConstraintError). An empty plan (complete output) now counts as near the budget: the token must fit."""
+    call = sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=40)
+    assert call.tool_calls is not None
+    turns = [
+        *ASK,
+        {"role": "assistant", "content": None, "tool_calls": [call.tool_calls[0].wire()]},
+        {"role": "tool", "tool_call_id": call.tool_calls[0].id, "content": "18 degrees, sunny"},
+    ]
+    roomy = sdk.generate(messages=turns, tools=[WEATHER], max_new_tokens=64)
+    assert roomy.tool_calls is not None  # with room, this model calls again here...
+    tight = sdk.generate(messages=turns, tools=[WEATHER], max_new_tokens=24)
+    assert tight.tool_calls is None and not tight.text.startswith("<")  # ...without, it does not start a call
+    assert tight.finish_reason == "constraint_forced"
+
+
 def test_stream_whole_and_cache_give_the_same_bytes(tmp_path: Path) -> None:
     async def run() -> list[Any]:
         out: list[Any] = []
