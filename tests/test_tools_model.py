@@ -69,7 +69,7 @@ def test_a_tight_budget_still_gives_a_valid_call(sdk: SteadyText) -> None:
     _check(result, [WEATHER])
     assert result.usage.completion_tokens <= 34
     # below the shortest call nothing valid fits: a ConstraintError, never a malformed call
-    with pytest.raises(ConstraintError, match="ran out|incomplete tool call"):
+    with pytest.raises(ConstraintError, match=r"ran out|incomplete tool call"):
         sdk.generate(messages=ASK, tools=[WEATHER], tool_choice="required", max_new_tokens=8)
 
 
