@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -33,11 +34,13 @@ from ._models import (
     GenerationResult,
     ModelSpec,
     TokenLogprob,
+    sha256_text,
 )
 from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
 from ._router import Router
 from ._textstream import TextAssembler
+from ._tools import check_calls, parse_calls
 from ._validate import build_request
 from ._version import __version__
 from .providers.base import Provider, ProviderDone
@@ -287,7 +290,7 @@ class AsyncSteadyText:
         try:
             provider, spec = await self._router.route(request)
         except ModelUnavailableError as exc:
-            if self._strict(request) or request.constraint is not None:  # fallback text cannot satisfy it
+            if self._strict(request) or request.generation_constraint is not None:  # fallback cannot satisfy it
                 raise
             async for item in self._fallback(request, exc, t0):
                 yield item
@@ -334,7 +337,7 @@ class AsyncSteadyText:
                         logprobs.extend(event.tokens)
                     yield _results.chunk(event)
         except ModelUnavailableError as exc:
-            if started or self._strict(request) or request.constraint is not None:
+            if started or self._strict(request) or request.generation_constraint is not None:
                 raise
             async for item in self._fallback(request, exc, t0):
                 yield item
@@ -344,6 +347,10 @@ class AsyncSteadyText:
         text = "".join(texts)
         if request.constraint is not None:
             check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
+        if request.tools is not None and done.tool_calls is None and isinstance(provider, LocalProvider):
+            done = _with_calls(done, request, text, key)
+        elif request.tools is not None and done.tool_calls:
+            check_calls(request.tools, done.tool_calls, text)
         yield _results.from_done(
             request,
             spec,
@@ -371,6 +378,19 @@ class AsyncSteadyText:
             yield Chunk(text=piece.text)
         name = request.model or request.size or self.settings.size
         yield _results.fallback(request, name, asm, total=time.perf_counter() - t0)
+
+
+def _with_calls(done: ProviderDone, request: GenerationRequest, text: str, key: str | None) -> ProviderDone:
+    """A local output's tool calls parsed and checked (the guarantee; raises ConstraintError), with their ids
+    derived from the request (its cache key, else a hash of its input and tools) and the output."""
+    assert request.tools is not None and request.tool_choice is not None
+    if request.tool_choice == "none":
+        return done
+    seed = key or sha256_text(request.input_text + repr(request.tools_wire()))
+    calls = parse_calls(request.tools, request.tool_choice, text, seed)
+    if calls is None:
+        return done
+    return dataclasses.replace(done, finish_reason="tool_calls", tool_calls=list(calls))
 
 
 async def _replay(items: tuple[StreamItem, ...]) -> AsyncIterator[StreamItem]:

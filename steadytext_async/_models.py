@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._messages import ChatMessage, template_messages
 from ._options import DEFAULT_SEED
+from ._tools import Tool, ToolCall, ToolChoice, tool_constraint
 from .structured import Constraint
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ __all__ = [
 
 # "constraint_forced": the constrained output is complete and valid, but closed early (by its shortest
 # completion) so that it fits in max_new_tokens; the model alone would have written more.
-FinishReason = Literal["eos", "stop_string", "length", "constraint_complete", "constraint_forced"]
+# "tool_calls": the output is a tool call (``GenerationResult.tool_calls``).
+FinishReason = Literal["eos", "stop_string", "length", "constraint_complete", "constraint_forced", "tool_calls"]
 
 # defer_build: a model's validator is built on its first use, not at import (start-up time). For the same reason
 # the defaults below are built with ``model_construct()`` (equal to ``Model()``, without building a validator).
@@ -87,6 +89,23 @@ class GenerationRequest(BaseModel):
     unsafe_mode: bool = False
     strict: bool | None = None
     constraint: Constraint | None = None  # normalized schema/regex/choices/response_format
+    tools: tuple[Tool, ...] | None = None  # canonical tools (see _tools)
+    tool_choice: ToolChoice | None = None  # "auto" by default when tools are given; None without tools
+
+    @property
+    def generation_constraint(self) -> Constraint | None:
+        """What local decoding follows: the tool-call grammar, or the structured-output constraint."""
+        if self.tools is not None and self.tool_choice is not None:
+            return tool_constraint(self.tools, self.tool_choice)
+        return self.constraint
+
+    def tools_wire(self) -> list[dict[str, Any]] | None:
+        """The tools in OpenAI's JSON shape (what a template or a remote provider receives)."""
+        return None if self.tools is None else [t.wire() for t in self.tools]
+
+    def tool_choice_wire(self) -> Any:
+        choice = self.tool_choice
+        return choice if choice is None or isinstance(choice, str) else choice.wire()
 
     @property
     def model_ref(self) -> ModelRef:
@@ -95,7 +114,7 @@ class GenerationRequest(BaseModel):
 
         return parse_model(self.model, self.model_repo, self.model_filename, self.size)
 
-    def chat(self) -> tuple[dict[str, str], ...]:
+    def chat(self) -> tuple[dict[str, Any], ...]:
         """The conversation a chat template renders: the messages, or the prompt as one user message."""
         if self.messages is not None:
             return template_messages(self.messages)
@@ -193,6 +212,8 @@ class Fingerprint(BaseModel):
     top_logprobs: int = 5
     constraint: str | None = None  # canonical constraint JSON
     constraint_sha256: str | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
     inputs_sha256: str | None = None  # the cache key: a hash of every input above that can change the bytes
     base_url: str | None = None  # remote providers
     system_fingerprint: str | None = None  # what a remote provider reported, if anything
@@ -221,6 +242,7 @@ class GenerationResult(BaseModel):
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason
+    tool_calls: list[ToolCall] | None = None  # the calls the output makes (finish_reason "tool_calls")
     usage: Usage = Usage.model_construct()
     cached: bool = False
     fallback: bool = False

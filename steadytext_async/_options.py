@@ -43,6 +43,8 @@ class StreamOptions(ModelOptions, total=False):
     temperature: float
     unsafe_mode: bool
     strict: bool | None
+    tools: Sequence[Any] | None  # OpenAI-shaped function tools (see _tools)
+    tool_choice: Any  # "auto" (default with tools), "none", "required" or {"type": "function", "function": {...}}
 
 
 class GenerateOptions(StreamOptions, total=False):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._exceptions import ConsentRequiredError, InvalidRequestError
 from ._models import Fingerprint, GenerationRequest, GenerationResult, SamplingParams
+from ._tools import NamedToolChoice
 from ._validate import build_request
 
 if TYPE_CHECKING:
@@ -195,6 +196,8 @@ def request_from_fingerprint(
         seed=fp.seed,
         temperature=fp.temperature,
         unsafe_mode=remote,
+        tools=[t.wire() for t in fp.tools] if fp.tools is not None else None,
+        tool_choice=fp.tool_choice.wire() if isinstance(fp.tool_choice, NamedToolChoice) else fp.tool_choice,
     )
     update: dict[str, Any] = {"top_logprobs": fp.top_logprobs}
     if fp.top_k is not None and fp.top_p is not None and fp.min_p is not None:

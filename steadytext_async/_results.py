@@ -16,6 +16,7 @@ from ._models import (
     sha256_text,
 )
 from ._textstream import TextAssembler
+from ._tools import ToolCall
 from ._version import __version__
 from .providers.base import ProviderChunk, ProviderDone, ProviderInfo
 
@@ -68,6 +69,8 @@ def fingerprint(
         top_logprobs=request.top_logprobs,
         constraint=c.canonical if c is not None else None,
         constraint_sha256=c.sha256 if c is not None else None,
+        tools=list(request.tools) if request.tools is not None else None,
+        tool_choice=request.tool_choice,
         inputs_sha256=key,
         llama_cpp_python_version=info.get("llama_cpp_python_version"),
         llama_cpp_system_info=info.get("llama_cpp_system_info"),
@@ -98,12 +101,14 @@ def result(
     key: str | None,
     deterministic: bool = True,
     fallback: bool = False,
+    tool_calls: list[ToolCall] | None = None,
 ) -> GenerationResult:
     return GenerationResult(
         text=text,
         token_ids=token_ids,
         logprobs=logprobs,
         finish_reason=finish_reason,
+        tool_calls=tool_calls,
         usage=usage,
         fallback=fallback,
         deterministic=deterministic,
@@ -159,6 +164,7 @@ def from_done(
         info=done.info,
         key=key,
         deterministic=deterministic,
+        tool_calls=done.tool_calls,
     )
 
 

@@ -11,6 +11,7 @@ from ._messages import ChatMessage, byte_size, check_messages
 from ._models import GenerationRequest, SamplingParams
 from ._options import DEFAULT_SEED
 from ._registry import check_selectors
+from ._tools import check_tool_choice, check_tools
 from ._unicode import check_text
 from ._worker.limits import MAX_PROMPT_BYTES
 from .structured.normalize import normalize
@@ -149,6 +150,8 @@ def build_request(
     response_format: object = None,
     unsafe_mode: object = False,
     strict: object = None,
+    tools: object = None,
+    tool_choice: object = None,
 ) -> GenerationRequest:
     prompt_s, messages_t = _check_input(prompt, messages)
     max_new = _check_max_new_tokens(max_new_tokens)
@@ -171,6 +174,12 @@ def build_request(
             "eos_string cannot be combined with schema/regex/choices/response_format: "
             "a stop string could cut the structured output short"
         )
+    tools_t = check_tools(tools)
+    choice = check_tool_choice(tool_choice, tools_t)
+    if tools_t is not None and constraint is not None:
+        raise InvalidRequestError("tools cannot be combined with schema/regex/choices/response_format")
+    if tools_t is not None and eos != "[EOS]":
+        raise InvalidRequestError("eos_string cannot be combined with tools: a stop string could cut a call short")
     if temp == 0.0 and seed_i != DEFAULT_SEED:
         _warn_seed_ignored(seed_i)
     # Every value is checked above and has the exact type pydantic would store (see _exact_int/_exact_str), so the
@@ -189,4 +198,6 @@ def build_request(
         unsafe_mode=unsafe,
         strict=strict if isinstance(strict, bool) else None,
         constraint=constraint,
+        tools=tools_t,
+        tool_choice=choice,
     )

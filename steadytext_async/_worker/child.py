@@ -194,10 +194,17 @@ class Worker:
         bos = m.piece(m.token_bos()).decode("utf-8", "replace")
         return Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)
 
+    def _render(self, p: GenParams) -> str:
+        """The conversation through the chat template (with tools: see :func:`.._tools.render`)."""
+        from .._tools import render
+
+        assert p.messages is not None and self.chat_template is not None
+        return render(self._formatter, self.chat_template, p.messages, p.tools, p.tool_choice)
+
     def _tokenize(self, p: GenParams) -> list[int]:
         m = self.model
         if p.messages is not None:
-            text = self._formatter(messages=[dict(message) for message in p.messages]).prompt
+            text = self._render(p)
             return m.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return m.tokenize(p.prompt.encode("utf-8"), add_bos=True, special=False)
 

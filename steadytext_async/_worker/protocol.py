@@ -99,7 +99,7 @@ class WorkerConfig:
 class GenParams:
     prompt: str  # a raw-format model's prompt (tokenized as is, after BOS); ignored when ``messages`` is set
     max_new_tokens: int
-    messages: tuple[dict[str, str], ...] | None = None  # a chat model's conversation, rendered by its template
+    messages: tuple[dict[str, Any], ...] | None = None  # a chat model's conversation, rendered by its template
     stop: str | None = None
     temperature: float = 0.0
     seed: int = DEFAULT_SEED
@@ -109,6 +109,8 @@ class GenParams:
     logprobs: bool = False
     top_logprobs: int = 5
     constraint: Constraint | None = None
+    tools: tuple[dict[str, Any], ...] | None = None  # OpenAI-shaped tools, described in the prompt (see _tools)
+    tool_choice: Any = None  # "auto", "none", "required" or {"type": "function", "function": {"name": ...}}
 
 
 @_message

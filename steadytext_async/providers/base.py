@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol, TypedDict, runtime_checkable
 
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
+from .._tools import ToolCall
 
 __all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo"]
 
@@ -61,6 +62,7 @@ class ProviderDone:
     prompt_eval: float = 0.0
     decode: float = 0.0
     info: ProviderInfo = dataclasses.field(default_factory=lambda: ProviderInfo())
+    tool_calls: list[ToolCall] | None = None  # remote providers: the calls the response made
 
 
 @runtime_checkable

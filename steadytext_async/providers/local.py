@@ -76,6 +76,8 @@ class LocalProvider:
                 f"model {spec.name} takes raw prompts (a base model, no chat template): pass prompt=, or choose a "
                 "chat model for messages="
             )
+        if spec is not None and spec.prompt_format != "chat" and request.tools is not None:
+            raise InvalidRequestError(f"model {spec.name} has no chat template: tools need a chat model")
         if request.max_new_tokens >= self.settings.n_ctx:
             raise InvalidRequestError(
                 f"max_new_tokens={request.max_new_tokens} must be smaller than the context window "
@@ -104,7 +106,9 @@ class LocalProvider:
             min_p=s.min_p,
             logprobs=request.logprobs,
             top_logprobs=request.top_logprobs,
-            constraint=request.constraint,
+            constraint=request.generation_constraint,
+            tools=tuple(request.tools_wire() or ()) or None,
+            tool_choice=request.tool_choice_wire(),
         )
         async for event in self.pool.stream(spec.path, params):
             if isinstance(event, Done):

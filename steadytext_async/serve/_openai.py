@@ -29,7 +29,7 @@ _OURS = {"regex", "choices", "schema", "response_format", "eos_string", "max_new
 _HARMLESS = {"metadata", "store", "service_tier", "parallel_tool_calls"}
 _KNOWN = {
     "completion": _COMMON | _OURS | _HARMLESS | {"prompt"},
-    "chat": _COMMON | _OURS | _HARMLESS | {"messages", "max_completion_tokens", "top_logprobs"},
+    "chat": _COMMON | _OURS | _HARMLESS | {"messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice"},
 }
 # parameters accepted only at their neutral value
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -41,8 +41,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "presence_penalty": (None, 0, 0.0),
     "frequency_penalty": (None, 0, 0.0),
     "top_p": (None,),
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
     "functions": (None, []),
     "function_call": (None, "none"),
 }
@@ -156,6 +154,8 @@ def parse_request(kind: Kind, body: object, *, allow_remote: bool) -> ParsedRequ
         **_stop(body),
         **{k: body[k] for k in ("seed", "temperature", "regex", "choices", "schema") if body.get(k) is not None},
     }
+    if kind == "chat":  # the SDK checks them (a completion with tools is an unknown parameter)
+        kwargs.update({k: body[k] for k in ("tools", "tool_choice") if body.get(k) is not None})
     if body.get("response_format") is not None:
         kwargs["response_format"] = body["response_format"]
     if top is not None:
@@ -181,6 +181,8 @@ def parse_request(kind: Kind, body: object, *, allow_remote: bool) -> ParsedRequ
 
 
 def _finish(result: GenerationResult) -> str:
+    if result.tool_calls:
+        return "tool_calls"
     return "length" if result.finish_reason == "length" else "stop"
 
 
@@ -249,6 +251,11 @@ class Envelope:
         self.req = req
         self.id = prefix + uuid.uuid4().hex
         self.created = int(time.time())
+        # With tools, text that starts like a call is held back: it is sent as tool_calls (or, if it was not a
+        # call after all, as content with the final chunk).
+        self.tools = req.kind == "chat" and "tools" in req.kwargs
+        self.started = False
+        self.held: list[str] = []
 
     def base(self, obj: str, result: GenerationResult | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.req.model}
@@ -261,7 +268,10 @@ def response_body(env: Envelope, result: GenerationResult) -> dict[str, Any]:
     req = env.req
     lp = logprobs_field(req, result.logprobs)
     if req.kind == "chat":
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": result.text}}
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        if result.tool_calls:
+            message.update(content=None, tool_calls=[call.wire() for call in result.tool_calls])
+        choice: dict[str, Any] = {"index": 0, "message": message}
         obj = "chat.completion"
     else:
         choice, obj = {"index": 0, "text": result.text}, "text_completion"
@@ -269,6 +279,36 @@ def response_body(env: Envelope, result: GenerationResult) -> dict[str, Any]:
     body = env.base(obj, result)
     body.update(choices=[choice], usage=usage(result), steadytext=extension(result))
     return body
+
+
+def hold(env: Envelope, item: Chunk) -> bool:
+    """Whether ``item`` is held back (with tools: the output so far may be a call)."""
+    if not env.tools:
+        return False
+    if not env.started and item.text:
+        env.started = True
+        if item.text.startswith("<"):
+            env.held.append(item.text)
+            return True
+    if env.held:
+        env.held.append(item.text)
+        return True
+    return False
+
+
+def tool_calls_chunks(env: Envelope, result: GenerationResult) -> list[dict[str, Any]]:
+    """The chunks sent before the final one with tools: the calls (OpenAI's delta shape, one piece each), or the
+    held-back text when it was not a call."""
+    if result.tool_calls:
+        calls = [{"index": i, **call.wire()} for i, call in enumerate(result.tool_calls)]
+        delta: dict[str, Any] = {"tool_calls": calls}
+    elif env.held:
+        delta = {"content": "".join(env.held)}
+    else:
+        return []
+    body = env.base("chat.completion.chunk")
+    body["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+    return [body]
 
 
 def stream_chunk(env: Envelope, item: Chunk | GenerationResult | None, offset: int = 0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 __all__ = ["Constraint", "ConstraintKind", "canonical_json"]
 
-ConstraintKind = Literal["json_schema", "regex", "choices"]
+ConstraintKind = Literal["json_schema", "regex", "choices", "lark"]
 
 
 def canonical_json(value: object) -> str:
@@ -23,7 +23,8 @@ class Constraint:
     """A normalized constraint. ``canonical`` is the whole identity; build instances with ``normalize()``.
 
     ``canonical`` is a JSON object ``{"kind": ..., <payload>}`` where the payload is ``"schema"`` (a canonical JSON
-    schema), ``"pattern"`` (a regex) or ``"choices"`` (a list of strings), plus ``"name"`` when a
+    schema), ``"pattern"`` (a regex), ``"choices"`` (a list of strings) or ``"grammar"`` (llguidance lark, built
+    internally for tool calls), plus ``"name"`` when a
     ``response_format`` named its schema.
     """
 
@@ -62,6 +63,14 @@ class Constraint:
         if self.kind != "choices":
             raise AttributeError(f"a {self.kind} constraint has no choices")
         return tuple(self._payload["choices"])
+
+    @property
+    def grammar(self) -> str:
+        """The llguidance lark grammar (``kind == "lark"`` only: tool calls build it, see ``_tools``)."""
+        if self.kind != "lark":
+            raise AttributeError(f"a {self.kind} constraint has no grammar")
+        grammar: str = self._payload["grammar"]
+        return grammar
 
     @property
     def name(self) -> str | None:

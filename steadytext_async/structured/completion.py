@@ -146,7 +146,8 @@ class Budget:
     A completion found earlier usually still completes the output after the model's next token (one more
     character inside a string), which a consume-and-check on a copy confirms in microseconds; only when it no
     longer does (the model closed the string, opened a field) is it searched for again -- at once near the end of
-    the budget, every ``period`` tokens before that. Near the end means ``remaining <= 2 * known + slack``.
+    the budget, every ``period`` tokens before that. Near the end means ``remaining <= 2 * known + slack``, or a
+    complete output (known == 0): then every token is checked (cheaply: it usually keeps the output complete).
     """
 
     def __init__(self, completer: Completer, plan: list[int] | None, *, slack: int = 16, period: int = 8) -> None:
@@ -164,8 +165,10 @@ class Budget:
         """The shortest completion from ``matcher``'s state when ``remaining`` is close to it, else None.
 
         A search that finds nothing is not repeated for ``period`` tokens (no steering meanwhile)."""
-        near = remaining <= 2 * self._known + self._slack
         plan = self._plan
+        # A complete output (an empty plan) is always "near": one token can start something whose shortest
+        # completion is far longer (a tool call after plain text may begin), and that token must fit too.
+        near = remaining <= 2 * self._known + self._slack or plan == []
         if plan is None:
             due = self._stale >= self._period or (near and not self._failed)
         else:
@@ -177,7 +180,7 @@ class Budget:
                 self._set(found, exact=True)
             else:
                 self._stale = 0
-            near = remaining <= 2 * self._known + self._slack
+            near = remaining <= 2 * self._known + self._slack or self._plan == []
         return self._plan if near else None
 
     def fits(self, matcher: LLMatcher, token: int, budget: int) -> bool:

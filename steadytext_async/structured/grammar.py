@@ -98,6 +98,8 @@ def grammar_for(constraint: Constraint) -> str:
         return LLMatcher.grammar_from_json_schema(json.dumps(close_objects(constraint.schema)), defaults=JSON_OPTIONS)
     if constraint.kind == "regex":
         return LLMatcher.grammar_from_regex(ascii_digits(constraint.pattern))
+    if constraint.kind == "lark":
+        return LLMatcher.grammar_from_lark(constraint.grammar)
     return LLMatcher.grammar_from_regex(choices_regex(constraint.choices))
 
 

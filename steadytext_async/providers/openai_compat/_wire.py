@@ -8,6 +8,9 @@
   (servers that report ``stop_reason``, like vLLM, decide it exactly). A stream that ends with ``data: [DONE]``
   but no ``finish_reason`` counts as a normal stop (as the official ``openai`` client treats it); a stream cut
   off before ``[DONE]``, or a document without ``finish_reason``, is a :class:`RemoteProtocolError`.
+- ``tools``/``tool_choice`` are sent as given (OpenAI's shape); ``tool_calls`` in a response, whole or in delta
+  pieces joined by ``index``, come back as :class:`ToolCall` with ``finish_reason`` "tool_calls" (the client then
+  checks every call's arguments against its tool's schema).
 - Output longer than ``max_new_tokens`` × ``RemoteOptions.max_bytes_per_token`` UTF-8 bytes is a protocol error
   (not cut: cut text is not what the server answered, and would be cached as if it were).
 
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ..._exceptions import InvalidRequestError
 from ..._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
+from ..._tools import FunctionCall, ToolCall
 from ..base import ProviderChunk, ProviderDone, ProviderInfo
 from ..presets import ProviderPreset
 from ._errors import ReportedError, WireError
@@ -77,6 +81,11 @@ def build_body(preset: ProviderPreset, spec: ModelSpec, request: GenerationReque
         body["stream"] = True
         if preset.stream_usage:
             body["stream_options"] = {"include_usage": True}
+    if request.tools is not None:
+        if not chat:
+            raise InvalidRequestError(f"{preset.name} is a completions endpoint; tools need a chat endpoint")
+        body["tools"] = request.tools_wire()
+        body["tool_choice"] = request.tool_choice_wire()
     translated = remote_constraint(request.constraint, preset)
     if translated is not None:
         body.update(translated.body)
@@ -165,6 +174,7 @@ class Parser:
         self.got_text = False
         self.text_bytes = 0
         self.logprob_tokens = 0
+        self.calls: dict[int, dict[str, str]] = {}  # tool calls by index: id, name, arguments (deltas joined)
 
     def feed(self, payload: Any, *, delta: bool) -> ProviderChunk | None:
         """One response document or stream chunk; raises WireError/ReportedError."""
@@ -196,6 +206,7 @@ class Parser:
         if self.chat:
             part: dict[str, Any] = choice.get("delta" if delta else "message") or {}
             text = part.get("content") or ""
+            self._calls(part.get("tool_calls") or [])
         else:
             text = choice.get("text") or ""
         if not isinstance(text, str):
@@ -221,6 +232,29 @@ class Parser:
         self.got_text = self.got_text or bool(text)
         return ProviderChunk(text=text, token_ids=[], tokens=tokens)
 
+    def _calls(self, calls: list[Any]) -> None:
+        """Collect tool calls: whole (a response) or in OpenAI's delta pieces (a stream), by index."""
+        for position, call in enumerate(calls):
+            index = int(call.get("index", position))
+            slot = self.calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            fn = call.get("function") or {}
+            slot["id"] = call.get("id") or slot["id"]
+            slot["name"] += fn.get("name") or ""
+            slot["arguments"] += fn.get("arguments") or ""
+            self.text_bytes += len(slot["arguments"])
+
+    def tool_calls(self) -> list[ToolCall] | None:
+        if not self.calls:
+            return None
+        out = []
+        for index in sorted(self.calls):
+            slot = self.calls[index]
+            if not slot["name"]:
+                raise WireError(f"tool call {index} has no function name")
+            function = FunctionCall(name=slot["name"], arguments=slot["arguments"] or "{}")
+            out.append(ToolCall(id=slot["id"] or f"call_{index}", function=function))
+        return out
+
     def done(self) -> ProviderDone:
         """The final event; raises WireError/ReportedError when the response was incomplete."""
         reason = self.finish_reason
@@ -237,9 +271,10 @@ class Parser:
         except (TypeError, ValueError):
             raise WireError("malformed usage numbers") from None
         return ProviderDone(
-            finish_reason=self._finish(reason),
+            finish_reason="tool_calls" if self.calls else self._finish(reason),
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            tool_calls=self.tool_calls(),
             info=cast(ProviderInfo, self.info),  # deterministic or not: the provider's capabilities say
         )
 
