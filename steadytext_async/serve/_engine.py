@@ -11,10 +11,20 @@ from typing import Any
 
 from .._client import AsyncSteadyText
 from .._engine import engine
-from .._models import GenerationRequest, ModelSpec
+from .._models import Chunk, GenerationRequest, GenerationResult, ModelSpec
 from ..providers.base import ProviderChunk, ProviderDone
 
-__all__ = ["local_events", "pool_stats", "resolve_local"]
+__all__ = ["generate_request", "local_events", "pool_stats", "resolve_local", "stream_request"]
+
+
+async def generate_request(client: AsyncSteadyText, request: GenerationRequest) -> GenerationResult:
+    """``client.generate`` for a request already validated (serve validates off its loop)."""
+    return await client._agenerate(request)
+
+
+def stream_request(client: AsyncSteadyText, request: GenerationRequest) -> AsyncIterator[Chunk | GenerationResult]:
+    """``client.stream`` for a request already validated."""
+    return client._astream(request)
 
 
 async def resolve_local(client: AsyncSteadyText, request: GenerationRequest) -> ModelSpec:
