@@ -88,7 +88,7 @@ async def test_a_generation_by_one_process_is_a_byte_identical_hit_for_another(
     raw = server.client().get(f"{PREFIX}r:k")
     assert isinstance(raw, bytes) and raw[:5] == MAGIC + bytes([FORMAT])
     stored = await b.backend.get("k")  # type: ignore[union-attr]
-    assert stored is not None and raw[13:] == encode_entry(stored)  # exactly the sqlite codec's bytes
+    assert stored is not None and raw[45:] == encode_entry(stored)  # header (with MAC field), then the sqlite bytes
     await b.aclose()
     assert not (tmp_path / "local-a").exists() and not (tmp_path / "local-b").exists()  # local tier unused
 
