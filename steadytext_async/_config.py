@@ -29,6 +29,7 @@ needed without Settings), and nowhere else.
 | STEADYTEXT_CACHE_SECRET   | shared secret: Redis values carry an HMAC and unsigned ones are misses | (unset)       |
 | STEADYTEXT_DAEMON_URL     | local generations go to a running `serve` (http://H:P, unix:///x) | (unset)            |
 | STEADYTEXT_SERVE_TOKEN    | bearer token `serve` requires (and the daemon client sends)      | (unset: no auth)   |
+| STEADYTEXT_DAEMON_INSECURE | 1: send the token to an http:// daemon on another host anyway   | 0                  |
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Settings:
     cache_ttl: float | None = None
     cache_secret: str | None = dataclasses.field(default=None, repr=False)  # HMAC key of Redis values: never shown
     daemon_url: str | None = None  # local generations go to a running `serve` (see providers/daemon.py)
+    daemon_insecure: bool = False  # allow the serve token over plain http to a non-loopback daemon
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "cache_dir"):  # accept str and any os.PathLike, keep Path
@@ -190,6 +192,7 @@ class Settings:
             "cache_ttl": float(env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
             "cache_secret": e.get("STEADYTEXT_CACHE_SECRET") or None,
             "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
+            "daemon_insecure": env_bool(e, "STEADYTEXT_DAEMON_INSECURE", False),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
