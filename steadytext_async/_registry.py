@@ -189,6 +189,16 @@ def _hub_download(repo: str, filename: str) -> Path:
         ) from exc
 
 
+def _hub_lfs_sha256(path: Path) -> str | None:
+    """The sha256 the Hub announced for a downloaded LFS file: huggingface_hub names the cached blob after it (the
+    file's ETag). A cached file edited or replaced after its download no longer matches its name."""
+    blob = path.resolve()
+    name = blob.name
+    if blob.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return None
+
+
 def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None, model_dir: Path) -> ModelSpec:
     """Resolve a local model reference to a file with its sha256. Blocking; may assemble or download."""
     if ref.kind == "remote":
@@ -219,8 +229,9 @@ def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None,
         entry = SIZES[chosen]
     path = _assemble_embedded(model_dir) if entry.repo is None else _hub_download(entry.repo, entry.filename)
     sha = file_sha256(path)
-    if entry.sha256 is not None and sha != entry.sha256:
-        raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {entry.sha256}")
+    expected = entry.sha256 or _hub_lfs_sha256(path)
+    if expected is not None and sha != expected:
+        raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {expected}")
     return ModelSpec(name=entry.name, path=str(path), sha256=sha, prompt_format=entry.prompt_format)
 
 

@@ -135,3 +135,28 @@ def test_an_edited_model_with_its_mtime_restored_is_hashed_again(tmp_path: Path)
     import hashlib
 
     assert second == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_a_hub_model_edited_in_the_hf_cache_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hub entries are checked against the sha256 the Hub announced (the cached blob's name)."""
+    import hashlib
+
+    from steadytext_async import _registry
+    from steadytext_async._exceptions import ModelUnavailableError
+    from steadytext_async._modelref import ModelRef
+
+    original = b"GGUF original weights"
+    blobs = tmp_path / "hub" / "blobs"
+    blobs.mkdir(parents=True)
+    blob = blobs / hashlib.sha256(original).hexdigest()
+    blob.write_bytes(b"GGUF tampered weights")  # edited after the download
+    snapshot = tmp_path / "hub" / "snapshots" / "rev" / "gemma-3-1b-it-Q4_K_M.gguf"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(blob)
+    monkeypatch.setattr(_registry, "_hub_download", lambda repo, filename: snapshot)
+    ref = ModelRef("size", name="small")
+    with pytest.raises(ModelUnavailableError, match="expected"):
+        _registry.resolve_model(ref, default_size="mini", default_path=None, model_dir=tmp_path)
+    blob.write_bytes(original)
+    spec = _registry.resolve_model(ref, default_size="mini", default_path=None, model_dir=tmp_path)
+    assert spec.sha256 == hashlib.sha256(original).hexdigest()
