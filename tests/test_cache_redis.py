@@ -6,11 +6,11 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from _redis_server import PASSWORD, RedisServer
+from _redis_server import PASSWORD, RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
 from test_cache_helpers import entry, stream_items
 
 from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
@@ -19,16 +19,6 @@ from steadytext_async._cache.redis import RedisBackend
 from steadytext_async._models import GenerationResult
 
 PREFIX = "st-test:"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 class Producer:

@@ -9,11 +9,10 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _redis_server import RedisServer
+from _redis_server import RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
 from test_cache_helpers import entry, stream_items
 
 from steadytext_async._cache import ResultCache, SqliteBackend
@@ -25,16 +24,6 @@ from steadytext_async._models import GenerationResult
 
 PREFIX = "st-hard:"
 KEY = "k" * 64
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def backend(server: RedisServer, tmp_path: Path, name: str = "a", **kw: object) -> RedisBackend:
