@@ -33,7 +33,10 @@ def check_model(ref: ModelRef, *, allow_download: bool) -> None:
         return  # remote: the router's unsafe gate (and --allow-remote); default: the operator's configuration
     if ref.kind in ("hub", "file"):
         raise HTTPError(
-            403, "this server does not load model files or Hub repositories named by a request", code="model_refused"
+            403,
+            "this server does not load model files or Hub repositories named by a request",
+            type="permission_error",
+            code="model_refused",
         )
     entry = (REGISTRY if ref.kind == "registry" else SIZES).get(ref.name or "")
     if entry is None:
@@ -42,5 +45,6 @@ def check_model(ref: ModelRef, *, allow_download: bool) -> None:
         raise HTTPError(
             403,
             f"model {entry.name!r} is not on this host and the server was started without --allow-download",
+            type="permission_error",
             code="model_not_downloaded",
         )
