@@ -35,8 +35,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-PROMPTS = [
+Input = str | list[dict[str, str]]  # a prompt, or a conversation (messages=)
+PROMPTS: list[Input] = [
     "Once upon a time",
+    [  # a message list with a system prompt and history (in the reduced CI form too)
+        {"role": "system", "content": "You are a geography teacher. Answer in one short sentence."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+        {"role": "user", "content": "And the capital of Italy?"},
+    ],
     "The three primary colours are",
     "def add(a, b):\n    ",
     "Résumé: a café in Zürich serves crème brûlée and",
@@ -47,19 +54,24 @@ SAMPLING = [{"temperature": 0.0}, {"temperature": 0.8, "seed": 7}]
 Outputs = dict[str, list[str]]
 
 
-def requests(n_prompts: int) -> list[tuple[str, dict[str, Any]]]:
+def requests(n_prompts: int) -> list[tuple[Input, dict[str, Any]]]:
     return [(p, s) for p in PROMPTS[:n_prompts] for s in SAMPLING]
 
 
+def given(p: Input) -> dict[str, Any]:
+    """The input as keyword arguments: ``prompt=`` or ``messages=``."""
+    return {"prompt": p} if isinstance(p, str) else {"messages": p}
+
+
 # ----------------------------------------------------------------------------------------------- child side
-async def _concurrent(client: Any, reqs: list[tuple[str, dict[str, Any]]], c: int, tokens: int) -> list[str]:
+async def _concurrent(client: Any, reqs: list[tuple[Input, dict[str, Any]]], c: int, tokens: int) -> list[str]:
     """``c`` requests in flight: the request list repeated to at least ``c`` items, every copy must match."""
     items = reqs * max(1, -(-c // len(reqs)))
     gate = asyncio.Semaphore(c)
 
-    async def one(p: str, s: dict[str, Any]) -> str:
+    async def one(p: Input, s: dict[str, Any]) -> str:
         async with gate:
-            return str((await client.generate(p, max_new_tokens=tokens, **s)).text)
+            return str((await client.generate(**given(p), max_new_tokens=tokens, **s)).text)
 
     out = await asyncio.gather(*(one(p, s) for p, s in items))
     n = len(reqs)
@@ -67,10 +79,10 @@ async def _concurrent(client: Any, reqs: list[tuple[str, dict[str, Any]]], c: in
             for i in range(n)]  # fmt: skip
 
 
-async def _stream(client: Any, reqs: list[tuple[str, dict[str, Any]]], tokens: int) -> tuple[list[str], bool]:
+async def _stream(client: Any, reqs: list[tuple[Input, dict[str, Any]]], tokens: int) -> tuple[list[str], bool]:
     texts, cached = [], True
     for p, s in reqs:
-        items = [x async for x in client.stream(p, max_new_tokens=tokens, **s)]
+        items = [x async for x in client.stream(**given(p), max_new_tokens=tokens, **s)]
         joined = "".join(getattr(x, "text", "") for x in items[:-1])
         final = items[-1]
         texts.append(joined if joined == final.text else "<stream pieces != final text>")
@@ -78,14 +90,14 @@ async def _stream(client: Any, reqs: list[tuple[str, dict[str, Any]]], tokens: i
     return texts, cached
 
 
-def _sync(reqs: list[tuple[str, dict[str, Any]]], tokens: int) -> tuple[list[str], list[str]]:
+def _sync(reqs: list[tuple[Input, dict[str, Any]]], tokens: int) -> tuple[list[str], list[str]]:
     import steadytext_async as st
 
     with st.SteadyText(cache_disabled=True) as client:
-        whole = [client.generate(p, max_new_tokens=tokens, **s).text for p, s in reqs]
+        whole = [client.generate(**given(p), max_new_tokens=tokens, **s).text for p, s in reqs]
         streamed = []
         for p, s in reqs:
-            items = list(client.stream(p, max_new_tokens=tokens, **s))
+            items = list(client.stream(**given(p), max_new_tokens=tokens, **s))
             streamed.append("".join(getattr(x, "text", "") for x in items[:-1]))
     return whole, streamed
 
@@ -98,7 +110,7 @@ async def child(cells: list[str], n_prompts: int, tokens: int, cache_dir: str) -
     async with st.AsyncSteadyText(cache_disabled=True) as client:
         for cell in cells:
             if cell.startswith("repeat"):
-                out[cell] = [str((await client.generate(p, max_new_tokens=tokens, **s)).text) for p, s in reqs]
+                out[cell] = [str((await client.generate(**given(p), max_new_tokens=tokens, **s)).text) for p, s in reqs]
             elif cell.startswith("concurrency"):
                 out[cell] = await _concurrent(client, reqs, int(cell.split()[-1]), tokens)
             elif cell == "stream":
@@ -107,8 +119,8 @@ async def child(cells: list[str], n_prompts: int, tokens: int, cache_dir: str) -
                 out["sync whole"], out["sync stream"] = await asyncio.to_thread(_sync, reqs, tokens)
     if "cache" in cells:
         async with st.AsyncSteadyText(cache_disabled=False, cache_dir=Path(cache_dir)) as cached:
-            miss = [await cached.generate(p, max_new_tokens=tokens, **s) for p, s in reqs]
-            hit = [await cached.generate(p, max_new_tokens=tokens, **s) for p, s in reqs]
+            miss = [await cached.generate(**given(p), max_new_tokens=tokens, **s) for p, s in reqs]
+            hit = [await cached.generate(**given(p), max_new_tokens=tokens, **s) for p, s in reqs]
             streamed, all_hits = await _stream(cached, reqs, tokens)
         out["cache miss"] = [r.text if not r.cached else "<miss was a hit>" for r in miss]
         out["cache hit"] = [r.text if r.cached else "<hit was not cached>" for r in hit]

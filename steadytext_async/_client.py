@@ -136,14 +136,17 @@ class AsyncSteadyText:
         return pool.pids() if pool is not None and self._local._pid == os.getpid() else []
 
     # -- public API ------------------------------------------------------------------------------------------
-    async def generate(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
+    async def generate(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
         """Generate text; returns a typed, immutable :class:`GenerationResult`.
 
-        Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``.
+        Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``; pass
+        ``messages=[{"role": ..., "content": ...}, ...]`` instead of ``prompt`` for a conversation.
         """
         return await self._agenerate(build_request(prompt, **kwargs))
 
-    async def stream(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> AsyncIterator[Chunk | GenerationResult]:
+    async def stream(
+        self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]
+    ) -> AsyncIterator[Chunk | GenerationResult]:
         """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
         async for item in self._astream(build_request(prompt, **kwargs)):
             yield item
@@ -363,7 +366,7 @@ class AsyncSteadyText:
             self._fallback_warned.add(key)
             logger.warning("model unavailable, using deterministic fallback text (not model output): %s", exc)
         asm = TextAssembler(request.stop_string)
-        words = fallback_words(request.prompt, request.sampling.seed, request.max_new_tokens)
+        words = fallback_words(request.input_text, request.sampling.seed, request.max_new_tokens)
         for piece in asm.pieces(word.encode("utf-8") for word in words):
             yield Chunk(text=piece.text)
         name = request.model or request.size or self.settings.size

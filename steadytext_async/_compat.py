@@ -81,7 +81,7 @@ def _model_class(model_class: Any) -> Any:
 class _Call(Generic[R]):
     """One helper call: the arguments of ``generate`` and what to make of its result."""
 
-    prompt: str
+    prompt: str | None  # None: ``messages=`` is among the caller's keywords
     max_tokens: int
     options: dict[str, Any]  # model, unsafe_mode, seed and the constraint
     extra: CompatOptions  # the caller's other keywords: a repeated keyword is a TypeError, as in a direct call
@@ -125,7 +125,7 @@ def _dress(fn: Any, helper: Callable[..., Any], name: str, doc: str | None) -> N
 
 
 def _call(
-    prompt: str,
+    prompt: str | None,
     max_tokens: int,
     model: str | None,
     unsafe_mode: bool,
@@ -144,7 +144,7 @@ def _call(
 
 @overload
 def _json(
-    prompt: str,
+    prompt: str | None,
     schema: type[M],
     max_tokens: int = ...,
     model: str | None = ...,
@@ -156,7 +156,7 @@ def _json(
 ) -> _Call[M]: ...
 @overload
 def _json(
-    prompt: str,
+    prompt: str | None,
     schema: Any,
     max_tokens: int = ...,
     model: str | None = ...,
@@ -166,7 +166,7 @@ def _json(
     **kwargs: Unpack[CompatOptions],
 ) -> _Call[Any]: ...
 def _json(
-    prompt: str,
+    prompt: str | None,
     schema: Any,
     max_tokens: int = 512,
     model: str | None = None,
@@ -182,7 +182,7 @@ def _json(
 
 
 def _regex(
-    prompt: str,
+    prompt: str | None,
     pattern: str,
     max_tokens: int = 512,
     model: str | None = None,
@@ -195,7 +195,7 @@ def _regex(
 
 
 def _choice(
-    prompt: str,
+    prompt: str | None,
     choices: list[str],
     max_tokens: int = 512,
     model: str | None = None,
@@ -208,7 +208,7 @@ def _choice(
 
 
 def _format(
-    prompt: str,
+    prompt: str | None,
     format_type: type,
     max_tokens: int = 512,
     model: str | None = None,
@@ -222,7 +222,7 @@ def _format(
 
 
 def _pydantic(
-    prompt: str,
+    prompt: str | None,
     model_class: type[M],
     max_tokens: int = 512,
     model: str | None = None,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._messages import ChatMessage, template_messages
 from ._options import DEFAULT_SEED
 from .structured import Constraint
 
@@ -67,11 +68,13 @@ class ModelSpec(BaseModel):
 
 
 class GenerationRequest(BaseModel):
-    """A validated generation request (model selectors still unresolved)."""
+    """A validated generation request (model selectors still unresolved). Exactly one of ``prompt`` (a string) and
+    ``messages`` (canonical chat messages) is set."""
 
     model_config = _FROZEN
 
-    prompt: str
+    prompt: str | None = None
+    messages: tuple[ChatMessage, ...] | None = None
     max_new_tokens: int = 512
     eos_string: str = "[EOS]"
     sampling: SamplingParams = SamplingParams.model_construct()
@@ -91,6 +94,19 @@ class GenerationRequest(BaseModel):
         from ._modelref import parse_model
 
         return parse_model(self.model, self.model_repo, self.model_filename, self.size)
+
+    def chat(self) -> tuple[dict[str, str], ...]:
+        """The conversation a chat template renders: the messages, or the prompt as one user message."""
+        if self.messages is not None:
+            return template_messages(self.messages)
+        return ({"role": "user", "content": self.prompt or ""},)
+
+    @property
+    def input_text(self) -> str:
+        """The input as one string (the prompt, or the canonical messages as JSON): for hashing, never a model."""
+        if self.messages is None:
+            return self.prompt or ""
+        return json.dumps([m.wire() for m in self.messages], sort_keys=True, ensure_ascii=False)
 
     @property
     def stop_string(self) -> str | None:
@@ -162,8 +178,10 @@ class Fingerprint(BaseModel):
     requested_size: str | None = None
     requested_model_repo: str | None = None
     requested_model_filename: str | None = None
-    prompt: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
     prompt_format: str = "raw"
+    chat_template_sha256: str | None = None  # local chat models: the template the worker rendered the input with
     max_new_tokens: int
     eos_string: str
     temperature: float

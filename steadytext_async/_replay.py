@@ -184,6 +184,7 @@ def request_from_fingerprint(
     remote = fp.provider != "local"
     request = build_request(
         fp.prompt,
+        messages=[m.wire() for m in fp.messages] if fp.messages is not None else None,
         max_new_tokens=fp.max_new_tokens,
         return_logprobs=fp.logprobs,
         eos_string=fp.eos_string,

@@ -43,10 +43,10 @@ class SteadyText:
     def close(self) -> None:
         engine().portal.run(self._async._aclose_engine_side())
 
-    def generate(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
+    def generate(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
         return self._async._generate_blocking(build_request(prompt, **kwargs))
 
-    def stream(self, prompt: str, **kwargs: Unpack[RequestOptions]) -> Iterator[Chunk | GenerationResult]:
+    def stream(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> Iterator[Chunk | GenerationResult]:
         yield from self._async._iterate_blocking(build_request(prompt, **kwargs))
 
     def preload(self, **kwargs: Unpack[ModelOptions]) -> ModelSpec:

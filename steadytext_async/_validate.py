@@ -7,9 +7,11 @@ import threading
 
 from ._env import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError
+from ._messages import ChatMessage, byte_size, check_messages
 from ._models import GenerationRequest, SamplingParams
 from ._options import DEFAULT_SEED
 from ._registry import check_selectors
+from ._unicode import check_text
 from ._worker.limits import MAX_PROMPT_BYTES
 from .structured.normalize import normalize
 
@@ -45,14 +47,14 @@ def _check_opt_str(name: str, value: object) -> str | None:
         raise InvalidRequestError(f"{name} must be a str or None, got {type(value).__name__}")
     if value is None:
         return None
-    _check_text(name, value)
+    check_text(name, value)
     return _exact_str(value)
 
 
 def _check_prompt(prompt: object) -> str:
     if not isinstance(prompt, str):
         raise InvalidRequestError(f"prompt must be a str, got {type(prompt).__name__}")
-    _check_text("prompt", prompt)
+    check_text("prompt", prompt)
     if len(prompt) > MAX_PROMPT_BYTES // 4 and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
         raise InvalidRequestError(
             f"prompt is {len(prompt.encode('utf-8'))} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} "
@@ -61,16 +63,21 @@ def _check_prompt(prompt: object) -> str:
     return _exact_str(prompt)
 
 
-def _check_text(name: str, value: str) -> None:
-    """Text must be encodable as UTF-8: a lone surrogate (e.g. from a bad decode) cannot reach a model or a file."""
-    if value.isascii():
-        return
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
+def _check_input(prompt: object, messages: object) -> tuple[str | None, tuple[ChatMessage, ...] | None]:
+    """Exactly one of ``prompt`` and ``messages``, checked."""
+    if messages is None:
+        if prompt is None:
+            raise InvalidRequestError("pass a prompt or messages")
+        return _check_prompt(prompt), None
+    if prompt is not None:
+        raise InvalidRequestError("pass either prompt or messages, not both")
+    checked = check_messages(messages)
+    size = byte_size(checked)
+    if size > MAX_PROMPT_BYTES:
         raise InvalidRequestError(
-            f"{name} is not valid Unicode text: {exc.reason} at index {exc.start} ({value[exc.start]!r})"
-        ) from None
+            f"messages hold {size} bytes of UTF-8; the limit is {MAX_PROMPT_BYTES} (the worker frame limit)"
+        )
+    return None, checked
 
 
 def _check_max_new_tokens(value: object) -> int:
@@ -87,7 +94,7 @@ def _check_max_new_tokens(value: object) -> int:
 def _check_eos(value: object) -> str:
     if not isinstance(value, str) or value == "":
         raise InvalidRequestError("eos_string must be a non-empty str ('[EOS]' means the model's end token)")
-    _check_text("eos_string", value)
+    check_text("eos_string", value)
     return _exact_str(value)
 
 
@@ -124,8 +131,9 @@ def _warn_seed_ignored(seed: int) -> None:
 
 
 def build_request(
-    prompt: object,
+    prompt: object = None,
     *,
+    messages: object = None,
     max_new_tokens: object = None,
     return_logprobs: object = False,
     eos_string: object = "[EOS]",
@@ -142,7 +150,7 @@ def build_request(
     unsafe_mode: object = False,
     strict: object = None,
 ) -> GenerationRequest:
-    prompt = _check_prompt(prompt)
+    prompt_s, messages_t = _check_input(prompt, messages)
     max_new = _check_max_new_tokens(max_new_tokens)
     logprobs = _check_bool("return_logprobs", return_logprobs)
     eos = _check_eos(eos_string)
@@ -168,7 +176,8 @@ def build_request(
     # Every value is checked above and has the exact type pydantic would store (see _exact_int/_exact_str), so the
     # request is built without validating it again (that would build the models' validators: start-up time).
     return GenerationRequest.model_construct(
-        prompt=prompt,
+        prompt=prompt_s,
+        messages=messages_t,
         max_new_tokens=max_new,
         eos_string=eos,
         sampling=SamplingParams.model_construct(temperature=temp, seed=seed_i),

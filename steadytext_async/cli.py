@@ -169,14 +169,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_models() -> int:
     from ._config import Settings
-    from ._registry import REGISTRY
+    from ._registry import REGISTRY, embedded_status
 
     settings = Settings.from_env()
     rows = []
     for entry in REGISTRY.values():
         if entry.repo is None:
-            path = settings.model_dir / entry.filename
-            status = f"assembled at {path}" if path.is_file() else "embedded (assembled on first use)"
+            status = embedded_status(entry, settings.model_dir)
         else:
             status = _hub_status(entry.repo, entry.filename)
         default = " (default)" if entry.size == settings.size and not settings.model_path else ""

@@ -1,4 +1,5 @@
-"""The worker's constrained decode loop on the embedded model, shared by the structured tests (one model per session).
+"""The worker's constrained decode loop on the embedded base gemma-3-270m (raw prompts: the decode loop itself is under
+test, not a chat template), shared by the structured tests (one model per session).
 
 ``Runner.generate`` runs the worker's own loop (``_worker.decode.SequenceDecoder``, driven by ``LlamaModel.run``
 as the worker drives a request with no neighbours): the matcher chooses each token with the tokens remaining (the
@@ -10,7 +11,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from steadytext_async._registry import embedded_model
+from steadytext_async._config import Settings
+from steadytext_async._modelref import ModelRef
+from steadytext_async._registry import GEMMA_BASE, resolve_model
 from steadytext_async._worker.decode import SequenceDecoder
 from steadytext_async._worker.llama import LlamaModel
 from steadytext_async._worker.sampling import Sampler
@@ -28,7 +31,9 @@ class Runner(LlamaModel):
     """The worker's model and its one decode loop, one sequence at a time."""
 
     def __init__(self) -> None:
-        super().__init__(str(embedded_model().path), n_ctx=1024, n_batch=256, n_threads=1)
+        ref = ModelRef("registry", name=GEMMA_BASE.name)
+        spec = resolve_model(ref, default_size="mini", default_path=None, model_dir=Settings.from_env().model_dir)
+        super().__init__(str(spec.path), n_ctx=1024, n_batch=256, n_threads=1)
         self.factory = MatcherFactory(self.model)
 
     def generate(

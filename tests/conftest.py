@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests run offline on the embedded gemma-3-270m model."""
+"""Shared fixtures. Tests run offline on the embedded models: the default SmolLM2-135M-Instruct (chat) and, by name,
+the base gemma-3-270m (raw continuation)."""
 
 import asyncio
 import logging
@@ -19,16 +20,30 @@ os.environ["STEADYTEXT_BUDGET_DIR"] = tempfile.mkdtemp(prefix="steadytext-test-b
 import pytest
 
 import steadytext_async as st
-from steadytext_async._registry import EMBEDDED
+from steadytext_async._registry import EMBEDDED, GEMMA_BASE
 
 
 @pytest.fixture(scope="session")
 def model_spec() -> st.ModelSpec:
-    """The embedded model, assembled (once) and verified."""
+    """The default embedded model (SmolLM2-135M-Instruct, chat template), found and verified."""
     from steadytext_async._registry import embedded_model
 
     spec = embedded_model()
-    assert spec.sha256 == EMBEDDED.sha256
+    assert spec.sha256 == EMBEDDED.sha256 and spec.prompt_format == "chat"
+    return spec
+
+
+@pytest.fixture(scope="session")
+def gemma_spec() -> st.ModelSpec:
+    """The base gemma-3-270m (raw prompts), assembled (once) and verified."""
+    from steadytext_async._modelref import ModelRef
+    from steadytext_async._registry import resolve_model
+
+    settings = st.Settings.from_env()
+    spec = resolve_model(
+        ModelRef("registry", name=GEMMA_BASE.name), default_size="mini", default_path=None, model_dir=settings.model_dir
+    )
+    assert spec.sha256 == GEMMA_BASE.sha256 and spec.prompt_format == "raw"
     return spec
 
 

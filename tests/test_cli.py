@@ -25,7 +25,7 @@ def test_generate_json_has_text_and_metadata() -> None:
     assert out["text"] == st.generate("Hello", max_new_tokens=4)
     assert out["finish_reason"] == "length" and out["fallback"] is False
     assert len(out["logprobs"]) == 4
-    assert out["fingerprint"]["model_sha256"] == st.REGISTRY["gemma-3-270m"].sha256
+    assert out["fingerprint"]["model_sha256"] == st.REGISTRY["smollm2-135m-instruct"].sha256
 
 
 def test_seed_and_temperature_flags() -> None:
@@ -42,7 +42,10 @@ def test_bad_input_exits_nonzero_with_message() -> None:
 def test_models_lists_registry() -> None:
     rows = json.loads(run("models").stdout)
     names = {r["name"]: r for r in rows}
-    assert set(names) >= {"gemma-3-270m", "gemma-3-1b-it", "gemma-3-4b-it"}
-    assert names["gemma-3-270m"]["status"].startswith("assembled at")
-    assert "(default)" in names["gemma-3-270m"]["status"]
+    assert set(names) >= {"smollm2-135m-instruct", "gemma-3-270m", "gemma-3-1b-it", "gemma-3-4b-it"}
+    assert names["smollm2-135m-instruct"]["status"].startswith("installed at")
+    assert names["smollm2-135m-instruct"]["status"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf (default)")
+    assert names["smollm2-135m-instruct"]["size"] == "mini"
+    assert names["gemma-3-270m"]["status"].startswith(("assembled at", "embedded (assembled on first use)"))
+    assert "(default)" not in names["gemma-3-270m"]["status"]
     assert names["gemma-3-1b-it"]["status"].startswith("not downloaded")

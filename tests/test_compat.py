@@ -1,6 +1,7 @@
 """The original SteadyText's structured helpers: names, parameters and defaults, and the same bytes as generate()."""
 
 import inspect
+import re
 
 import pytest
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ class Person(BaseModel):
 
 
 PROMPT = "Person: John, 30 years old. JSON:"
+SENTIMENT = "Classify the sentiment of this review: 'I love it!'"
 COMMON = [("max_tokens", 512), ("model", None), ("unsafe_mode", False), ("seed", 42)]
 
 
@@ -58,18 +60,20 @@ async def test_async_twins_give_the_same_results() -> None:
     assert await st.agenerate_json(PROMPT, Person, 48) == st.generate_json(PROMPT, Person, 48)
     assert await st.agenerate_json(PROMPT, Person, 48, return_pydantic=True) == Person(name="John", age=30)
     assert await st.agenerate_pydantic(PROMPT, Person, 48) == Person(name="John", age=30)
-    assert await st.agenerate_regex("2 + 2 = ", r"[0-9]+", 8) == "4"
-    assert await st.agenerate_choice("Review: I love it!\nSentiment:", ["positive", "negative"], 8) == "positive"
-    assert await st.agenerate_format("2 + 2 = ", int, 8) == "4"
+    digits = await st.agenerate_regex("2 + 2 = ", r"[0-9]+", 8)
+    assert re.fullmatch(r"[0-9]+", digits) and digits == st.generate_regex("2 + 2 = ", r"[0-9]+", 8)
+    assert await st.agenerate_choice(SENTIMENT, ["positive", "negative"], 8) == "positive"
+    assert await st.agenerate_format("2 + 2 = ", int, 8) == str(int(st.generate_format("2 + 2 = ", int, 8)))
     assert await st.agenerate(PROMPT, max_new_tokens=48, schema=Person, return_pydantic=True) == Person(
         name="John", age=30
     )
 
 
 def test_regex_choice_format_pydantic() -> None:
-    assert st.generate_regex("2 + 2 = ", r"[0-9]+", 8) == "4" == st.generate("2 + 2 = ", 8, regex=r"[0-9]+")
-    assert st.generate_choice("Review: I love it!\nSentiment:", ["positive", "negative", "neutral"]) == "positive"
-    assert st.generate_format("2 + 2 = ", int, 8) == "4"
+    digits = st.generate_regex("2 + 2 = ", r"[0-9]+", 8)
+    assert re.fullmatch(r"[0-9]+", digits) and digits == st.generate("2 + 2 = ", 8, regex=r"[0-9]+")
+    assert st.generate_choice(SENTIMENT, ["positive", "negative", "neutral"]) == "positive"
+    assert st.generate_format("2 + 2 = ", int, 8) == st.generate("2 + 2 = ", 8, schema=int)
     assert st.generate_format("Is the sky blue? Answer true or false:", bool, 8) in ("true", "false")
     assert st.generate_format("2 + 2 = ", str, 16).startswith('"')  # a JSON string, quotes included
     assert st.generate_pydantic(PROMPT, Person, 48) == Person(name="John", age=30)

@@ -1,4 +1,4 @@
-"""Byte-level determinism of the embedded model: golden hashes and every way of asking the same question."""
+"""Byte-level determinism of the embedded models: golden hashes and every way of asking the same question."""
 
 import asyncio
 import hashlib
@@ -6,16 +6,19 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import steadytext_async as st
 from steadytext_async._options import StreamOptions
-from steadytext_async._registry import EMBEDDED
+from steadytext_async._registry import EMBEDDED, GEMMA_BASE
 
-# Golden outputs (max_new_tokens=24, greedy) pinned to the embedded GGUF's sha256, with the worker's kernel settings
-# (CPU repack, flash attention and ggml's tiled K-quant matmul off; see _worker/llama.py). They are checked against
-# llama-cpp-python's own greedy decode in test_golden_hashes_match_the_llama_cpp_python_oracle.
+# Golden outputs (max_new_tokens=24, greedy) pinned to each GGUF's sha256, with the worker's kernel settings (CPU
+# repack, flash attention and ggml's tiled K-quant matmul off; see _worker/llama.py). They are checked against
+# llama-cpp-python's own greedy decode (tests/_oracle.py) in the two *_oracle tests below.
+#
+# Raw continuation: the base gemma-3-270m, by name.
 GOLDEN_MODEL_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 GOLDEN = {
     "Once upon a time": "22b9d492f899f895bc0fded790fb219672d2357481ddf9ee7ec94a5c56f60d7d",
@@ -25,45 +28,109 @@ GOLDEN = {
     "Write about 🤖 and 人工智能": "5b3a89923c99fe0e1161c0c9557ee673644aa5ca9722c37053583c3b1b04127e",
     "Line one\nLine two\nLine three": "ffd6f51795796c99ac52e8c358577cf24e34ac13d1a2a997b4660675f63a3a23",
 }
+GEMMA: StreamOptions = {"model": GEMMA_BASE.name}
 PROMPT = "The capital of France is"
+
+# Chat: the default SmolLM2-135M-Instruct through its GGUF's ChatML template (prompts as one user message).
+CHAT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+CONVERSATIONS: dict[str, list[dict[str, Any]]] = {
+    "haiku": [{"role": "user", "content": "Write a haiku about programming"}],
+    "capital": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+    "system": [
+        {"role": "system", "content": "You are a geography teacher. Answer in one short sentence."},
+        {"role": "user", "content": "What is the capital of Italy?"},
+    ],
+    "multi-turn": [
+        {"role": "system", "content": "You are a geography teacher. Answer in one short sentence."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+        {"role": "user", "content": "And the capital of Italy?"},
+    ],
+    "unicode": [{"role": "user", "content": "Translate to French: 🤖 robots are friends, 人工智能"}],
+    "france": [{"role": "user", "content": PROMPT}],  # what a plain prompt renders as
+}
+CHAT_GOLDEN = {
+    # 'In the realm of programming lies a delicate balance between creativity and discipline.'
+    "haiku": "746b14f5bb388d5a636552e48f5b989ee067ab9c173fb8a9b40e9153e2bb8ba0",
+    # 'The capital of France is Paris.'
+    "capital": "a1b7eb2ee7a6aded8dda4e6cf30826f5afffb28a5597ee9389e91eb326d4e319",
+    # 'The capital of Italy is Rome.' (with and without the earlier turn about France)
+    "system": "6262e19362c7c336b3d78321d1ea18d7660b9fb46f1f311964bc2498eb07cb08",
+    "multi-turn": "6262e19362c7c336b3d78321d1ea18d7660b9fb46f1f311964bc2498eb07cb08",
+    "unicode": "d66f23b544225ef721c28c3bc8f25ee82b58e8a196ad6999e15d6d6c897a9246",
+    "france": "ea873347fa4bed23844bcd95101262286b85c3c6aec9687b0147b47add627e6a",
+}
 
 
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def test_golden_hashes_match_the_llama_cpp_python_oracle(model_spec: st.ModelSpec) -> None:
-    """An independent decode of the same GGUF (tests/_oracle.py: ``Llama.generate``, greedy) gives the goldens."""
-    oracle = Path(__file__).with_name("_oracle.py")
+async def _oracle(path: str | None, items: Any, *flags: str) -> Any:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(oracle),
-        str(model_spec.path),
+        str(Path(__file__).with_name("_oracle.py")),
+        str(path),
         "24",
+        *flags,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    stdout, _ = await asyncio.wait_for(proc.communicate(json.dumps(list(GOLDEN)).encode()), 300)
+    stdout, _ = await asyncio.wait_for(proc.communicate(json.dumps(items).encode()), 300)
     assert proc.returncode == 0
-    got = json.loads(stdout)
+    return json.loads(stdout)
+
+
+async def test_golden_hashes_match_the_llama_cpp_python_oracle(gemma_spec: st.ModelSpec) -> None:
+    """An independent decode of the same GGUF (tests/_oracle.py: ``Llama.generate``, greedy) gives the goldens."""
+    got = await _oracle(gemma_spec.path, list(GOLDEN))
     assert {p: sha(r["text"]) for p, r in got.items()} == GOLDEN
     for prompt in (PROMPT, "Write about 🤖 and 人工智能"):
-        ours = await st.default_client().generate(prompt, max_new_tokens=24)
+        ours = await st.default_client().generate(prompt, max_new_tokens=24, **GEMMA)
         assert ours.token_ids == got[prompt]["token_ids"]
 
 
-def test_golden_model_is_the_embedded_one(model_spec: st.ModelSpec) -> None:
-    assert EMBEDDED.sha256 == GOLDEN_MODEL_SHA256 == model_spec.sha256
+async def test_chat_goldens_match_create_chat_completion(model_spec: st.ModelSpec) -> None:
+    """llama-cpp-python's own greedy ``create_chat_completion`` (its Jinja2 formatter, the GGUF's template) gives the
+    chat goldens, token for token."""
+    got = await _oracle(model_spec.path, list(CONVERSATIONS.values()), "--chat")
+    assert {name: sha(r["text"]) for name, r in zip(CONVERSATIONS, got, strict=True)} == CHAT_GOLDEN
+    client = st.default_client()
+    for (_name, conv), reference in zip(CONVERSATIONS.items(), got, strict=True):
+        ours = await client.generate(messages=conv, max_new_tokens=24)
+        assert ours.token_ids == reference["token_ids"] and ours.text == reference["text"]
+
+
+def test_golden_models_are_the_embedded_ones(model_spec: st.ModelSpec, gemma_spec: st.ModelSpec) -> None:
+    assert GEMMA_BASE.sha256 == GOLDEN_MODEL_SHA256 == gemma_spec.sha256
+    assert EMBEDDED.sha256 == CHAT_MODEL_SHA256 == model_spec.sha256
 
 
 @pytest.mark.parametrize("prompt", list(GOLDEN))
 async def test_golden_hashes(prompt: str) -> None:
-    result = await st.default_client().generate(prompt, max_new_tokens=24)
-    assert result.fingerprint.model_sha256 == GOLDEN_MODEL_SHA256
+    result = await st.default_client().generate(prompt, max_new_tokens=24, **GEMMA)
+    assert result.fingerprint.model_sha256 == GOLDEN_MODEL_SHA256 and result.fingerprint.prompt_format == "raw"
     assert not result.fallback
     assert result.usage.completion_tokens == 24 and result.finish_reason == "length"
     assert sha(result.text) == GOLDEN[prompt], repr(result.text)
     assert result.fingerprint.output_sha256 == GOLDEN[prompt]
+
+
+@pytest.mark.parametrize("name", list(CONVERSATIONS))
+async def test_chat_golden_hashes(name: str) -> None:
+    result = await st.default_client().generate(messages=CONVERSATIONS[name], max_new_tokens=24)
+    assert result.fingerprint.model_sha256 == CHAT_MODEL_SHA256 and result.fingerprint.prompt_format == "chat"
+    assert not result.fallback
+    assert sha(result.text) == CHAT_GOLDEN[name], repr(result.text)
+
+
+async def test_a_prompt_is_one_user_message() -> None:
+    """On a chat model, prompt=X renders exactly as messages=[{"role": "user", "content": X}]."""
+    client = st.default_client()
+    a = await client.generate("Write a haiku about programming", max_new_tokens=24)
+    b = await client.generate(messages=CONVERSATIONS["haiku"], max_new_tokens=24)
+    assert (a.text, a.token_ids, a.usage) == (b.text, b.token_ids, b.usage)
+    assert sha(a.text) == CHAT_GOLDEN["haiku"]
 
 
 async def test_repeated_calls_identical_text_and_logprobs() -> None:
@@ -82,7 +149,7 @@ def test_fresh_process_gives_the_same_bytes() -> None:
         "print(hashlib.sha256(t.encode()).hexdigest())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, check=True)
-    assert out.stdout.strip() == GOLDEN[PROMPT]
+    assert out.stdout.strip() == sha(st.generate(PROMPT, max_new_tokens=24))
 
 
 async def test_pool_shapes_and_thread_counts_give_identical_bytes() -> None:
@@ -92,7 +159,7 @@ async def test_pool_shapes_and_thread_counts_give_identical_bytes() -> None:
             r = await client.generate(PROMPT, max_new_tokens=24, return_logprobs=True)
             results.append(r)
             assert r.fingerprint.n_threads is not None and 1 <= r.fingerprint.n_threads <= threads
-    assert {sha(r.text) for r in results} == {GOLDEN[PROMPT]}
+    assert {sha(r.text) for r in results} == {CHAT_GOLDEN["france"]}
     assert all(r.logprobs == results[0].logprobs for r in results)
 
 

@@ -9,7 +9,11 @@ import pytest
 
 import steadytext_async as st
 from steadytext_async._cache.key import cache_key
+from steadytext_async._registry import EMBEDDED
 from steadytext_async._replay import request_from_fingerprint
+
+# sha256 of the chat template in the SmolLM2-135M-Instruct GGUF (ChatML with a default system line)
+SMOLLM2_TEMPLATE_SHA256 = "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788"
 
 CLI = [sys.executable, "-m", "steadytext_async"]
 
@@ -40,12 +44,11 @@ async def test_local_fingerprint_fields() -> None:
     fp = r.fingerprint
     assert fp.prompt == "Once upon a time" and fp.max_new_tokens == 6 and fp.temperature == 0.5 and fp.seed == 9
     assert (fp.top_k, fp.top_p, fp.min_p) == (40, 0.95, 0.05)
-    assert (
-        fp.provider == "local" and fp.model == "gemma-3-270m" and fp.model_sha256 == st.REGISTRY["gemma-3-270m"].sha256
-    )
+    assert fp.provider == "local" and fp.model == EMBEDDED.name and fp.model_sha256 == EMBEDDED.sha256
     assert fp.package_version == st.__version__ and fp.llama_cpp_python_version == "0.3.36"
     assert fp.llama_cpp_system_info and fp.cpu and fp.n_ctx == 4096 and fp.n_batch == fp.n_ubatch == 512
-    assert fp.prompt_format == "raw" and fp.fallback is False and fp.constraint is None
+    assert fp.prompt_format == "chat" and fp.fallback is False and fp.constraint is None
+    assert fp.chat_template_sha256 == SMOLLM2_TEMPLATE_SHA256 and fp.messages is None
     assert fp.inputs_sha256 is not None and len(fp.inputs_sha256) == 64
     assert json.loads(fp.to_json()) == fp.model_dump(mode="json")
     assert fp.to_json() == st.Fingerprint.model_validate_json(fp.to_json()).to_json()  # stable round trip
@@ -58,8 +61,18 @@ async def test_fingerprint_and_cache_key_agree() -> None:
     c = await client.generate("Key check", max_new_tokens=5)
     assert a.fingerprint.inputs_sha256 == b.fingerprint.inputs_sha256 != c.fingerprint.inputs_sha256
     request = request_from_fingerprint(a.fingerprint)
-    spec = st.ModelSpec(name="gemma-3-270m", sha256=a.fingerprint.model_sha256)
+    spec = st.ModelSpec(name=EMBEDDED.name, sha256=a.fingerprint.model_sha256, prompt_format="chat")
     assert cache_key(request, spec, runtime={"n_ctx": 4096, "n_batch": 512}) == a.fingerprint.inputs_sha256
+
+
+async def test_a_conversation_is_recorded_and_replayed() -> None:
+    conv = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Colour of the sky?"}]
+    r = await st.default_client().generate(messages=conv, max_new_tokens=6)
+    fp = r.fingerprint
+    assert fp.prompt is None and fp.messages is not None and [m.wire() for m in fp.messages] == conv
+    report = await st.default_client().replay(json.loads(r.model_dump_json()))
+    assert report.identical and report.differences == []
+    assert request_from_fingerprint(fp).messages == tuple(fp.messages)
 
 
 async def test_constrained_fingerprint_records_the_constraint() -> None:

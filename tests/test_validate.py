@@ -13,7 +13,7 @@ from steadytext_async._validate import build_request
     [
         ({"prompt": 123}, "prompt must be a str"),
         ({"prompt": b"bytes"}, "prompt must be a str"),
-        ({"prompt": None}, "prompt must be a str"),
+        ({"prompt": None}, "pass a prompt or messages"),
         ({"prompt": "x", "max_new_tokens": 0}, "max_new_tokens must be >= 1"),
         ({"prompt": "x", "max_new_tokens": -5}, "max_new_tokens must be >= 1"),
         ({"prompt": "x", "max_new_tokens": 1.5}, "max_new_tokens must be an int"),
@@ -147,6 +147,7 @@ def test_the_request_holds_what_pydantic_validation_would() -> None:
     sampling = SamplingParams(temperature=1, seed=Number.SEVEN)
     validated = GenerationRequest(
         **raw,
+        messages=None,
         sampling=sampling,
         logprobs=False,
         model=None,
@@ -161,3 +162,11 @@ def test_the_request_holds_what_pydantic_validation_would() -> None:
         for name in type(model).model_fields:
             assert type(getattr(model, name)) is type(getattr(other, name)), name
     assert GenerationRequest.model_validate(built.model_dump()) == built
+    conv = [
+        {"role": Text("user"), "content": Text("hi")},
+        {"role": "system", "content": [{"type": "text", "text": "a"}]},
+    ]
+    built = build_request(messages=conv)
+    validated = GenerationRequest.model_validate(built.model_dump())
+    assert built == validated == GenerationRequest(messages=conv)  # type: ignore[arg-type]
+    assert built.messages is not None and type(built.messages[0].role) is str and type(built.messages[0].content) is str

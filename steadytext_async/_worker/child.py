@@ -10,6 +10,8 @@ once (:mod:`.batch`). The process exits when stdin closes or its parent dies (PR
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
 import os
 import platform
 import queue
@@ -33,6 +35,7 @@ from .protocol import (
     Fatal,
     FromWorker,
     Generate,
+    GenParams,
     Init,
     Ready,
     SetThreads,
@@ -154,7 +157,12 @@ class Worker:
             "max_batch": self.batch_max,
             "kernel": ",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
             "selftest_seconds": round(self.selftest_seconds, 3),
+            **self._template_info(),
         }
+
+    def _template_info(self) -> dict[str, str]:
+        template = self.chat_template
+        return {} if template is None else {"chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}
 
     # -- requests -----------------------------------------------------------------------------------------------
     def _matcher(self, constraint: Any) -> Any:
@@ -165,26 +173,38 @@ class Worker:
             self._matchers = MatcherFactory(self.model.model)
         return self._matchers.matcher(constraint)
 
-    def _tokenize(self, prompt: str, prompt_format: str) -> list[int]:
+    @functools.cached_property
+    def chat_template(self) -> str | None:
+        """The chat template messages are rendered with: the GGUF's own (gemma's turn format for a gemma GGUF
+        without one), or None when the model has none."""
         m = self.model
-        if prompt_format == "chat":
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        template = m.metadata.get("tokenizer.chat_template")
+        if not template and m.metadata.get("general.architecture", "").startswith("gemma"):
+            template = _GEMMA_TEMPLATE
+        return template or None
 
-            template = m.metadata.get("tokenizer.chat_template")
-            if not template and m.metadata.get("general.architecture", "").startswith("gemma"):
-                template = _GEMMA_TEMPLATE
-            if not template:
-                raise ValueError("model has no chat template but prompt_format='chat'")
-            eos = m.piece(m.token_eos()).decode("utf-8", "replace")
-            bos = m.piece(m.token_bos()).decode("utf-8", "replace")
-            formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-            text = formatter(messages=[{"role": "user", "content": prompt}]).prompt
+    @functools.cached_property
+    def _formatter(self) -> Any:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        if self.chat_template is None:
+            raise ValueError("the model has no chat template: pass a prompt, not messages")
+        m = self.model
+        eos = m.piece(m.token_eos()).decode("utf-8", "replace")
+        bos = m.piece(m.token_bos()).decode("utf-8", "replace")
+        return Jinja2ChatFormatter(template=self.chat_template, eos_token=eos, bos_token=bos)
+
+    def _tokenize(self, p: GenParams) -> list[int]:
+        m = self.model
+        if p.messages is not None:
+            text = self._formatter(messages=[dict(message) for message in p.messages]).prompt
             return m.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        return m.tokenize(prompt.encode("utf-8"), add_bos=True, special=False)
+        return m.tokenize(p.prompt.encode("utf-8"), add_bos=True, special=False)
 
-    def _prompt(self, prompt: str, prompt_format: str, max_new: int) -> tuple[list[int], int]:
+    def _prompt(self, p: GenParams) -> tuple[list[int], int]:
         """The prompt's tokens, cut to fit the sequence's context, and how many were dropped."""
-        tokens = self._tokenize(prompt, prompt_format)
+        max_new = p.max_new_tokens
+        tokens = self._tokenize(p)
         n_ctx = self.model.n_ctx
         limit = n_ctx - max_new
         if limit < 1:
@@ -202,7 +222,7 @@ class Worker:
         p = msg.params
         try:
             matcher = self._matcher(p.constraint) if p.constraint is not None else None
-            tokens, truncated = self._prompt(p.prompt, p.prompt_format, p.max_new_tokens)
+            tokens, truncated = self._prompt(p)
         except Exception as exc:  # report, keep serving
             self.send(ErrorFrame(msg.rid, type(exc).__name__, str(exc)))
             return

@@ -97,9 +97,9 @@ class WorkerConfig:
 
 @_message
 class GenParams:
-    prompt: str
+    prompt: str  # a raw-format model's prompt (tokenized as is, after BOS); ignored when ``messages`` is set
     max_new_tokens: int
-    prompt_format: str = "raw"
+    messages: tuple[dict[str, str], ...] | None = None  # a chat model's conversation, rendered by its template
     stop: str | None = None
     temperature: float = 0.0
     seed: int = DEFAULT_SEED

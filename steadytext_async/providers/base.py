@@ -30,6 +30,7 @@ class ProviderInfo(TypedDict, total=False):
     max_batch: int  # requests the worker may decode together (its batching self-test; 1 = no batching)
     kernel: str  # llama.cpp settings that decide the bytes (repack, flash attention, tiled matmul, ...)
     cpu: str
+    chat_template_sha256: str  # sha256 of the chat template the worker renders messages with
     # remote (OpenAI-compatible endpoint)
     remote_system_fingerprint: str
     remote_model: str

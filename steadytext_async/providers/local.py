@@ -70,7 +70,12 @@ class LocalProvider:
             weakref.finalize(self, eng.retire_pool, pool)  # an owner dropped without aclose()
         return self._pool
 
-    def check(self, request: GenerationRequest) -> None:
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
+        if spec is not None and spec.prompt_format != "chat" and request.messages is not None:
+            raise InvalidRequestError(
+                f"model {spec.name} takes raw prompts (a base model, no chat template): pass prompt=, or choose a "
+                "chat model for messages="
+            )
         if request.max_new_tokens >= self.settings.n_ctx:
             raise InvalidRequestError(
                 f"max_new_tokens={request.max_new_tokens} must be smaller than the context window "
@@ -85,11 +90,11 @@ class LocalProvider:
         self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
     ) -> AsyncIterator[ProviderChunk | ProviderDone]:
         assert spec.path is not None
-        self.check(request)
+        self.check(request, spec)
         s = request.sampling
         params = GenParams(
-            prompt=request.prompt,
-            prompt_format=spec.prompt_format,
+            prompt=request.prompt or "",
+            messages=request.chat() if spec.prompt_format == "chat" else None,
             max_new_tokens=request.max_new_tokens,
             stop=request.stop_string,
             temperature=s.temperature,

@@ -31,7 +31,7 @@ Handler = Callable[[GenerationRequest], str | Sequence[str]]
 def default_tokens(request: GenerationRequest) -> list[str]:
     """``max_new_tokens`` deterministic words for ``request`` (the first one without a leading space)."""
     s = request.sampling
-    seed = f"{request.prompt}\0{s.seed}\0{s.temperature}\0{s.top_k}\0{s.top_p}\0{s.min_p}".encode()
+    seed = f"{request.input_text}\0{s.seed}\0{s.temperature}\0{s.top_k}\0{s.top_p}\0{s.min_p}".encode()
     words = []
     for i in range(request.max_new_tokens):
         digest = hashlib.sha256(seed + i.to_bytes(4, "little")).hexdigest()
@@ -77,7 +77,7 @@ class MockProvider:
         reason: FinishReason = "stop_string" if asm.stopped else "length" if count >= request.max_new_tokens else "eos"
         yield ProviderDone(
             finish_reason=reason,
-            prompt_tokens=len(request.prompt.split()),
+            prompt_tokens=len(request.input_text.split()),
             completion_tokens=count,
         )
 

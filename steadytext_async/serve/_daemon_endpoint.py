@@ -52,8 +52,10 @@ def _parse(body: Any) -> GenerationRequest:
     if not 0 <= given.top_logprobs <= MAX_TOP_LOGPROBS:
         raise InvalidRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
     s = given.sampling
+    messages = [m.wire() for m in given.messages] if given.messages is not None else None  # checked again too
     request = build_request(
         given.prompt,
+        messages=messages,
         max_new_tokens=given.max_new_tokens,
         return_logprobs=given.logprobs,
         eos_string=given.eos_string,
@@ -84,12 +86,13 @@ def handler(state: ServerState) -> Any:
             )
         check_model(req.model_ref, allow_download=state.config.allow_download)  # before anything resolves
         client = state.sdk
-        client._local.check(req)
+        client._local.check(req)  # what needs no model (max_new_tokens < n_ctx), before resolving one
         spec = await resolve_local(client, req)
         if (spec.sha256, spec.prompt_format) != (body.get("model_sha256"), body.get("prompt_format")):
             raise HTTPError(
                 409, f"the daemon resolves this request to another model ({spec.name})", code="daemon_mismatch"
             )
+        client._local.check(req, spec)
         events = until(local_events(client, spec, req), state.stop)
         try:  # a caller gone while its request waits for a worker or its prompt cancels it
             first = await or_stop(anext(events), state.stop, request)

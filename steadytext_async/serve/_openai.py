@@ -52,39 +52,26 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
 class ParsedRequest:
     kind: Kind
     model: str  # as named in the request (echoed back)
-    prompt: str
+    prompt: str | None  # completions: the prompt; chat: None (the messages are in ``kwargs``)
     kwargs: dict[str, Any]  # for AsyncSteadyText.generate / stream
     stream: bool
     include_usage: bool
     top_logprobs: int | None  # None: no logprobs in the response
 
 
-def _prompt(kind: Kind, body: dict[str, Any]) -> str:
+def _input(kind: Kind, body: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """(the prompt, or None and ``{"messages": [...]}`` for chat): the SDK checks the messages themselves."""
     if kind == "completion":
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise InvalidRequestError("prompt must be a string (batches of prompts are not supported)")
-        return prompt
+        return prompt, {}
     messages = body.get("messages")
-    if not isinstance(messages, list) or len(messages) != 1 or not isinstance(messages[0], dict):
-        raise InvalidRequestError(
-            "messages must hold exactly one user message: the SDK generates from one prompt "
-            "(chat models get their chat template applied to it)"
-        )
-    message = messages[0]
-    if message.get("role") != "user":
-        raise InvalidRequestError("the one message must have role 'user'")
-    content = message.get("content")
-    if isinstance(content, list):
-        parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        if len(parts) != len(content) or not all(isinstance(p, str) for p in parts):
-            raise InvalidRequestError("message content parts must all be text parts")
-        content = "".join(parts)  # type: ignore[arg-type]
-    if not isinstance(content, str):
-        raise InvalidRequestError("message content must be a string or a list of text parts")
-    return content
+    if not isinstance(messages, list):
+        raise InvalidRequestError("messages must be a list of messages")
+    return None, {"messages": messages}
 
 
 def _model(model: object, allow_remote: bool) -> dict[str, Any]:
@@ -161,7 +148,9 @@ def parse_request(kind: Kind, body: object, *, allow_remote: bool) -> ParsedRequ
     if unknown:
         raise InvalidRequestError(f"unknown parameters: {', '.join(unknown)}")
     top = _logprobs(kind, body)
+    prompt, given = _input(kind, body)
     kwargs: dict[str, Any] = {
+        **given,
         **_model(body.get("model"), allow_remote),
         **_max_tokens(kind, body),
         **_stop(body),
@@ -180,7 +169,7 @@ def parse_request(kind: Kind, body: object, *, allow_remote: bool) -> ParsedRequ
     return ParsedRequest(
         kind=kind,
         model=str(body.get("model") or DEFAULT_MODEL),
-        prompt=_prompt(kind, body),
+        prompt=prompt,
         kwargs=kwargs,
         stream=stream,
         include_usage=bool(options.get("include_usage")),

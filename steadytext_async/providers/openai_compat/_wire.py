@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, cast
 
+from ..._exceptions import InvalidRequestError
 from ..._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
 from ..base import ProviderChunk, ProviderDone, ProviderInfo
 from ..presets import ProviderPreset
@@ -51,7 +52,14 @@ def build_body(preset: ProviderPreset, spec: ModelSpec, request: GenerationReque
     body: dict[str, Any] = {"model": spec.name}
     chat = preset.api == "chat"
     if chat:
-        body["messages"] = [{"role": "user", "content": request.prompt}]
+        if request.messages is not None:
+            body["messages"] = [m.wire() for m in request.messages]
+        else:
+            body["messages"] = [{"role": "user", "content": request.prompt}]
+    elif request.messages is not None:
+        raise InvalidRequestError(
+            f"{preset.name} is a completions endpoint (one prompt string); messages need a chat endpoint"
+        )
     else:
         body["prompt"] = request.prompt
     body[preset.max_tokens_field] = request.max_new_tokens
