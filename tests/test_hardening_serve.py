@@ -88,6 +88,7 @@ async def test_daemon_endpoint_is_off_unless_enabled(resolved: list[GenerationRe
         ({"eos_string": ""}, 400),
         ({"constraint": {"kind": "regex", "canonical": '{"kind":"regex","pattern":"(a"}'}}, 400),  # not normalized
         ({"constraint": {"kind": "choices", "canonical": '{"choices":["a"],"kind":"choices"}'}}, 400),  # not canonical
+        ({"prompt": None, "messages": [{"role": "user", "content": "hi", "name": ""}]}, 400),  # checked again
         ({"model_repo": "someone/big", "model_filename": "huge.gguf"}, 409),  # a caller-named Hub file
         ({"model": "/etc/passwd.gguf"}, 409),
     ],
