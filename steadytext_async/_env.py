@@ -6,6 +6,7 @@ environment; this one is light, so that validating a request does not import ``_
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from ._exceptions import InvalidRequestError
@@ -16,6 +17,7 @@ __all__ = [
     "provider_api_key",
     "provider_base_url",
     "provider_base_url_var",
+    "replica_id",
     "serve_token",
     "unsafe_mode_from_env",
 ]
@@ -80,3 +82,9 @@ def serve_token(env: Mapping[str, str] | None = None) -> str | None:
     """``STEADYTEXT_SERVE_TOKEN``: the bearer token ``serve`` requires and the daemon client sends. Never log it."""
     e = os.environ if env is None else env
     return e.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None
+
+
+def replica_id(env: Mapping[str, str] | None = None) -> str:
+    """``STEADYTEXT_REPLICA_ID``: the name ``serve`` reports in ``/metrics`` (default: the host name)."""
+    e = os.environ if env is None else env
+    return e.get("STEADYTEXT_REPLICA_ID", "").strip() or socket.gethostname()

@@ -131,7 +131,7 @@ def test_seed_temperature_and_stop_map_to_sdk(server: ServeProcess, sdk: SteadyT
 
 
 def test_sse_wire_format(server: ServeProcess, sdk: SteadyText) -> None:
-    golden = sdk.generate(PROMPT, max_new_tokens=8)
+    golden = sdk.generate(messages=[{"role": "user", "content": PROMPT}], max_new_tokens=8)
     with server.client(timeout=120) as c:
         response = c.post(
             "/v1/chat/completions",
@@ -172,9 +172,10 @@ def test_errors_are_openai_shaped(server: ServeProcess, body: dict[str, Any], st
 
 
 def test_openai_client_raises_typed_errors(oai: openai.OpenAI, server: ServeProcess) -> None:
-    with pytest.raises(openai.BadRequestError, match="exactly one user message"):
+    with pytest.raises(openai.BadRequestError, match="role must be one of"):
         oai.chat.completions.create(
-            model="default", messages=[{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+            model="default",
+            messages=[{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}],  # type: ignore[list-item]
         )
     with pytest.raises(openai.PermissionDeniedError, match="--allow-remote"):
         oai.completions.create(model="openai:gpt-4o", prompt="x")

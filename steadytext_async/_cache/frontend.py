@@ -92,6 +92,9 @@ class ResultCache:
         self.close_timeout = close_timeout
         self._hits = 0
         self.misses = 0
+        # hits by where they were answered (for /metrics): the front LRU, another caller's in-process flight
+        # (single-flight), or the backend (a shared tier such as Redis, or the local file)
+        self.tier_hits = {"front": 0, "joined": 0, "backend": 0}
         self._peeked: deque[str] = deque()  # hits answered by peek() on other threads, not yet accounted
         self._peek_drain_armed = False
         self._front: OrderedDict[str, _Hot] = OrderedDict()
@@ -127,7 +130,7 @@ class ResultCache:
             flight = self._flights[fkey] = Flight()
             flight.task = self._spawn(self._fly(fkey, flight, produce))
         else:
-            self._hit(key)
+            self._hit(key, "joined")
         flight.subscribers += 1
         i = 0
         try:
@@ -251,7 +254,7 @@ class ResultCache:
             if entry is not None:
                 items = entry.replay()
                 self._remember(key, items)
-                self._hit(key)
+                self._hit(key, "backend")
                 flight.push(*items)
                 flight.finish(None)
                 return
@@ -334,8 +337,9 @@ class ResultCache:
             _, cold = self._front.popitem(last=False)
             self._front_size -= cold.size
 
-    def _hit(self, key: str) -> None:
+    def _hit(self, key: str, tier: str = "front") -> None:
         self._hits += 1
+        self.tier_hits[tier] += 1
         self._pending_hits[key] = self._pending_hits.get(key, 0) + 1
         self._schedule_flush()
 

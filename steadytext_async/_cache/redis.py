@@ -110,6 +110,8 @@ class RedisBackend:
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.retry_min, self.retry_max = retry_min, retry_max
         self.errors = 0
+        self.shared_hits = 0  # entries answered by Redis (for /metrics; the frontend's other backend hits are local)
+        self.claim_waits = 0  # claims that waited for another process's generation (cluster-wide single-flight)
         self.down = False
         self._client: aioredis.Redis | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -122,7 +124,10 @@ class RedisBackend:
 
     # -- CacheBackend ----------------------------------------------------------------------------------------
     async def get(self, key: str) -> CachedEntry | None:
-        return await self._call("get", lambda c: self._fetch(c, key), lambda: self.local.get(key))
+        async def op(c: aioredis.Redis) -> CachedEntry | None:
+            return self._count(await self._fetch(c, key))
+
+        return await self._call("get", op, lambda: self.local.get(key))
 
     async def put(self, key: str, entry: CachedEntry) -> None:
         value = pack_entry(entry, key=key, secret=self._secret)
@@ -152,7 +157,17 @@ class RedisBackend:
         async def local() -> Claim:
             return NO_CLAIM  # degraded: single-flight within this process only
 
-        return await self._call("claim", lambda c: self._claim(c, key), local)
+        async def op(c: aioredis.Redis) -> Claim:
+            claim = await self._claim(c, key)
+            self._count(claim.entry)
+            return claim
+
+        return await self._call("claim", op, local)
+
+    def _count(self, entry: CachedEntry | None) -> CachedEntry | None:
+        if entry is not None:
+            self.shared_hits += 1
+        return entry
 
     async def stats(self) -> CacheStats:
         async def op(c: aioredis.Redis) -> CacheStats:
@@ -224,6 +239,7 @@ class RedisBackend:
         lock, token = self._lock_key(key), secrets.token_hex(16)
         deadline = time.monotonic() + self.claim_timeout
         delay = self.poll_min
+        waited = False
         while True:
             try:
                 acquired = await c.set(lock, token, nx=True, px=int(self.lock_ttl * 1000))
@@ -236,6 +252,9 @@ class RedisBackend:
             except BaseException:  # cancelled or failed, maybe after Redis set the lease: drop it if ours
                 self._spawn_release(lock, token)
                 raise
+            if not waited:
+                waited = True
+                self.claim_waits += 1
             if time.monotonic() > deadline:  # a live but stuck holder: produce here rather than wait forever
                 return NO_CLAIM
             if not await self._lease_plausible(c, lock):

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from .._cache import ResultCache
 from .._client import AsyncSteadyText
 from .._engine import engine
 from .._models import Chunk, GenerationRequest, GenerationResult, ModelSpec
 from ..providers.base import ProviderChunk, ProviderDone
 
-__all__ = ["generate_request", "local_events", "pool_stats", "resolve_local", "stream_request"]
+__all__ = ["cache_tiers", "generate_request", "local_events", "pool_stats", "resolve_local", "stream_request"]
+
+CACHE_TIER_KEYS = ("hits_process", "hits_redis", "hits_local", "waits_process", "waits_cluster")
 
 
 async def generate_request(client: AsyncSteadyText, request: GenerationRequest) -> GenerationResult:
@@ -56,6 +59,7 @@ def pool_stats(client: AsyncSteadyText) -> dict[str, Any]:
         "respawns": 0,
         "cache_hits": cache.hits if cache is not None else 0,
         "cache_misses": cache.misses if cache is not None else 0,
+        **cache_tiers(cache),
     }
     if pool is not None:
         alive = [w for w in pool._workers if w.alive]
@@ -66,3 +70,25 @@ def pool_stats(client: AsyncSteadyText) -> dict[str, Any]:
             respawns=pool.respawns,
         )
     return stats
+
+
+def cache_tiers(cache: ResultCache | None) -> dict[str, int]:
+    """Cache hits by the tier that answered them and single-flight waits by scope (zeros without a cache).
+
+    ``hits_process``: the in-process front layer, or another request's generation in this process (single-flight);
+    ``hits_redis``: the shared Redis cache; ``hits_local``: this host's sqlite file (also while Redis is away).
+    ``waits_process``: requests that joined a generation running in this process; ``waits_cluster``: lookups that
+    waited for a generation leased by another process (any replica) through Redis.
+    """
+    if cache is None:
+        return dict.fromkeys(CACHE_TIER_KEYS, 0)
+    tiers = cache.tier_hits
+    backend = cache.backend
+    redis_hits = int(getattr(backend, "shared_hits", 0))
+    return {
+        "hits_process": cache.hits - tiers["backend"],
+        "hits_redis": redis_hits,
+        "hits_local": max(0, tiers["backend"] - redis_hits),
+        "waits_process": tiers["joined"],
+        "waits_cluster": int(getattr(backend, "claim_waits", 0)),
+    }

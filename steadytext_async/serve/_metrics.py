@@ -8,11 +8,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .._env import replica_id
 from .._models import GenerationResult
+from .._version import __version__
 
 __all__ = ["Metrics"]
 
@@ -41,6 +43,24 @@ class _PoolCollector(Collector):
         yield CounterMetricFamily(
             "steadytext_cache_lookup_misses", "Result cache misses (all callers)", value=s["cache_misses"]
         )
+        hits = CounterMetricFamily(
+            "steadytext_cache_tier_hits",
+            "Result cache hits by the tier that answered: process (front layer or a generation in this process), "
+            "redis (the shared cache), local (this host's sqlite file)",
+            labels=["tier"],
+        )
+        for tier in ("process", "redis", "local"):
+            hits.add_metric([tier], s.get(f"hits_{tier}", 0))
+        yield hits
+        waits = CounterMetricFamily(
+            "steadytext_singleflight_waits",
+            "Requests that waited for an identical generation instead of starting one: in this process, or running "
+            "in another process or replica (through Redis)",
+            labels=["scope"],
+        )
+        for scope in ("process", "cluster"):
+            waits.add_metric([scope], s.get(f"waits_{scope}", 0))
+        yield waits
         yield GaugeMetricFamily(
             "steadytext_tokens_per_second",
             f"Generated (non-cached) completion tokens per second over the last {WINDOW:.0f} s",
@@ -72,6 +92,10 @@ class Metrics:
         self._window: collections.deque[tuple[float, int]] = collections.deque()
         # results already counted, held weakly: a result lives while its requests are answered, not longer
         self._seen: weakref.WeakValueDictionary[int, GenerationResult] = weakref.WeakValueDictionary()
+        self.replica = Info(
+            "steadytext_replica", "This server: replica id (STEADYTEXT_REPLICA_ID) and version", registry=self.registry
+        )
+        self.replica.info({"replica": replica_id(), "version": __version__})
         self.registry.register(_PoolCollector(self, stats))
 
     def record_result(self, result: GenerationResult) -> None:
