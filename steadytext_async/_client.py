@@ -295,7 +295,8 @@ class AsyncSteadyText:
             async for item in self._fallback(request, exc, t0):
                 yield item
             return
-        cache = self._cache if use_cache else None
+        # a provider whose output is not authenticated (a daemon over plain http) is never written to the cache
+        cache = self._cache if use_cache and getattr(provider, "results_cacheable", True) else None
         if key is None:
             key = self._key(request, spec)
         if cache is None or key is None:

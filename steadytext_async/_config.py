@@ -26,8 +26,10 @@ needed without Settings), and nowhere else.
 | STEADYTEXT_CACHE_URL      | redis://… or rediss://…: share the result cache through Redis   | (unset: sqlite)    |
 | STEADYTEXT_CACHE_PREFIX   | prefix of every Redis key this cache writes                       | steadytext:        |
 | STEADYTEXT_CACHE_TTL      | seconds a Redis entry lives (0: until Redis evicts it)            | 0                  |
+| STEADYTEXT_CACHE_SECRET   | shared secret: Redis values carry an HMAC and unsigned ones are misses | (unset)       |
 | STEADYTEXT_DAEMON_URL     | local generations go to a running `serve` (http://H:P, unix:///x) | (unset)            |
 | STEADYTEXT_SERVE_TOKEN    | bearer token `serve` requires (and the daemon client sends)      | (unset: no auth)   |
+| STEADYTEXT_DAEMON_INSECURE | 1: send the token to an http:// daemon on another host anyway   | 0                  |
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ def usable_cores() -> int:
 
 _SECRET_QUERY = ("pass", "secret", "token", "key", "auth")
 CACHE_URL_SCHEMES = ("redis", "rediss")
+DAEMON_URL_SCHEMES = ("http://", "https://", "unix://")
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password (and any secret-looking query value) replaced by ``***``: safe to log or show."""
+    if "://" not in url:  # not a URL (a typo such as "redis//u:pw@h"): whatever precedes an "@" may be a password
+        return "***@" + url.rsplit("@", 1)[1] if "@" in url else url
     try:
         parts = urllib.parse.urlsplit(url)
         netloc = parts.netloc
@@ -114,7 +119,9 @@ class Settings:
     cache_url: str | None = dataclasses.field(default=None, repr=False)  # may hold a password: never shown
     cache_prefix: str = "steadytext:"
     cache_ttl: float | None = None
+    cache_secret: str | None = dataclasses.field(default=None, repr=False)  # HMAC key of Redis values: never shown
     daemon_url: str | None = None  # local generations go to a running `serve` (see providers/daemon.py)
+    daemon_insecure: bool = False  # allow the serve token over plain http to a non-loopback daemon
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "cache_dir"):  # accept str and any os.PathLike, keep Path
@@ -144,10 +151,12 @@ class Settings:
         ttl = self.cache_ttl
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
             raise InvalidRequestError(f"cache_ttl must be a positive number of seconds or None, got {ttl!r}")
-        if self.daemon_url is not None and not self.daemon_url.startswith(("http://", "https://", "unix://")):
-            raise InvalidRequestError(
-                f"daemon_url must start with http://, https:// or unix:// (got {self.daemon_url!r})"
-            )
+        if self.cache_secret is not None and (not isinstance(self.cache_secret, str) or not self.cache_secret):
+            raise InvalidRequestError("cache_secret must be a non-empty str or None")
+        daemon = self.daemon_url
+        if daemon is not None and (not isinstance(daemon, str) or not daemon.startswith(DAEMON_URL_SCHEMES)):
+            shown = redact_url(daemon) if isinstance(daemon, str) else type(daemon).__name__
+            raise InvalidRequestError(f"daemon_url must start with http://, https:// or unix:// (got {shown!r})")
 
     @property
     def cache_location(self) -> str:
@@ -185,7 +194,9 @@ class Settings:
             "cache_url": e.get("STEADYTEXT_CACHE_URL", "").strip() or None,
             "cache_prefix": e.get("STEADYTEXT_CACHE_PREFIX", "steadytext:"),
             "cache_ttl": float(env_int(e, "STEADYTEXT_CACHE_TTL", 0, minimum=0)) or None,
+            "cache_secret": e.get("STEADYTEXT_CACHE_SECRET") or None,
             "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
+            "daemon_insecure": env_bool(e, "STEADYTEXT_DAEMON_INSECURE", False),
         }
         values.update(overrides)  # passed means chosen: None unsets (an absent keyword keeps the env's)
         return cls(**values)  # type: ignore[arg-type]

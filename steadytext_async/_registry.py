@@ -94,23 +94,43 @@ def check_selectors(*, model: str | None, model_repo: str | None, model_filename
         _check_local(parse_model(model))
 
 
+def _local_path(name: str) -> Path:
+    """``name`` as a path to an existing file (``~`` expanded); ModelNotFoundError for anything else, including an
+    unknown ``~user`` and names the OS refuses (too long, NUL bytes)."""
+    try:
+        path = Path(name).expanduser()
+        if path.is_file():
+            return path
+    except (RuntimeError, OSError, ValueError):  # RuntimeError: ~nosuchuser; OSError: ENAMETOOLONG...
+        pass
+    raise ModelNotFoundError(f"local model file not found: {name[:300]}")
+
+
 def _check_local(ref: ModelRef) -> None:
     """A local file must exist and a registry name be known (remote models are the router's to check)."""
     assert ref.name is not None
-    if ref.kind == "file" and not Path(ref.name).expanduser().is_file():
-        raise ModelNotFoundError(f"local model file not found: {ref.name}")
+    if ref.kind == "file":
+        _local_path(ref.name)
     if ref.kind == "registry" and ref.name not in REGISTRY:
         raise ModelNotFoundError(f"unknown model {ref.name!r}; known models: {', '.join(sorted(REGISTRY))}")
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, memoised in a sidecar keyed by size and mtime (hashing 250 MB takes ~0.4 s)."""
+    """sha256 of a file, memoised in a sidecar (hashing 250 MB takes ~0.4 s) keyed by the file's identity and its
+    change time: size and mtime can be put back after an edit (``touch -d``), ctime cannot (any write or ``utime``
+    sets it to now), so an edited file is hashed again."""
     st = path.stat()
     sidecar = path.with_name(path.name + ".sha256.json")
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    stamp = {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "ino": st.st_ino,
+        "dev": st.st_dev,
+    }
     try:
         saved = json.loads(sidecar.read_text())
-        if saved.get("size") == stamp["size"] and saved.get("mtime_ns") == stamp["mtime_ns"]:
+        if isinstance(saved, dict) and all(saved.get(k) == v for k, v in stamp.items()):
             return str(saved["sha256"])
     except (OSError, ValueError, KeyError):
         pass
@@ -221,6 +241,16 @@ def _hub_download(repo: str, filename: str) -> Path:
         ) from exc
 
 
+def _hub_lfs_sha256(path: Path) -> str | None:
+    """The sha256 the Hub announced for a downloaded LFS file: huggingface_hub names the cached blob after it (the
+    file's ETag). A cached file edited or replaced after its download no longer matches its name."""
+    blob = path.resolve()
+    name = blob.name
+    if blob.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return None
+
+
 def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None, model_dir: Path) -> ModelSpec:
     """Resolve a local model reference to a file with its sha256. Blocking; may assemble or download."""
     if ref.kind == "remote":
@@ -233,7 +263,7 @@ def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None,
         _check_local(ref)
     if ref.kind == "file":
         assert ref.name is not None
-        path = Path(ref.name).expanduser().resolve()
+        path = _local_path(ref.name).resolve()
         return ModelSpec(name=path.name, path=str(path), sha256=file_sha256(path))
     if ref.kind == "default" and default_path:
         path = Path(default_path).expanduser()
@@ -251,8 +281,9 @@ def resolve_model(ref: ModelRef, *, default_size: str, default_path: str | None,
         entry = SIZES[chosen]
     path = _embedded(entry, model_dir) if entry.repo is None else _hub_download(entry.repo, entry.filename)
     sha = file_sha256(path)
-    if entry.sha256 is not None and sha != entry.sha256:
-        raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {entry.sha256}")
+    expected = entry.sha256 or _hub_lfs_sha256(path)
+    if expected is not None and sha != expected:
+        raise ModelUnavailableError(f"{path} has sha256 {sha}, expected {expected}")
     return ModelSpec(name=entry.name, path=str(path), sha256=sha, prompt_format=entry.prompt_format)
 
 

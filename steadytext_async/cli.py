@@ -64,6 +64,16 @@ def _add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     s.add_argument("--allow-remote", action="store_true", help="serve remote provider models (provider:model)")
     s.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds in-flight requests get on SIGTERM")
     s.add_argument("--no-preload", action="store_true", help="start workers on first request, not at startup")
+    s.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="let requests name registry models that are not on this host yet (downloads them from the Hub)",
+    )
+    s.add_argument(
+        "--daemon",
+        action="store_true",
+        help="enable the private endpoint STEADYTEXT_DAEMON_URL clients use (set STEADYTEXT_SERVE_TOKEN with it)",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -80,6 +90,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token=serve_token(),
         shutdown_timeout=args.shutdown_timeout,
         preload=not args.no_preload,
+        allow_download=args.allow_download,
+        daemon=args.daemon,
     )
     return run(config, host=args.host, port=args.port, uds=args.uds)
 

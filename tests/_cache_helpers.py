@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from steadytext_async._cache import CachedEntry, StreamItem
-from steadytext_async._models import Chunk, Fingerprint, GenerationResult, TokenLogprob, TopLogprob
+from steadytext_async._models import Chunk, Fingerprint, GenerationResult, TokenLogprob, TopLogprob, sha256_text
 
 __all__ = ["entry", "fingerprint", "stream_items"]
 
@@ -66,6 +66,7 @@ def stream_items(
             model_sha256=None if fallback else "a" * 64,
             logprobs=logprobs,
             fallback=fallback,
+            output_sha256=sha256_text(text),  # a stored value must match its text (issue 25 M7)
         ),
     )
     return [*chunks, result]

@@ -11,12 +11,13 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-__all__ = ["PASSWORD", "RedisServer", "redis_binary"]
+__all__ = ["PASSWORD", "RedisServer", "redis_binary", "redis_server_fixture"]
 
 PASSWORD = "redis-SENTINEL-pw-7f3e9a"
 
@@ -94,3 +95,14 @@ class RedisServer:
     def client(self) -> redis.Redis:
         """A synchronous redis-py client (for test checks)."""
         return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(name="server")
+def redis_server_fixture(tmp_path: Path) -> Iterator[RedisServer]:
+    """``server``: a running redis-server of its own for one test (import this into a test module to use it)."""
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

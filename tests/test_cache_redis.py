@@ -6,12 +6,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from _cache_helpers import entry, stream_items
-from _redis_server import PASSWORD, RedisServer
+from _redis_server import PASSWORD, RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
 
 from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
 from steadytext_async._cache.codec import FORMAT, MAGIC, encode_entry, pack_entry
@@ -19,16 +19,6 @@ from steadytext_async._cache.redis import RedisBackend
 from steadytext_async._models import GenerationResult
 
 PREFIX = "st-test:"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 class Producer:
@@ -88,7 +78,7 @@ async def test_a_generation_by_one_process_is_a_byte_identical_hit_for_another(
     raw = server.client().get(f"{PREFIX}r:k")
     assert isinstance(raw, bytes) and raw[:5] == MAGIC + bytes([FORMAT])
     stored = await b.backend.get("k")  # type: ignore[union-attr]
-    assert stored is not None and raw[13:] == encode_entry(stored)  # exactly the sqlite codec's bytes
+    assert stored is not None and raw[45:] == encode_entry(stored)  # header (with MAC field), then the sqlite bytes
     await b.aclose()
     assert not (tmp_path / "local-a").exists() and not (tmp_path / "local-b").exists()  # local tier unused
 

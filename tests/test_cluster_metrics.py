@@ -7,13 +7,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from _redis_server import RedisServer
-from test_cache_redis import Producer, cache, collect, server  # noqa: F401  (server: the redis-server fixture)
+from _redis_server import (
+    RedisServer,
+    redis_server_fixture,  # noqa: F401 - the "server" fixture (a redis-server)
+)
+from test_cache_redis import Producer, cache, collect
 
 from steadytext_async.serve._engine import cache_tiers
 
 
-async def test_hits_by_tier_and_single_flight_waits(server: RedisServer, tmp_path: Path) -> None:  # noqa: F811
+async def test_hits_by_tier_and_single_flight_waits(server: RedisServer, tmp_path: Path) -> None:
     a, b = cache(server.url, tmp_path, "a"), cache(server.url, tmp_path, "b")
     pa, pb = Producer(), Producer()
     pa.gate.clear()

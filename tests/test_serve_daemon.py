@@ -43,7 +43,7 @@ def goldens(sdk: SteadyText) -> list[GenerationResult]:
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     tmp = tmp_path_factory.mktemp("daemon")
-    with serve(tmp, uds=str(tmp / "engine.sock")) as srv:
+    with serve(tmp, "--daemon", uds=str(tmp / "engine.sock")) as srv:
         yield srv
 
 
@@ -65,7 +65,7 @@ def test_daemon_results_are_byte_identical(daemon: ServeProcess, goldens: list[G
 
 
 def test_daemon_over_http(tmp_path: Path, goldens: list[GenerationResult]) -> None:
-    with serve(tmp_path) as srv, SteadyText(daemon_url=srv.url, **SDK_SETTINGS) as client:
+    with serve(tmp_path, "--daemon") as srv, SteadyText(daemon_url=srv.url, **SDK_SETTINGS) as client:
         _same(client.generate(CALLS[3][0], **CALLS[3][1]), goldens[3])
         assert client.worker_pids() == []
         assert metric(srv.metrics(), 'steadytext_requests_total{endpoint="daemon",status="200"}') == 1
@@ -104,7 +104,7 @@ def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path, sdk: SteadyT
     prompt, kwargs = "Once upon a time", {"max_new_tokens": 48, "return_logprobs": True}
     golden = sdk.generate(prompt, **kwargs)
     with (
-        serve(tmp_path, uds=str(tmp_path / "engine.sock")) as srv,
+        serve(tmp_path, "--daemon", uds=str(tmp_path / "engine.sock")) as srv,
         SteadyText(daemon_url=f"unix://{srv.uds}", **SDK_SETTINGS) as client,
     ):
         items = []

@@ -52,7 +52,13 @@ def result_backend(settings: Settings) -> CacheBackend:
         return local
     from .redis import RedisBackend  # redis-py is imported only when configured
 
-    return RedisBackend(settings.cache_url, local=local, prefix=settings.cache_prefix, ttl=settings.cache_ttl)
+    return RedisBackend(
+        settings.cache_url,
+        local=local,
+        prefix=settings.cache_prefix,
+        ttl=settings.cache_ttl,
+        secret=settings.cache_secret,
+    )
 
 
 def open_result_cache(settings: Settings) -> ResultCache | None:

@@ -50,6 +50,10 @@ def _approx_size(items: tuple[StreamItem, ...]) -> int:
         tokens = item.tokens if isinstance(item, Chunk) else item.logprobs
         if tokens:
             size += sum(96 + 64 * len(t.top_logprobs) for t in tokens)
+        if isinstance(item, GenerationResult):  # the fingerprint holds the whole input (and the constraint)
+            fp = item.fingerprint
+            held = len(fp.prompt or "") + len(fp.constraint or "") + sum(len(m.text) for m in fp.messages or ())
+            size += 1024 + 2 * held
     return size
 
 

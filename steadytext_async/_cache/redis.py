@@ -64,6 +64,7 @@ if t ~= 'none' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 _WRONG_TYPE = b"\x00wrong type\x00"  # stands for a key holding a hash, list, ... (never a valid string value)
+_DECODE_ON_LOOP = 4096  # larger ones are checked and inflated in a thread (zlib inflates at most ~1032x: ~4 MB here)
 
 
 def _glob_escape(text: str) -> str:
@@ -91,8 +92,10 @@ class RedisBackend:
         connect_timeout: float = 1.0,
         retry_min: float = 0.5,
         retry_max: float = 30.0,
+        secret: str | None = None,
     ) -> None:
         self._url = url
+        self._secret = secret.encode("utf-8") if secret else None  # HMAC key of every value; never shown
         self.location = redact_url(url)
         try:
             self._password: str | None = aioredis.connection.parse_url(url).get("password") or None
@@ -127,7 +130,7 @@ class RedisBackend:
         return await self._call("get", op, lambda: self.local.get(key))
 
     async def put(self, key: str, entry: CachedEntry) -> None:
-        value = pack_entry(entry)
+        value = pack_entry(entry, key=key, secret=self._secret)
         px = int(self.ttl * 1000) if self.ttl else None
 
         async def op(c: aioredis.Redis) -> None:
@@ -254,11 +257,24 @@ class RedisBackend:
                 self.claim_waits += 1
             if time.monotonic() > deadline:  # a live but stuck holder: produce here rather than wait forever
                 return NO_CLAIM
+            if not await self._lease_plausible(c, lock):
+                return NO_CLAIM
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_max)
             entry = await self._fetch(c, key)
             if entry is not None:
                 return Claim(entry=entry)
+
+    async def _lease_plausible(self, c: aioredis.Redis, lock: str) -> bool:
+        """False for a lock no holder of ours could have set: no expiry, or one longer than ``lock_ttl`` (a holder
+        renews to exactly ``lock_ttl``). Waiting on it would stall every host until ``claim_timeout``."""
+        pttl = await c.pttl(lock)
+        if pttl == -1 or pttl > int(self.lock_ttl * 1000) + 1000:
+            if "lease" not in self._warned:
+                self._warned.add("lease")
+                logger.warning("shared result cache: ignoring a single-flight lock without a valid expiry (%s)", lock)
+            return False
+        return True
 
     def _lease(self, lock: str, token: str) -> Callable[[], Awaitable[None]]:
         """Start renewing the lease; return the coroutine function that stops renewing and releases it."""
@@ -313,7 +329,9 @@ class RedisBackend:
         if blob is None:
             return None
         try:
-            return unpack_entry(blob)
+            if len(blob) <= _DECODE_ON_LOOP:
+                return unpack_entry(blob, key=key, secret=self._secret)
+            return await asyncio.to_thread(unpack_entry, blob, key=key, secret=self._secret)  # the loop keeps going
         except CodecError as exc:
             logger.warning("dropping unreadable shared result cache entry (%s)", exc)
             self.errors += 1

@@ -11,17 +11,48 @@ threads exceed the cores, throughput falls 20–100×).
   (no greedy "lone request takes every core" while another process waits).
 - ``flock`` locks belong to the open file description, so two pools in one process exclude each other as well.
 - After ``fork`` a child must not release inherited locks (that would release the parent's): :meth:`forget`.
+- A holder writes its pid into the slot file, so a pool that has waited too long can say who holds the cores
+  (:meth:`holders`) and whether they are stopped (a Ctrl-Z'd run holds its slots but uses no core).
+- An unusable directory (a file in the way, no permission) is an :class:`InvalidRequestError` naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["HostBudget", "Token"]
+from .._exceptions import InvalidRequestError
+
+__all__ = ["Holder", "HostBudget", "Token"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Holder:
+    """A process holding slots: its pid, its scheduler state (``T``: stopped) and command line."""
+
+    pid: int
+    state: str
+    command: str
+
+    @property
+    def stopped(self) -> bool:
+        return self.state in ("T", "t")
+
+    def __str__(self) -> str:
+        return f"pid {self.pid}{' (stopped)' if self.stopped else ''} {self.command[:120]}".rstrip()
+
+
+def _holder(pid: int) -> Holder | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return None
+    return Holder(pid, stat.rpartition(")")[2].split()[0], command.strip())
 
 
 class Token:
@@ -42,26 +73,52 @@ class HostBudget:
 
     def _path(self, name: str) -> str:
         if not self._ready:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise self._unusable(exc) from None
             self._ready = True
         return str(self.directory / name)
+
+    def _unusable(self, exc: OSError) -> InvalidRequestError:
+        return InvalidRequestError(
+            f"the host thread budget directory {self.directory} is unusable ({exc.strerror or exc}); "
+            "set STEADYTEXT_BUDGET_DIR to a writable directory or STEADYTEXT_HOST_BUDGET=0"
+        )
+
+    def _open(self, name: str) -> int:
+        try:
+            return os.open(self._path(name), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise self._unusable(exc) from None
 
     def try_acquire(self) -> Token | None:
         """One free slot, or None (never blocks)."""
         for slot in range(self.size):
-            fd = os.open(self._path(f"slot-{slot}"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = self._open(f"slot-{slot}")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 continue
+            with contextlib.suppress(OSError):  # who holds it, for a waiter's warning
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             return Token(fd, slot)
         return None
+
+    def holders(self) -> list[Holder]:
+        """The processes holding slots now (as far as their slot files tell), each once."""
+        pids: set[int] = set()
+        for slot in range(self.size):
+            with contextlib.suppress(OSError, ValueError):
+                pids.add(int(Path(self._path(f"slot-{slot}")).read_text().strip() or "0"))
+        return [h for pid in sorted(pids - {0}) if (h := _holder(pid)) is not None]
 
     @contextlib.contextmanager
     def waiting(self) -> Iterator[None]:
         """Announce a waiter (a shared lock on ``waiting``) while the body polls for a slot."""
-        fd = os.open(self._path("waiting"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open("waiting")
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
@@ -70,7 +127,7 @@ class HostBudget:
 
     def others_waiting(self) -> bool:
         """True when some process (or pool) is waiting for a slot."""
-        fd = os.open(self._path("waiting"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open("waiting")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -6,6 +6,10 @@
   requests; it takes spare tokens only while no other pool waits, and a watcher hands the extra back once another
   pool starts waiting (or takes tokens freed meanwhile, for a batch that started short of threads).
 
+- A pool with nothing running that finds every host token taken for ``wait_limit`` seconds warns, naming the
+  holders; when they are all stopped (a Ctrl-Z'd run holds its tokens but no core), or after ``hard_limit``
+  seconds in any case, it runs one request on one thread without a token rather than wait forever.
+
 The pool (``_worker/pool.py``) splits the total among its decoding workers with :func:`split`.
 """
 
@@ -13,11 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 from .._engine.budget import HostBudget, Token
 
 __all__ = ["ThreadBudget", "split"]
+
+logger = logging.getLogger("steadytext_async")
+
+WAIT_LIMIT = 10.0  # seconds without any host token before the holders are named (and, if stopped, bypassed)
+HARD_LIMIT = 120.0  # seconds after which one thread runs without a token whoever holds them
+_GAP = 1.0  # a pause this long between failed attempts starts a new wait
 
 
 def split(total: int, k: int) -> list[int]:
@@ -27,12 +39,18 @@ def split(total: int, k: int) -> list[int]:
 
 
 class ThreadBudget:
-    def __init__(self, threads: int, host: HostBudget | None) -> None:
+    def __init__(
+        self, threads: int, host: HostBudget | None, *, wait_limit: float = WAIT_LIMIT, hard_limit: float = HARD_LIMIT
+    ) -> None:
         self.threads = threads
         self.host = host
         self.tokens: list[Token] = []
+        self.wait_limit, self.hard_limit = wait_limit, hard_limit
+        self.tokenless = 0  # times a request ran on one thread without a token (every holder stopped or too slow)
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
+        self._starved: tuple[float, float] | None = None  # (first, last) failed attempt of the current wait
+        self._named = False  # the holders of the current wait were named in a warning
 
     @property
     def shared(self) -> bool:
@@ -56,14 +74,40 @@ class ThreadBudget:
         return max(active, want)
 
     def has_token(self, active: int) -> bool:
-        """True when the pool holds (or just took) a host token for one more decoding worker."""
+        """True when the pool holds (or just took) a host token for one more decoding worker, or, with nothing
+        running, after a bounded wait (see the module docstring) it may run one thread without one."""
         if self.host is None or len(self.tokens) > active:
             return True
         token = self.host.try_acquire()
-        if token is None:
+        if token is not None:
+            self.tokens.append(token)
+            self._starved = None
+            return True
+        return active == 0 and not self.tokens and self._starved_too_long()
+
+    def _starved_too_long(self) -> bool:
+        assert self.host is not None
+        now = time.monotonic()
+        if self._starved is None or now - self._starved[1] > _GAP:
+            self._starved, self._named = (now, now), False
             return False
-        self.tokens.append(token)
-        return True
+        first = self._starved[0]
+        self._starved = (first, now)
+        if now - first < self.wait_limit:
+            return False
+        holders = self.host.holders()
+        bypass = now - first >= self.hard_limit or all(h.stopped for h in holders)
+        if not self._named or bypass:
+            self._named = True
+            names = "; ".join(map(str, holders)) or "unknown processes"
+            action = "running one request on one thread without a token" if bypass else "still waiting"
+            logger.warning(
+                "every host decode thread has been taken for %.0f s (held by %s); %s", now - first, names, action
+            )
+        if bypass:
+            self._starved = None
+            self.tokenless += 1
+        return bypass
 
     def return_tokens(self, keep: int) -> None:
         """Give back host tokens beyond ``keep`` (the threads in use once shrinks are acknowledged)."""

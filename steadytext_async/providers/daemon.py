@@ -7,22 +7,38 @@ exact, so results and fingerprints are byte-identical to in-process generation.
 
 When the daemon cannot be reached or refuses the request (another model, another ``n_ctx``/``n_batch``, a wrong
 token), generation runs in-process instead, and one warning is logged for the life of the provider. The daemon is
-probed again after ``RETRY_AFTER`` seconds. If the daemon's connection breaks mid-stream, the in-process pool
-re-runs the request and the text already delivered is skipped (outputs are deterministic) and checked.
+probed again after ``RETRY_AFTER`` seconds. If the daemon's connection breaks mid-stream, or it sends something
+that is not a well-formed event, the in-process pool re-runs the request and the text already delivered is skipped
+(outputs are deterministic) and checked.
+
+Whatever listens at the URL receives every prompt (and the serve token), so it is checked before use:
+
+- a unix socket must belong to this user (the socket file's owner, and the peer's uid through ``SO_PEERCRED``);
+- the token is never sent over plain ``http://`` to a host other than loopback unless
+  ``STEADYTEXT_DAEMON_INSECURE=1``;
+- the daemon's output is written to the result cache (sqlite or Redis, read later by processes with no daemon)
+  only when the daemon is authenticated: a unix socket of this user, or ``https://``. Over plain ``http://``
+  any local process could have taken the port, so results are returned but not cached.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import logging
+import os
+import socket
+import struct
 import time
+import typing
+import urllib.parse
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .._config import Settings
+from .._config import Settings, redact_url
 from .._env import serve_token
 from .._exceptions import (
     ConstraintError,
@@ -31,7 +47,7 @@ from .._exceptions import (
     SteadyTextError,
     WorkerError,
 )
-from .._models import GenerationRequest, ModelSpec, TokenLogprob
+from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .base import Capabilities, ProviderChunk, ProviderDone
 from .local import LocalProvider
 
@@ -90,16 +106,78 @@ def raise_remote_error(error: dict[str, Any]) -> None:
     raise _ERRORS.get(kind, WorkerError)(f"daemon: {message}")
 
 
+_FINISH_REASONS = frozenset(typing.get_args(FinishReason))
+
+
 def decode_event(line: bytes) -> ProviderChunk | ProviderDone:
-    body = json.loads(line)
-    if "chunk" in body:
-        text, ids, tokens = body["chunk"]
-        parsed = [TokenLogprob.model_validate(t) for t in tokens] if tokens is not None else None
-        return ProviderChunk(text, list(ids), parsed)
-    if "done" in body:
-        return ProviderDone(**body["done"])
-    raise_remote_error(body.get("error") or {"message": f"malformed daemon event {line[:80]!r}"})
+    """One event of the daemon's stream; :class:`DaemonRefused` for anything that is not a well-formed event (the
+    caller then generates in-process), a typed error for an error event."""
+    try:
+        body = json.loads(line)
+        if not isinstance(body, dict):
+            raise TypeError(f"not an object: {type(body).__name__}")
+        if "chunk" in body:
+            text, ids, tokens = body["chunk"]
+            if not isinstance(text, str) or not isinstance(ids, list) or not all(type(i) is int for i in ids):
+                raise TypeError("chunk is not [text, token ids, tokens]")
+            parsed = [TokenLogprob.model_validate(t) for t in tokens] if tokens is not None else None
+            return ProviderChunk(text, ids, parsed)
+        if "done" in body:
+            done = ProviderDone(**body["done"])
+            if done.finish_reason not in _FINISH_REASONS:
+                raise ValueError(f"unknown finish_reason {done.finish_reason!r:.40}")
+            return done
+        error = body.get("error")
+        if not isinstance(error, dict):
+            raise TypeError("neither a chunk, a result nor an error")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # ValidationError: a ValueError
+        raise DaemonRefused(f"malformed daemon event ({type(exc).__name__}): {line[:80]!r}") from None
+    raise_remote_error(error)
     raise AssertionError("unreachable")
+
+
+def _loopback(host: str | None) -> bool:
+    if host is None or host == "localhost":
+        return host is not None
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _owner(path: str) -> int | None:
+    """The uid owning ``path`` (a stat of a local socket file: microseconds), or None when it is gone."""
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def _socket_owner_problem(path: str) -> str | None:
+    """Why the unix socket at ``path`` is not this user's daemon (None when it is): the file's owner, then the
+    listening process's uid (``SO_PEERCRED``)."""
+    uid = os.getuid()
+    try:
+        owner = os.stat(path).st_uid
+    except OSError as exc:
+        return f"cannot stat the daemon socket: {exc.strerror}"
+    if owner != uid:
+        return f"the daemon socket belongs to uid {owner}, not to this user (uid {uid})"
+    peercred = getattr(socket, "SO_PEERCRED", None)
+    if peercred is None:  # pragma: no cover - not Linux: the file owner is the check
+        return None
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2.0)
+        probe.connect(path)
+        _, peer_uid, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, peercred, struct.calcsize("3i")))
+    except OSError as exc:
+        return f"cannot reach the daemon socket: {exc.strerror or exc}"
+    finally:
+        probe.close()
+    if peer_uid != uid:
+        return f"the daemon is run by uid {peer_uid}, not by this user (uid {uid})"
+    return None
 
 
 # -- the provider ----------------------------------------------------------------------------------------------
@@ -122,6 +200,19 @@ class DaemonProvider:
         self._down_until = 0.0
         self._warned = False
         self.daemon_requests = 0  # requests the daemon served (observable for tests)
+        self.shown_url = redact_url(self.url)  # what logs show (a URL's user:password never)
+        self._uds = self.url[len("unix://") :] if self.url.startswith("unix://") else None
+        self._peer_checked = False
+        parts = urllib.parse.urlsplit(self.url) if self._uds is None else None
+        plain_remote = parts is not None and parts.scheme == "http" and not _loopback(parts.hostname)
+        self._refusal = (  # decided once: a reason never to use this daemon
+            "refusing to send STEADYTEXT_SERVE_TOKEN over plain http to a host other than loopback "
+            "(use https://, a unix socket, or STEADYTEXT_DAEMON_INSECURE=1)"
+            if plain_remote and serve_token() and not settings.daemon_insecure
+            else None
+        )
+        # Authenticated daemons only: their output may be written to the persistent or shared result cache.
+        self.results_cacheable = self._uds is not None or (parts is not None and parts.scheme == "https")
 
     def _client(self) -> httpx.AsyncClient:
         import httpx
@@ -131,8 +222,8 @@ class DaemonProvider:
         if client is None:
             timeout = httpx.Timeout(10.0, connect=2.0, read=None)  # a queued request may wait long for a worker
             headers = {"Authorization": f"Bearer {token}"} if (token := serve_token()) else {}
-            if self.url.startswith("unix://"):
-                transport = httpx.AsyncHTTPTransport(uds=self.url[len("unix://") :])
+            if self._uds is not None:
+                transport = httpx.AsyncHTTPTransport(uds=self._uds)
                 client = httpx.AsyncClient(transport=transport, base_url="http://daemon", timeout=timeout)
             else:
                 client = httpx.AsyncClient(base_url=self.url, timeout=timeout)
@@ -148,8 +239,11 @@ class DaemonProvider:
     ) -> AsyncIterator[ProviderChunk | ProviderDone]:
         self.check(request)
         delivered: list[str] = []
-        if time.monotonic() >= self._down_until:
+        if self._refusal is not None:
+            self._fall_back(self._refusal)
+        elif time.monotonic() >= self._down_until:
             try:
+                await self._check_peer()
                 async for event in self._remote(spec, request):
                     if isinstance(event, ProviderChunk):
                         delivered.append(event.text)
@@ -176,13 +270,28 @@ class DaemonProvider:
                 event = dataclasses.replace(event, text=seen[len(delivered) :])
             yield event
 
+    async def _check_peer(self) -> None:
+        """A unix socket must be this user's: its owner on every request, the listening process once per period of
+        use (a probe connection)."""
+        if self._uds is None:
+            return
+        if not self._peer_checked:
+            problem = await asyncio.to_thread(_socket_owner_problem, self._uds)
+            self._peer_checked = problem is None
+        else:
+            problem = None if _owner(self._uds) == os.getuid() else "the daemon socket was replaced"
+        if problem is not None:
+            self._peer_checked = False
+            raise DaemonRefused(problem)
+
     def _fall_back(self, reason: str) -> None:
         self._down_until = time.monotonic() + RETRY_AFTER
+        self._peer_checked = False  # the next use probes the socket's owner again
         if not self._warned:
             self._warned = True
-            logger.warning("steadytext daemon %s not used (%s); generating in-process", self.url, reason)
+            logger.warning("steadytext daemon %s not used (%s); generating in-process", self.shown_url, reason)
         else:
-            logger.debug("steadytext daemon %s not used (%s)", self.url, reason)
+            logger.debug("steadytext daemon %s not used (%s)", self.shown_url, reason)
 
     async def _remote(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
         import httpx
@@ -213,6 +322,9 @@ class DaemonProvider:
         """Nothing to start here when the daemon is up (it owns the workers); otherwise preload in-process."""
         import httpx
 
+        if self._refusal is not None:
+            await self.fallback.preload(spec)
+            return
         try:
             response = await self._client().get("/health")
             if response.status_code == 200:

@@ -13,7 +13,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
@@ -23,16 +23,18 @@ from starlette.routing import Route
 
 from .._client import AsyncSteadyText
 from .._config import Settings
-from .._models import Chunk, GenerationResult
+from .._models import Chunk, GenerationRequest, GenerationResult
 from .._registry import REGISTRY
+from .._validate import build_request
 from .._version import __version__
 from ..providers.daemon import DAEMON_PATH
 from . import _daemon_endpoint
-from ._engine import pool_stats
+from ._engine import generate_request, pool_stats, stream_request
 from ._errors import HTTPError, error_body, error_status
 from ._metrics import Metrics
-from ._openai import DEFAULT_MODEL, Envelope, Kind, parse_request, response_body
-from ._sse import ShuttingDown, sse, until
+from ._openai import DEFAULT_MODEL, Envelope, Kind, ParsedRequest, parse_request, response_body
+from ._policy import check_model
+from ._sse import ShuttingDown, or_stop, sse, until
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -45,9 +47,16 @@ Handler = Callable[[Request], Awaitable[Response]]
 class ServeConfig:
     settings: Settings
     allow_remote: bool = False
-    token: str | None = None  # bearer token required on every endpoint but /health
+    token: str | None = None  # bearer token required on every endpoint (/health: its details)
     shutdown_timeout: float = 30.0  # in-flight requests get this long to finish before they are ended
     preload: bool = True  # start the default model's workers at startup
+    allow_download: bool = False  # serve registry models that are not on this host yet (Hub downloads)
+    daemon: bool = False  # enable the private endpoint STEADYTEXT_DAEMON_URL clients use
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413 before they are read
+    body_timeout: float = 30.0  # seconds a request body may take to arrive (408 after)
+    max_queued: int = 4096  # generations in flight (queued or running) before new ones get 429
+    max_connections: int | None = None  # open connections before new ones are closed (None: from RLIMIT_NOFILE)
+    header_timeout: float = 10.0  # a connection that has not sent a request's headers by then is closed
 
 
 class ServerState:
@@ -80,31 +89,6 @@ def pool_stats_empty(settings: Settings) -> dict[str, Any]:
     return {"workers_max": settings.workers, "threads": settings.threads, **dict.fromkeys(keys, 0)}
 
 
-async def _or_stop(coro: Coroutine[Any, Any, T], stop: asyncio.Event, request: Request) -> T:
-    """Await ``coro`` unless the server must stop or the client goes away first (then cancel it)."""
-    task = asyncio.ensure_future(coro)
-    stopper = asyncio.ensure_future(stop.wait())
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, stopper, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-        if stopper.done():
-            raise ShuttingDown
-        raise HTTPError(499, "the client disconnected", type="client_closed_request")
-    finally:
-        stopper.cancel()
-        gone.cancel()
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 def _authorized(request: Request, token: str | None) -> bool:
     if token is None:
         return True
@@ -131,38 +115,82 @@ def _endpoint(state: ServerState, name: str, handler: Handler, *, auth: bool = T
     return wrapped
 
 
-async def read_json(request: Request) -> Any:
+async def read_json(request: Request, config: ServeConfig) -> Any:
+    """The request's JSON body: 413 past ``max_body_bytes`` (declared or streamed), 408 past ``body_timeout``, 400 for
+    anything that is not JSON (also nesting too deep to parse or integers too long to convert)."""
+    limit = config.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _too_large(limit) if declared.isdigit() else HTTPError(400, "invalid Content-Length header")
+    body = bytearray()
     try:
-        return json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"the request body is not valid JSON: {exc}") from None
+        async with asyncio.timeout(config.body_timeout):
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise _too_large(limit)
+    except TimeoutError:
+        raise HTTPError(408, f"the request body did not arrive within {config.body_timeout:g} s") from None
+    if len(body) > _PARSE_ON_LOOP:  # a large document is parsed off the loop (/health stays responsive)
+        return await asyncio.to_thread(_loads, bytes(body))
+    return _loads(bytes(body))
+
+
+_PARSE_ON_LOOP = 64 * 1024
+
+
+def _too_large(limit: int) -> HTTPError:
+    return HTTPError(413, f"the request body exceeds {limit} bytes", code="request_too_large")
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:  # ValueError: JSON, UTF-8 and int-digits errors
+        raise HTTPError(400, f"the request body is not valid JSON: {str(exc)[:200]}") from None
+
+
+async def _validated(state: ServerState, req: ParsedRequest) -> GenerationRequest:
+    """The SDK request, validated in a thread (a large schema takes seconds: the loop keeps serving), and the
+    model checked against what this server may load."""
+    request = await asyncio.to_thread(build_request, req.prompt, **req.kwargs)
+    check_model(request.model_ref, allow_download=state.config.allow_download)
+    return request
+
+
+def _admit(state: ServerState) -> None:
+    if state.metrics.in_flight_generations >= state.config.max_queued:
+        raise HTTPError(429, "too many generations are queued; retry later", type="rate_limit_error", code="queue_full")
 
 
 def _generation(state: ServerState, kind: Kind) -> Handler:
     async def handler(request: Request) -> Response:
         if state.draining:
             raise ShuttingDown
-        req = parse_request(kind, await read_json(request), allow_remote=state.config.allow_remote)
+        req = parse_request(kind, await read_json(request, state.config), allow_remote=state.config.allow_remote)
         env = Envelope(req)
         metrics = state.metrics
-        if not req.stream:
-            metrics.in_flight_generations += 1
-            try:
-                result = await _or_stop(state.sdk.generate(req.prompt, **req.kwargs), state.stop, request)
-            finally:
-                metrics.in_flight_generations -= 1
-            _record(state, result)
-            return JSONResponse(response_body(env, result))
-        items = until(state.sdk.stream(req.prompt, **req.kwargs), state.stop)
+        _admit(state)
         metrics.in_flight_generations += 1
+        handed_off = False  # once the stream body owns the count, it decrements it
         try:
-            first = await anext(items)  # errors before the first piece still get their HTTP status
-        except BaseException:
-            metrics.in_flight_generations -= 1
-            await items.aclose()  # type: ignore[attr-defined]
-            raise
-        body = _counted(state, sse(env, first, items, lambda r: _record(state, r)))
-        return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            sdk_request = await _validated(state, req)
+            if not req.stream:
+                result = await or_stop(generate_request(state.sdk, sdk_request), state.stop, request)
+                _record(state, result)
+                return JSONResponse(response_body(env, result))
+            items = until(stream_request(state.sdk, sdk_request), state.stop)
+            try:  # errors before the first piece still get their HTTP status; a client gone meanwhile cancels it
+                first = await or_stop(anext(items), state.stop, request)
+            except BaseException:
+                await items.aclose()  # type: ignore[attr-defined]
+                raise
+            body = _counted(state, sse(env, first, items, lambda r: _record(state, r)))
+            handed_off = True
+            return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        finally:
+            if not handed_off:
+                metrics.in_flight_generations -= 1
 
     return handler
 
@@ -193,9 +221,10 @@ def _models(state: ServerState) -> Handler:
 
 def _health(state: ServerState) -> Handler:
     async def handler(request: Request) -> Response:
-        s = state.stats()
-        pids = state.client.worker_pids() if state.client is not None else []
-        body = {"status": "draining" if state.draining else "ok", "version": __version__, **s, "worker_pids": pids}
+        body: dict[str, Any] = {"status": "draining" if state.draining else "ok"}
+        if _authorized(request, state.config.token):  # details (version, pids, counters) only behind the token
+            pids = state.client.worker_pids() if state.client is not None else []
+            body.update(version=__version__, **state.stats(), worker_pids=pids)
         return JSONResponse(body, status_code=503 if state.draining else 200)
 
     return handler
@@ -226,8 +255,9 @@ def create_app(config: ServeConfig) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # the server's own generations run here: never forwarded to a daemon (which could be this server)
-        state.client = AsyncSteadyText(dataclasses.replace(config.settings, daemon_url=None))
+        # the server's own generations run here: never forwarded to a daemon (which could be this server); strict, so
+        # a model that cannot load is a 503, never fallback text answered as a 200
+        state.client = AsyncSteadyText(dataclasses.replace(config.settings, daemon_url=None, strict=True))
         keeper = None
         if config.preload:
             await state.client.preload()
@@ -249,8 +279,9 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/v1/models", _endpoint(state, "models", _models(state)), methods=["GET"]),
         Route("/v1/completions", _endpoint(state, "completions", _generation(state, "completion")), methods=["POST"]),
         Route("/v1/chat/completions", _endpoint(state, "chat", _generation(state, "chat")), methods=["POST"]),
-        Route(DAEMON_PATH, _endpoint(state, "daemon", _daemon_endpoint.handler(state)), methods=["POST"]),
     ]
+    if config.daemon:  # off unless asked for (--daemon): it streams raw provider events to DaemonProvider
+        routes.append(Route(DAEMON_PATH, _endpoint(state, "daemon", _daemon_endpoint.handler(state)), methods=["POST"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.serve = state
     return app

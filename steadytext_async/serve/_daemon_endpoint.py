@@ -1,12 +1,16 @@
 """The daemon's private endpoint: raw provider events of one local generation, as JSON lines.
 
-The caller (:class:`~steadytext_async.providers.daemon.DaemonProvider`) has already validated the request, peeked
-its cache and resolved the model; this side checks that it would produce the same bytes (same model file, same
-``n_ctx`` and ``n_batch``; 409 otherwise, and the caller generates in-process) and streams the worker's events.
+Off unless the server runs with ``--daemon``. The caller (:class:`~steadytext_async.providers.daemon.DaemonProvider`)
+has validated the request, peeked its cache and resolved the model, but a peer is not trusted: the request is
+validated again exactly as :func:`~steadytext_async._validate.build_request` validates a call (its constraint
+normalized again), models the server may not load (files, Hub repos, registry models not on the host) are refused
+before anything resolves, and the server checks that it would produce the same bytes (same model file, same
+``n_ctx`` and ``n_batch``; 409 otherwise, and the caller generates in-process) before streaming the worker's events.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +19,16 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from .._exceptions import InvalidRequestError
-from .._modelref import parse_model
 from .._models import GenerationRequest
+from .._replay import _constraint
+from .._validate import build_request
 from ..providers.base import ProviderChunk, ProviderDone
 from ..providers.daemon import encode_error, encode_event
 from ._engine import local_events, resolve_local
 from ._errors import HTTPError
-from ._sse import until
+from ._openai import MAX_TOP_LOGPROBS
+from ._policy import check_model
+from ._sse import or_stop, until
 
 if TYPE_CHECKING:
     from ._app import ServerState
@@ -30,24 +37,45 @@ __all__ = ["handler"]
 
 
 def _parse(body: Any) -> GenerationRequest:
+    """The caller's request, validated again exactly as the SDK validates a call (a peer is not trusted to have)."""
     if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
         raise InvalidRequestError("expected {'request': {...}, 'model_sha256': ..., 'n_ctx': ..., 'n_batch': ...}")
     try:
-        request = GenerationRequest.model_validate(body["request"])
+        given = GenerationRequest.model_validate(body["request"])
     except pydantic.ValidationError as exc:
-        raise InvalidRequestError(f"malformed request: {exc}") from None
-    model = request.model
-    if model is not None and parse_model(model).kind in ("remote", "file"):
-        raise HTTPError(409, f"the daemon serves registry models only, not {model!r}", code="daemon_mismatch")
-    return request
+        raise InvalidRequestError(f"malformed request: {str(exc)[:500]}") from None
+    if given.model_ref.kind in ("remote", "hub", "file"):
+        raise HTTPError(409, "the daemon serves registry models only", code="daemon_mismatch")
+    constraint = _constraint(given.constraint.canonical) if given.constraint is not None else None
+    if constraint is not None and given.eos_string != "[EOS]":
+        raise InvalidRequestError("eos_string cannot be combined with a constraint")
+    if not 0 <= given.top_logprobs <= MAX_TOP_LOGPROBS:
+        raise InvalidRequestError(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    s = given.sampling
+    messages = [m.wire() for m in given.messages] if given.messages is not None else None  # checked again too
+    request = build_request(
+        given.prompt,
+        messages=messages,
+        max_new_tokens=given.max_new_tokens,
+        return_logprobs=given.logprobs,
+        eos_string=given.eos_string,
+        model=given.model,
+        size=given.size,
+        seed=s.seed,
+        temperature=s.temperature,
+        strict=given.strict,
+    )
+    sampling = request.sampling.model_copy(update={"top_k": s.top_k, "top_p": s.top_p, "min_p": s.min_p})
+    update = {"sampling": sampling, "top_logprobs": given.top_logprobs, "constraint": constraint}
+    return request.model_copy(update=update)
 
 
 def handler(state: ServerState) -> Any:
     async def run(request: Request) -> Response:
         from ._app import read_json
 
-        body = await read_json(request)
-        req = _parse(body)
+        body = await read_json(request, state.config)
+        req = await asyncio.to_thread(_parse, body)  # a constraint is compiled again: off the loop
         settings = state.config.settings
         if (body.get("n_ctx"), body.get("n_batch")) != (settings.n_ctx, settings.n_batch):
             raise HTTPError(
@@ -56,7 +84,9 @@ def handler(state: ServerState) -> Any:
                 f"n_ctx={body.get('n_ctx')}, n_batch={body.get('n_batch')}",
                 code="daemon_mismatch",
             )
+        check_model(req.model_ref, allow_download=state.config.allow_download)  # before anything resolves
         client = state.sdk
+        client._local.check(req)  # what needs no model (max_new_tokens < n_ctx), before resolving one
         spec = await resolve_local(client, req)
         if (spec.sha256, spec.prompt_format) != (body.get("model_sha256"), body.get("prompt_format")):
             raise HTTPError(
@@ -64,7 +94,11 @@ def handler(state: ServerState) -> Any:
             )
         client._local.check(req, spec)
         events = until(local_events(client, spec, req), state.stop)
-        first = await anext(events)
+        try:  # a caller gone while its request waits for a worker or its prompt cancels it
+            first = await or_stop(anext(events), state.stop, request)
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
         return StreamingResponse(_lines(state, first, events), media_type="application/x-ndjson")
 
     return run

@@ -12,12 +12,22 @@ from typing import Any
 from .._cache import ResultCache
 from .._client import AsyncSteadyText
 from .._engine import engine
-from .._models import GenerationRequest, ModelSpec
+from .._models import Chunk, GenerationRequest, GenerationResult, ModelSpec
 from ..providers.base import ProviderChunk, ProviderDone
 
-__all__ = ["cache_tiers", "local_events", "pool_stats", "resolve_local"]
+__all__ = ["cache_tiers", "generate_request", "local_events", "pool_stats", "resolve_local", "stream_request"]
 
 CACHE_TIER_KEYS = ("hits_process", "hits_redis", "hits_local", "waits_process", "waits_cluster")
+
+
+async def generate_request(client: AsyncSteadyText, request: GenerationRequest) -> GenerationResult:
+    """``client.generate`` for a request already validated (serve validates off its loop)."""
+    return await client._agenerate(request)
+
+
+def stream_request(client: AsyncSteadyText, request: GenerationRequest) -> AsyncIterator[Chunk | GenerationResult]:
+    """``client.stream`` for a request already validated."""
+    return client._astream(request)
 
 
 async def resolve_local(client: AsyncSteadyText, request: GenerationRequest) -> ModelSpec:

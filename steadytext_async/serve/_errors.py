@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
 from .._exceptions import (
@@ -53,7 +54,6 @@ def _classify(exc: BaseException) -> tuple[int, str, str | None]:
         return 502, "upstream_error", None
     if isinstance(exc, NotImplementedError):
         return 501, "not_implemented", None
-    logger.exception("serve: unexpected error", exc_info=exc)
     return 500, "internal_error", None
 
 
@@ -61,10 +61,30 @@ def error_status(exc: BaseException) -> int:
     return _classify(exc)[0]
 
 
+# Server-side failures: their messages hold paths, pids and worker stderr, which are the operator's, not the caller's.
+_PRIVATE = {
+    "worker_error": "a worker failed while generating",
+    "model_unavailable": "the model could not be loaded",
+    "internal_error": "internal server error",
+}
+
+
 def error_body(exc: BaseException) -> dict[str, Any]:
-    """``{"error": {"message", "type", "param", "code"}}`` for ``exc``."""
+    """``{"error": {"message", "type", "param", "code"}}`` for ``exc``. Server-side failures get a generic message
+    and an error id; the detail goes to the server's log under that id."""
     _, kind, code = _classify(exc)
-    message = str(exc) if kind != "internal_error" else "internal server error"
+    message = str(exc)
+    if kind in _PRIVATE:
+        ref = uuid.uuid4().hex[:12]
+        logger.log(
+            logging.ERROR if kind == "internal_error" else logging.WARNING,
+            "serve: %s (error id %s): %s",
+            kind,
+            ref,
+            message,
+            exc_info=exc if kind == "internal_error" else None,
+        )
+        message = f"{_PRIVATE[kind]} (error id {ref}; the details are in the server's log)"
     error: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": code}
     if isinstance(exc, ConstraintError):
         error["partial_text"] = exc.partial_text

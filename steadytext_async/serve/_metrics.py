@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -89,7 +90,8 @@ class Metrics:
         )
         self.in_flight_generations = 0
         self._window: collections.deque[tuple[float, int]] = collections.deque()
-        self._seen: collections.OrderedDict[int, GenerationResult] = collections.OrderedDict()
+        # results already counted, held weakly: a result lives while its requests are answered, not longer
+        self._seen: weakref.WeakValueDictionary[int, GenerationResult] = weakref.WeakValueDictionary()
         self.replica = Info(
             "steadytext_replica", "This server: replica id (STEADYTEXT_REPLICA_ID) and version", registry=self.registry
         )
@@ -104,9 +106,7 @@ class Metrics:
         if result.cached or id(result) in self._seen:
             self.cache_hits.inc()
             return
-        self._seen[id(result)] = result  # held, so the id is not reused while it is remembered
-        while len(self._seen) > 4096:
-            self._seen.popitem(last=False)
+        self._seen[id(result)] = result  # a reused id belongs to a dead result, which has left the mapping
         self.record_generated(count)
 
     def record_generated(self, count: int) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
+
+from starlette.requests import Request
 
 from .._models import Chunk, GenerationResult
 from ._errors import HTTPError, error_body
 from ._openai import Envelope, hold, stream_chunk, tool_calls_chunks, usage_chunk
 
-__all__ = ["ShuttingDown", "sse", "until"]
+__all__ = ["ShuttingDown", "or_stop", "sse", "until"]
 
 T = TypeVar("T")
 DONE = b"data: [DONE]\n\n"
@@ -30,6 +32,31 @@ class ShuttingDown(HTTPError):
 
 def event(body: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+async def or_stop(awaitable: Awaitable[T], stop: asyncio.Event, request: Request) -> T:
+    """Await ``awaitable`` unless the server must stop or the client goes away first (then cancel it)."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, stopper, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        if stopper.done():
+            raise ShuttingDown
+        raise HTTPError(499, "the client disconnected", type="client_closed_request")
+    finally:
+        stopper.cancel()
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def until(items: AsyncIterator[T], stop: asyncio.Event) -> AsyncIterator[T]:
