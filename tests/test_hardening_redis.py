@@ -12,8 +12,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from _redis_server import RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
 from _cache_helpers import entry, stream_items
+from _redis_server import RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
 
 from steadytext_async._cache import ResultCache, SqliteBackend
 from steadytext_async._cache.codec import MAGIC, CodecError, pack_entry, unpack_entry
