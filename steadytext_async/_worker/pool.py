@@ -1,6 +1,8 @@
 """A pool of llama.cpp worker processes with a shared decode-thread budget.
 
-- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``.
+- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``. A worker with no cached
+  batching verdict is ready unbatched (capacity 1) and reports its verdict later (``BatchVerdict``), when its
+  capacity grows; ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
   (``max_batch``; see ``_worker/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
@@ -366,13 +368,18 @@ class Pool:
             verdict_path=self.verdict_path,
         )
         try:
-            worker = await WorkerHandle.start(cfg, self.start_timeout, self._exited)
+            worker = await WorkerHandle.start(cfg, self.start_timeout, self._exited, self._changed)
         except LoadFailed as exc:
             failure = str(exc)
             self._failed[model_path] = (time.monotonic(), failure)
             raise ModelUnavailableError(failure) from None
         self._workers.append(worker)
         return worker
+
+    async def _changed(self, worker: WorkerHandle) -> None:
+        """A worker's capacity grew (its batching verdict): waiting requests may join it now."""
+        async with self._cond:
+            self._cond.notify_all()
 
     async def _exited(self, worker: WorkerHandle) -> None:
         """A worker's pipe closed (its waiters already know): drop it unless a request still reads from it."""
