@@ -40,6 +40,17 @@ KERNEL: dict[str, bool] = {"repack": False, "flash_attn": False, "kv_unified": F
 os.environ["GGML_CPU_TILED_MM"] = "1" if KERNEL["tiled_mm"] else "0"
 
 
+_SILENT: list[Any] = []  # the one log callback of the process, kept alive as long as llama.cpp may call it
+
+
+def _silence(llama_cpp: Any) -> None:
+    """Drop llama.cpp's log (it logs through the callback even with verbose=False). One callback per process: a
+    callback owned by a model that was closed and collected would leave llama.cpp calling freed memory."""
+    if not _SILENT:
+        _SILENT.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
+        llama_cpp.llama_log_set(_SILENT[0], ctypes.c_void_p(0))
+
+
 class LlamaModel:
     def __init__(
         self,
@@ -62,11 +73,8 @@ class LlamaModel:
         self.lc = llama_cpp
         self.path = path
         self.log = log
-        self._log_cb: Any = None
-        if not log and weights is None:
-            # llama.cpp logs through this callback even with verbose=False; drop everything.
-            self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-            llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
+        if not log:
+            _silence(llama_cpp)
         self._owns_weights = weights is None
         if weights is None:
             mparams = llama_cpp.llama_model_default_params()
