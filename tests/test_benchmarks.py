@@ -264,3 +264,10 @@ def test_run_entry_timeout_ends_what_the_benchmark_started(runner: Any, tmp_path
     while alive(grandchild) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(grandchild)
+
+
+@pytest.mark.slow
+def test_bench_recovery_quick() -> None:
+    got = run("bench_recovery.py", "--quick")
+    assert figures(got) == {"recovery", "recovery_ratio"}
+    assert {line["spare_workers"] for line in got if line["figure"] == "recovery"} == {0, 1}

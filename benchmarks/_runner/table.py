@@ -120,6 +120,15 @@ BENCHMARKS: tuple[Entry, ...] = (  # in order of importance: --budget cuts from 
         "cache hit latency p50/p99, miss overhead (cache on vs off), concurrent hit throughput",
     ),
     Entry(
+        "bench_recovery",
+        "bench_recovery.py",
+        ("--quick",),
+        (),
+        420,
+        900,
+        "worker replacement after SIGKILL under load: warm spare (spare_workers=1) vs none, seconds",
+    ),
+    Entry(
         "bench_structured",
         "bench_structured.py",
         ("--tokens", "16", "--repeat", "1"),
