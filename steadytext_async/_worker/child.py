@@ -267,11 +267,12 @@ class Worker:
 
     def work(self) -> None:
         """Admit waiting requests into free slots, then one batcher tick and, while requests hold the worker's
-        thread share, one step of a pending self-test (an idle worker's threads are not its to use)."""
+        thread share, one step of a pending self-test (an idle worker's threads are not its to use; a frame waiting
+        in the inbox, e.g. a cancel, goes first)."""
         while self.waiting and self.batcher.capacity:
             self.start(self.waiting.popleft())
         self.batcher.tick()
-        if self._selftest is not None and self.batcher.busy:
+        if self._selftest is not None and self.batcher.busy and self.inbox.empty():
             self._advance_selftest()
 
 
