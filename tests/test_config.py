@@ -31,3 +31,11 @@ def test_overrides_win_over_env() -> None:
 def test_bad_env_is_a_clear_error(env: dict, match: str) -> None:
     with pytest.raises(InvalidRequestError, match=match):
         Settings.from_env(env)
+
+
+def test_spare_workers_from_env_and_checked() -> None:
+    assert Settings.from_env({"STEADYTEXT_SPARE_WORKERS": "1"}).spare_workers == 1
+    assert Settings.from_env({}).spare_workers == 0
+    for bad in (2, -1, True):
+        with pytest.raises(InvalidRequestError, match="spare_workers"):
+            Settings(spare_workers=bad)
