@@ -1,7 +1,8 @@
-"""``steadytext-async serve`` against llama-cpp-python's own server, same GGUF, same threads, loopback only.
+"""``steadytext-async serve`` against llama-cpp-python's own server and llama.cpp's ``llama-server``, same GGUF, same
+threads, loopback only.
 
 Run: ``python benchmarks/bench_server.py [--quick] [--threads 2] [--requests 32] [--tokens 32] [--concurrency 4]``.
-All three servers are started, then requests go to one server at a time in alternating
+All servers are started, then requests go to one server at a time in alternating
 rounds (an idle server costs no CPU), so load drift on a shared host hits every server alike. Prints one JSON line
 per figure:
 
@@ -9,6 +10,8 @@ per figure:
   non-streamed ``/v1/completions`` at ``--concurrency``, greedy, for unique prompts and for prompts drawn from a set
   of 4. Ours runs as shipped (result cache on), and again with the cache off (``steadytext_nocache``).
 - ``server_ratio``: ours / llama-cpp-python for throughput and p50 (cache on and off).
+- ``llama-server`` (built by ``scripts/build_llama_server.sh`` from the llama.cpp the engine runs; skipped with a
+  message when absent) runs with ``--concurrency`` parallel slots (continuous batching) and its prompt cache off.
 - ``identical_after_different_prompts``: one prompt sent after each of several different earlier prompts (some share
   a prefix with it); ``identical`` says whether every answer had the same bytes. llama-cpp-python reuses the
   previous prompt's KV prefix, which changes how the prompt is split into batches. Ours is checked with the cache
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -39,6 +43,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from peers import llama_server as native  # noqa: E402
 
 from steadytext_async._registry import embedded_model  # noqa: E402
 
@@ -135,8 +142,13 @@ def llama_server(tmp: Path, model: str, threads: int, n_ctx: int) -> Iterator[st
         yield url
 
 
+# llama-server keeps a prompt cache by default (a request then evaluates only the part its slot has not seen)
+EXTRA: dict[str, dict[str, Any]] = {}
+
+
 async def _complete(client: httpx.AsyncClient, prompt: str, tokens: int) -> tuple[float, str, int]:
     body = {"model": "default", "prompt": prompt, "max_tokens": tokens, "temperature": 0.0, "seed": 42}
+    body.update(EXTRA.get(str(client.base_url).rstrip("/"), {}))
     t0 = time.perf_counter()
     response = await client.post("/v1/completions", json=body)
     response.raise_for_status()
@@ -203,6 +215,11 @@ def main() -> None:
     run_id = time.time_ns()  # unique prompts stay unique across runs that share a cache directory
     unique = [f"[{run_id}] {u}" for u in unique]
     names = ["llama_cpp", "steadytext", "steadytext_nocache"]
+    if native.binary() is None:
+        print(f"bench_server: skipping the llama-server peer: {native.MISSING}", file=sys.stderr)
+        _emit(figure="llama_server_skipped", reason=native.MISSING)
+    else:
+        names.append("llama_server")
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {(n, k): [] for n in names for k in ("unique", "repeated")}
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
@@ -211,6 +228,12 @@ def main() -> None:
             "steadytext": stack.enter_context(steadytext_server(tmp, args.threads, cache=True)),
             "steadytext_nocache": stack.enter_context(steadytext_server(tmp, args.threads, cache=False)),
         }
+        if "llama_server" in names:
+            url = stack.enter_context(
+                native.running(model, slots=args.concurrency, threads=args.threads, log=tmp / "llama-server.log")
+            )
+            urls["llama_server"] = url
+            EXTRA[url] = {"cache_prompt": False}
         for url in urls.values():
             asyncio.run(_complete_warmup(url))
         # idle servers cost no CPU; rounds alternate between them so load drift on a shared host hits all alike
@@ -221,23 +244,24 @@ def main() -> None:
                     samples[(name, kind)].append(
                         asyncio.run(_workload(urls[name], part, args.tokens, args.concurrency))
                     )
-        for name in ("llama_cpp", "steadytext_nocache"):
+        for name in [n for n in ("llama_cpp", "llama_server", "steadytext_nocache") if n in urls]:
             result = asyncio.run(_identity(urls[name], args.tokens, earlier))
             _emit(figure="identical_after_different_prompts", server=name.removesuffix("_nocache"), **result)
     figures = {key: _merge(parts) for key, parts in samples.items()}
     for (name, kind), fig in figures.items():
         _emit(figure=f"server_{kind}", server=name, tokens=args.tokens, concurrency=args.concurrency, **fig)
-    for ours in ("steadytext", "steadytext_nocache"):
-        for kind in ("unique", "repeated"):
-            a, b = figures[(ours, kind)], figures[("llama_cpp", kind)]
-            _emit(
-                figure="server_ratio",
-                server=ours,
-                workload=kind,
-                throughput_ratio=round(a["tok_per_s"] / b["tok_per_s"], 3) if b["tok_per_s"] else None,
-                p50_ratio=round(a["p50_ms"] / b["p50_ms"], 3),
-                p99_ratio=round(a["p99_ms"] / b["p99_ms"], 3),
-            )
+    peers = [n for n in ("llama_cpp", "llama_server") if n in names]
+    for ours, peer, kind in itertools.product(("steadytext", "steadytext_nocache"), peers, ("unique", "repeated")):
+        a, b = figures[(ours, kind)], figures[(peer, kind)]
+        _emit(
+            figure="server_ratio",
+            server=ours,
+            peer=peer,
+            workload=kind,
+            throughput_ratio=round(a["tok_per_s"] / b["tok_per_s"], 3) if b["tok_per_s"] else None,
+            p50_ratio=round(a["p50_ms"] / b["p50_ms"], 3),
+            p99_ratio=round(a["p99_ms"] / b["p99_ms"], 3),
+        )
 
 
 async def _complete_warmup(url: str) -> None:

@@ -16,6 +16,7 @@ needed without Settings), and nowhere else.
 | STEADYTEXT_UNSAFE_MODE    | 1: allow remote (best-effort deterministic) models without unsafe_mode=True | 0      |
 | STEADYTEXT_<NAME>_BASE_URL | base URL of remote provider NAME (e.g. STEADYTEXT_OPENAI_BASE_URL) | preset's      |
 | STEADYTEXT_START_TIMEOUT  | seconds a worker may take to load its model                      | 120                |
+| STEADYTEXT_SPARE_WORKERS  | 1: keep one more worker loaded and idle, to replace a dead one at once | 0            |
 | STEADYTEXT_HOST_BUDGET    | 0: no host-wide thread budget (each pool only keeps its own)      | 1                  |
 | STEADYTEXT_HOST_THREADS   | decode threads shared by every process of the host               | usable cores       |
 | STEADYTEXT_BUDGET_DIR     | directory of the host budget's lock files                        | user cache dir     |
@@ -109,6 +110,7 @@ class Settings:
     strict: bool = False
     llama_log: bool = False
     start_timeout: float = 120.0
+    spare_workers: int = 0
     host_budget: bool = True
     host_threads: int = dataclasses.field(default_factory=usable_cores)
     budget_dir: Path | None = None
@@ -134,6 +136,8 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive int, got {value!r}")
+        if self.spare_workers not in (0, 1) or isinstance(self.spare_workers, bool):
+            raise InvalidRequestError(f"spare_workers must be 0 or 1, got {self.spare_workers!r}")
         if self.n_ctx < 16:
             raise InvalidRequestError(f"n_ctx must be >= 16, got {self.n_ctx}")
         for name in ("cache_max_entries", "cache_max_bytes"):
@@ -184,6 +188,7 @@ class Settings:
             "strict": env_bool(e, "STEADYTEXT_STRICT", False),
             "llama_log": env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
+            "spare_workers": env_int(e, "STEADYTEXT_SPARE_WORKERS", 0, minimum=0),
             "host_budget": env_bool(e, "STEADYTEXT_HOST_BUDGET", True),
             "host_threads": env_int(e, "STEADYTEXT_HOST_THREADS", cores),
             "budget_dir": Path(e["STEADYTEXT_BUDGET_DIR"]) if e.get("STEADYTEXT_BUDGET_DIR") else None,

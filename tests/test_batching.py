@@ -20,6 +20,7 @@ from test_determinism import GOLDEN
 from steadytext_async._worker import selftest
 from steadytext_async._worker.child import Worker
 from steadytext_async._worker.protocol import (
+    BatchVerdict,
     Cancel,
     Cancelled,
     DoneFrame,
@@ -48,6 +49,7 @@ class Harness:
         self.worker = worker
         self.outs: dict[int, Out] = {}
         self.rid = 0
+        self.verdicts: list[int] = []
 
     def collect(self, msg: FromWorker) -> None:
         if isinstance(msg, PieceFrame):
@@ -61,6 +63,8 @@ class Harness:
             self.outs[msg.rid].finish = "cancelled"
         elif isinstance(msg, ErrorFrame):
             raise AssertionError(f"request {msg.rid} failed: {msg.kind}: {msg.message}")
+        elif isinstance(msg, BatchVerdict):
+            self.verdicts.append(msg.max_batch)
 
     def run(self, schedule: dict[int, list[GenParams]], cancel: dict[int, list[int]] | None = None) -> list[Out]:
         """Submit ``schedule[t]`` before tick ``t``; cancel request numbers ``cancel[t]`` (submission order)."""
@@ -91,6 +95,7 @@ def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     box: list[Harness] = []
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
     box.append(Harness(worker))
+    worker.finish_selftest()
     yield box[0]
     worker.model.close()
 
@@ -129,13 +134,13 @@ def check(got: list[Out], params: list[GenParams], alone: dict[int, Out]) -> Non
 
 def test_self_test_finds_the_largest_identical_batch_and_caches_it(harness: Harness) -> None:
     w = harness.worker
-    assert w.batch_max == B and w.selftest_seconds > 0
+    assert w.batch_max == B and w.selftest_seconds > 0 and harness.verdicts == [B]
     info = w.info()
-    assert info["max_batch"] == B
+    assert info["max_batch"] == B and info["selftest_pending"] is False
     assert info["kernel"] == "flash_attn=0,kv_unified=0,n_seq_max=7,repack=0,tiled_mm=0"
     assert w.cfg.verdict_path is not None
     key = selftest.verdict_key(w.cfg.model_path, w._system_info(), 1, B, 512)
-    assert selftest.load_verdict(Path(w.cfg.verdict_path), key) == B
+    assert selftest.load_verdict(Path(w.cfg.verdict_path), key, B) == B
 
 
 def test_alone_matches_the_goldens(alone: dict[int, Out]) -> None:
@@ -187,14 +192,148 @@ def test_compare_reports_each_sequences_first_difference_and_its_batch_size() ->
 
 def test_verdict_cache_round_trip_and_corrupt_file(tmp_path: Path) -> None:
     path = tmp_path / "v" / "batch-verdicts.json"
-    assert selftest.load_verdict(path, "k") is None
+    assert selftest.load_verdict(path, "k", 8) is None
     selftest.store_verdict(path, "k", 7)
     selftest.store_verdict(path, "other", 3)
-    assert selftest.load_verdict(path, "k") == 7 and selftest.load_verdict(path, "other") == 3
+    assert selftest.load_verdict(path, "k", 8) == 7 and selftest.load_verdict(path, "other", 8) == 3
     path.write_text("{not json")
-    assert selftest.load_verdict(path, "k") is None
+    assert selftest.load_verdict(path, "k", 8) is None
     selftest.store_verdict(path, "k", 5)  # a corrupt file is replaced, not a crash
-    assert selftest.load_verdict(path, "k") == 5
+    assert selftest.load_verdict(path, "k", 8) == 5
+
+
+@pytest.mark.parametrize("value", [4096, 3, 0, -1, True, 2.0, "2"])
+def test_a_verdict_outside_the_tested_range_is_ignored(tmp_path: Path, value: object) -> None:
+    """Issue 25 L4: a verdict file saying 4096 was used as is with STEADYTEXT_MAX_BATCH=2."""
+    path = tmp_path / "batch-verdicts.json"
+    path.write_text(json.dumps({"k": value, "ok": 2}))
+    assert selftest.load_verdict(path, "k", 2) is None
+    assert selftest.load_verdict(path, "ok", 2) == 2
+
+
+# -- the self-test runs after Ready, between the worker's own steps (issue 22 item 4, issue 25 M10/L4) --------------
+def _worker(model_spec: Any, verdicts: Path, max_batch: int = 4) -> Harness:
+    cfg = WorkerConfig(
+        model_path=str(model_spec.path),
+        n_ctx=512,
+        n_batch=512,
+        n_threads=1,
+        max_batch=max_batch,
+        verdict_path=str(verdicts),
+    )
+    box: list[Harness] = []
+    made: list[Worker] = []
+
+    def build() -> None:  # in a thread: a constructor that waits on the lock must fail the test, not hang it
+        made.append(Worker(cfg, send=lambda msg: box[0].collect(msg)))
+
+    import threading
+
+    t = threading.Thread(target=build, daemon=True)
+    t.start()
+    t.join(120)
+    assert made, "the worker did not finish starting (waiting for the self-test or its lock?)"
+    box.append(Harness(made[0]))
+    return box[0]
+
+
+def _key(h: Harness) -> str:
+    w = h.worker
+    return selftest.verdict_key(w.cfg.model_path, w._system_info(), 1, w.cfg.max_batch, 512)
+
+
+def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
+    model_spec: Any, tmp_path: Path, alone: dict[int, Out]
+) -> None:
+    """No cached verdict: the worker is ready at once, unbatched (one sequence per step), runs the self-test
+    between its requests' steps, then batches; every request's bytes equal its alone run either way, and each
+    DoneFrame says which batch limit that request ran under."""
+    verdicts = tmp_path / "batch-verdicts.json"
+    h = _worker(model_spec, verdicts)
+    w = h.worker
+    info = w.info()
+    assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
+    assert info["max_batch"] == 1 and info["selftest_pending"] is True and not verdicts.exists()
+    limits: list[float] = []
+    widths: list[int] = []
+    orig = h.collect
+
+    def collect(msg: FromWorker) -> None:
+        if isinstance(msg, DoneFrame):
+            limits.append(msg.timings["max_batch"])
+        orig(msg)
+
+    h.collect = collect  # type: ignore[method-assign]
+    batch = [*TARGETS, *NEIGHBOURS[:3]]
+    h.outs.clear()
+    for p in batch:  # all at once: while the test is pending they queue and run one at a time
+        h.rid += 1
+        h.outs[h.rid] = Out()
+        w.handle(Generate(h.rid, p))
+    rids = list(h.outs)
+    for _ in range(2000):
+        if not (w.batcher.busy or w.waiting):
+            break
+        w.work()
+        widths.append(len(w.batcher.slots) * (1 if h.verdicts else -1))  # negative: before the verdict
+    check([h.outs[r] for r in rids], batch, alone)
+    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0
+    assert min(widths) == -1 and max(widths) > 1  # one at a time before the verdict, several after
+    assert limits[0] == 1.0 and limits[-1] == 4.0
+    assert selftest.load_verdict(verdicts, _key(h), 4) == 4
+    assert w.info()["selftest_pending"] is False
+    w.model.close()
+
+
+def test_a_held_verdict_lock_never_blocks_a_worker(
+    model_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25 M10: whoever held the lock turned every new worker into fallback text (the wait had no timeout
+    and counted against the start deadline). Now: ready at once and serving unbatched while another holds the
+    lock; the other's verdict is taken as soon as it is stored; a lock held past the patience is ignored."""
+    from filelock import FileLock
+
+    verdicts = tmp_path / "batch-verdicts.json"
+    lock = FileLock(str(verdicts) + ".lock")
+    lock.acquire()
+    try:
+        h = _worker(model_spec, verdicts)
+        w = h.worker
+        out = h.run({0: [TARGETS[0]]})[0]
+        assert out.finish == "length" and w.batch_max == 1 and h.verdicts == []
+        assert w.info()["selftest_pending"] is True and not verdicts.exists()  # it never ran the test meanwhile
+        selftest.store_verdict(verdicts, _key(h), 3)  # the lock holder's verdict
+        w.finish_selftest()
+        assert h.verdicts == [3] and w.batch_max == 3 and w.selftest_seconds == 0.0
+        w.model.close()
+
+        monkeypatch.setattr(selftest, "LOCK_PATIENCE", 0.3)
+        h2 = _worker(model_spec, tmp_path / "other" / "batch-verdicts.json")
+        lock2 = FileLock(str(tmp_path / "other" / "batch-verdicts.json") + ".lock")
+        lock2.acquire()  # a stopped process holds it
+        try:
+            h2.worker.finish_selftest()  # waits out the patience, then tests unlocked
+        finally:
+            lock2.release()
+        assert h2.verdicts == [4] and h2.worker.selftest_seconds > 0
+        h2.worker.model.close()
+    finally:
+        lock.release()
+
+
+def test_an_out_of_range_cached_verdict_is_not_used(model_spec: Any, tmp_path: Path) -> None:
+    """Issue 25 L4: 4096 in the verdict file was used with max_batch=2; now it is ignored and the test runs."""
+    verdicts = tmp_path / "batch-verdicts.json"
+    probe = _worker(model_spec, tmp_path / "probe.json", max_batch=2)
+    key = _key(probe)
+    probe.worker.model.close()
+    selftest.store_verdict(verdicts, key, 4096)
+    h = _worker(model_spec, verdicts, max_batch=2)
+    assert h.worker.batch_max == 1 and h.worker.info()["selftest_pending"] is True
+    h.worker.finish_selftest()
+    assert h.verdicts == [2] and h.worker.batcher.per_call == 2 and len(h.worker.batcher.free) == 2
+    assert selftest.load_verdict(verdicts, key, 2) == 2
+    h.worker.model.close()
 
 
 # -- through the pool ----------------------------------------------------------------------------------------------
@@ -207,13 +346,37 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
     async with st.AsyncSteadyText(workers=1, threads=1, max_batch=1, cache_dir=tmp_path) as solo:
         expected = [await solo.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts]
     async with st.AsyncSteadyText(workers=1, threads=1, max_batch=4, cache_dir=tmp_path) as client:
-        got = await asyncio.gather(*(client.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts))
+        # a fresh cache: the first request is served unbatched at once, while the self-test runs beside it
+        first = await client.generate(prompts[0], max_new_tokens=12, return_logprobs=True)
         pool = client._local.pool
+        assert first.fingerprint.max_batch == 1 and pool._workers[0].info["selftest_seconds"] == 0
+        await warm_batching(client, 4)
+        got = await asyncio.gather(*(client.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts))
         assert len(pool.pids()) == 1 and pool.peak_batch == 4  # six requests, one worker, four decoding at once
+    assert (first.text, first.token_ids, first.logprobs) == (
+        expected[0].text,
+        expected[0].token_ids,
+        expected[0].logprobs,
+    )
     for e, g in zip(expected, got, strict=True):
         assert (g.text, g.token_ids, g.logprobs) == (e.text, e.token_ids, e.logprobs)
         assert g.fingerprint.max_batch == 4 and e.fingerprint.max_batch == 1
         assert g.fingerprint.kernel is not None and "tiled_mm=0" in g.fingerprint.kernel
+
+
+async def warm_batching(client: Any, want: int, rounds: int = 40) -> None:
+    """Send small requests until every worker of the client's pool reports batch size ``want`` (a worker runs its
+    self-test only while it decodes requests)."""
+    import asyncio
+
+    pool = client._local.pool
+    for i in range(rounds):
+        workers = [w for w in pool._workers if w.alive]
+        if workers and all(w.capacity == want for w in workers):
+            return
+        n = max(1, len(workers))
+        await asyncio.gather(*(client.generate(f"Warm-up {i}.{j}", max_new_tokens=16) for j in range(n)))
+    raise AssertionError(f"no batching verdict after {rounds} rounds: {[w.info for w in pool._workers]}")
 
 
 # -- the shape of each step (no model) -----------------------------------------------------------------------------
@@ -284,16 +447,20 @@ def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
 
 
 async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> None:
-    """A pool's preload starts its workers at once: one runs the self-test, the others wait for its verdict."""
+    """A pool's preload starts its workers at once: one runs the self-test, the others serve unbatched meanwhile
+    and take its verdict."""
     import steadytext_async as st
 
     async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
         await client.preload()
+        ready = [dict(w.info) for w in client._local.pool._workers]  # ready without the test: unbatched
+        await warm_batching(client, 4)
         infos = [w.info for w in client._local.pool._workers]
+    assert [(i["max_batch"], i["selftest_pending"]) for i in ready] == [(1, True), (1, True)]
     assert len(infos) == 2 and all(i["max_batch"] == 4 for i in infos)
     assert sorted(i["selftest_seconds"] > 0 for i in infos) == [False, True]
     key = next(iter(json.loads((tmp_path / "batch-verdicts.json").read_text())))
-    assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key) == 4
+    assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 4) == 4
 
 
 async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
@@ -308,8 +475,10 @@ async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
     async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path, **own_budget) as client:  # type: ignore[arg-type]
         await client.preload()
         pool = client._local.pool
-        assert len(pool.pids()) == 2 and pool.peak_batch == 0
+        await warm_batching(client, 4)
+        assert len(pool.pids()) == 2
+        pool.peak_batch, warmed = 0, pool.generations
         got = await asyncio.gather(*(client.generate(p, max_new_tokens=12) for p in prompts))
-        assert pool.peak_batch == 4 and pool.peak_threads == 2 and pool.generations == 6
+        assert pool.peak_batch == 4 and pool.peak_threads == 2 and pool.generations == warmed + 6
         alone = [await client.generate(p, max_new_tokens=12) for p in prompts]
     assert [g.text for g in got] == [a.text for a in alone]

@@ -351,3 +351,10 @@ def test_run_quick_smoke(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["mode"] == "quick" and results["benchmarks"]["bench_remote"]["status"] == "ok"
     assert "| comparison | ours | reference |" in (tmp_path / "RESULTS.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_recovery_quick() -> None:
+    got = run("bench_recovery.py", "--quick")
+    assert figures(got) == {"recovery", "recovery_ratio"}
+    assert {line["spare_workers"] for line in got if line["figure"] == "recovery"} == {0, 1}

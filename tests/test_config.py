@@ -61,3 +61,11 @@ def test_daemon_url_scheme_is_checked() -> None:
     with pytest.raises(InvalidRequestError, match="daemon_url must start with"):
         Settings(daemon_url="127.0.0.1:8000")
     assert Settings(daemon_url="unix:///tmp/engine.sock").daemon_url == "unix:///tmp/engine.sock"
+
+
+def test_spare_workers_from_env_and_checked() -> None:
+    assert Settings.from_env({"STEADYTEXT_SPARE_WORKERS": "1"}).spare_workers == 1
+    assert Settings.from_env({}).spare_workers == 0
+    for bad in (2, -1, True):
+        with pytest.raises(InvalidRequestError, match="spare_workers"):
+            Settings(spare_workers=bad)

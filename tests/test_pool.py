@@ -185,3 +185,63 @@ async def test_unloadable_model_file_falls_back_or_raises_when_strict(tmp_path: 
         assert r.fallback and len(r.text.split()) == 5
         with pytest.raises(st.ModelUnavailableError, match="could not load model"):
             await client.generate("Hello", model=str(bad), max_new_tokens=5, strict=True)
+
+
+def _worker_children() -> set[int]:
+    """Live worker processes whose parent is this test process (counted from /proc, not from the pool's lists)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == os.getpid() and b"steadytext_async._worker.child" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+async def test_a_killed_worker_is_replaced_by_the_warm_spare_under_load() -> None:
+    """Issue 22 item 5: with ``spare_workers=1`` a SIGKILLed worker's place is taken by the already loaded spare
+    (not a fresh start), a new spare starts behind it, and every request under way completes with its bytes."""
+    prompts = [f"Item {i}:" for i in range(4)]
+    stragglers = _worker_children()  # workers of earlier tests still exiting are not this test's
+
+    def children() -> set[int]:
+        return _worker_children() - stragglers
+
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=1) as ref:
+        expected = [(await ref.generate(p, max_new_tokens=48)).text for p in prompts]
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=1, spare_workers=1) as client:
+        await client.preload()
+        pool = client._local.pool
+        for _ in range(600):  # the spare loads in the background
+            if pool.spare_pids():
+                break
+            await asyncio.sleep(0.1)
+        workers, spare = set(client.worker_pids()), set(pool.spare_pids())
+        assert len(workers) == 2 and len(spare) == 1 and children() == workers | spare
+        load = [asyncio.create_task(client.generate(p, max_new_tokens=48)) for p in prompts]
+        await asyncio.sleep(0.5)
+        victim = sorted(workers)[0]
+        os.kill(victim, signal.SIGKILL)
+        for _ in range(200):  # no timing assertion: the pool's own bookkeeping, as soon as the pipe closes
+            if victim not in client.worker_pids() and len(client.worker_pids()) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert set(client.worker_pids()) == (workers - {victim}) | spare  # the spare took the dead worker's place
+        got = await asyncio.gather(*load)
+        assert [g.text for g in got] == expected
+        for _ in range(600):
+            if pool.spare_pids():
+                break
+            await asyncio.sleep(0.1)
+        new_spare = set(pool.spare_pids())
+        assert len(new_spare) == 1 and not new_spare & (workers | spare)
+        assert children() == set(client.worker_pids()) | new_spare and len(children()) == 3
+        assert pool.respawns == 1
+    assert not children()

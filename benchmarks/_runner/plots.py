@@ -53,6 +53,15 @@ def concurrency(results: Results, out: Path) -> None:
                        {"marker": "^", "color": "tab:green"}))  # fmt: skip
         series.append(("raw llama-cpp-python (one Llama, requests in turn)", xs, [f["raw_tok_s"] for f in conc],
                        [f["raw_p99_s"] for f in conc], {"ls": "--", "color": "black", "marker": "x"}))  # fmt: skip
+    peer = figures(results, "bench_concurrency", "concurrency_vs_llama_server")
+    if peer:
+        distinct = {f["impl"]: f["max_per_prompt"] for f in figures(results, "bench_concurrency", "distinct_outputs")}
+        label = "llama.cpp llama-server (N slots, continuous batching)"
+        if "llama_server" in distinct:
+            label += f"; up to {distinct['llama_server']} outputs per prompt (ours {distinct.get('sdk', '?')})"
+        style = {"ls": ":", "color": "tab:red", "marker": "D"}
+        series.append((label, [f["concurrent"] for f in peer], [f["llama_server_tok_s"] for f in peer],
+                       [f["llama_server_p99_s"] for f in peer], style))  # fmt: skip
     for ax, idx, ylabel, title in ((tps, 2, "aggregate throughput (tokens/s)", "Throughput: higher is better"),
                                    (p99, 3, "p99 request latency (s)", "p99 latency: lower is better")):  # fmt: skip
         for s in series:
@@ -69,6 +78,9 @@ def concurrency(results: Results, out: Path) -> None:
     else:
         _empty(tps, _why(results, "bench_concurrency"))
     gaps = [] if batching else [_why(results, "bench_batching")]
+    skipped = figures(results, "bench_concurrency", "llama_server_skipped")
+    if skipped:
+        gaps.append("llama-server not built (scripts/build_llama_server.sh)")
     note = f" Gap: {'; '.join(gaps)}." if gaps else ""
     _caption(fig, "Greedy decode of unique prompts, result cache off; each curve measured in the same run. "
              f"Higher throughput and lower p99 are better.{note}", results)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,6 +104,14 @@ def _concurrency(res: Results) -> Iterator[Row]:
             "lower",
             "bench_concurrency",
         )
+    for f in figures(res, "bench_concurrency", "concurrency_vs_llama_server"):
+        c = f["concurrent"]
+        for what, ours, ref, unit, better in (
+            ("aggregate", f["sdk_tok_s"], f["llama_server_tok_s"], "tok/s", "higher"),
+            ("p99 latency", f["sdk_p99_s"], f["llama_server_p99_s"], "s", "lower"),
+        ):
+            yield pair(f"{c} concurrent, {what}", ours, ref, "llama.cpp llama-server, N slots", unit, better,
+                       "bench_concurrency")  # fmt: skip
     for f in figures(res, "bench_batching", "batching_concurrency"):
         yield pair(
             f"{f['concurrent']} concurrent, batching on vs off",
@@ -243,13 +252,13 @@ def _original(res: Results) -> Iterator[Row]:
 
 def _server(res: Results) -> Iterator[Row]:
     """bench_server: our ``serve`` (cache on and off) against ``python -m llama_cpp.server``, same GGUF."""
-    for workload in ("unique", "repeated"):
+    peers = {"llama_cpp": "python -m llama_cpp.server", "llama_server": "llama.cpp llama-server, N slots"}
+    for workload, (peer, ref_name) in itertools.product(("unique", "repeated"), peers.items()):
         rows = {f["server"]: f for f in figures(res, "bench_server", f"server_{workload}")}
-        ref = rows.get("llama_cpp")
+        ref = rows.get(peer)
         for ours in ("steadytext", "steadytext_nocache"):
             if ref and ours in rows:
                 what = f"serve{' (cache off)' if ours.endswith('nocache') else ''}, {workload} prompts"
-                ref_name = "python -m llama_cpp.server"
                 yield pair(
                     f"{what}, throughput",
                     rows[ours]["tok_per_s"],
@@ -274,6 +283,11 @@ def _server(res: Results) -> Iterator[Row]:
             "bench_server",
         )
         row["ours"], row["reference"] = _yes(same["steadytext"]), _yes(same["llama_cpp"])
+        yield row
+    if "llama_server" in same and "steadytext" in same:
+        row = pair("same bytes after different earlier prompts", None, None, peers["llama_server"], "", "yes",
+                   "bench_server")  # fmt: skip
+        row["ours"], row["reference"] = _yes(same["steadytext"]), _yes(same["llama_server"])
         yield row
 
 

@@ -89,6 +89,7 @@ class Engine:
             llama_log=s.llama_log,
             start_timeout=s.start_timeout,
             budget=self.budget(s),
+            spares=s.spare_workers,
         )
         with self._lock:
             self._pools.add(pool)

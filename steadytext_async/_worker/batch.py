@@ -76,6 +76,13 @@ class Batcher:
         self._leave(slot)
         return True
 
+    def widen(self, slots: int) -> None:
+        """Decode up to ``slots`` requests together from now on (the self-test's verdict, after starting at 1)."""
+        n = min(slots, self.model.n_seq)
+        used = {s.seq for s in self.slots.values()}
+        self.free = sorted(set(self.free) | (set(range(n)) - used))
+        self.per_call = max(1, slots)
+
     def _leave(self, slot: _Slot) -> None:
         del self.slots[slot.rid]
         self.model.clear(slot.seq)
@@ -178,6 +185,7 @@ class Batcher:
                 "prompt_eval": slot.t_prompt - slot.t_start,
                 "decode": t_end - slot.t_prompt,
                 "n_threads": float(self.n_threads),
+                "max_batch": float(self.per_call),  # only ever grows: the widest batch this request could be in
             }
             self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings))
 

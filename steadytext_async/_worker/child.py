@@ -1,10 +1,11 @@
 """Worker process: loads one GGUF model with llama.cpp and decodes up to ``max_batch`` requests together.
 
-Run as ``python -m steadytext_async._worker.child``. Frames arrive on stdin and leave on the original stdout
-(fd 1 is then pointed at stderr so stray prints cannot corrupt the frame stream). A reader thread queues incoming
-frames so the decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls. At start-up the
-worker runs (or finds cached) the batching self-test (:mod:`.selftest`) and serves at most that many requests at
-once (:mod:`.batch`). The process exits when stdin closes or its parent dies (PR_SET_PDEATHSIG).
+Run as ``python -m steadytext_async._worker.child``. Frames arrive on stdin and leave on the original stdout (fd 1 is
+then pointed at stderr so stray prints cannot corrupt the frame stream). A reader thread queues incoming frames so the
+decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls. A worker whose batching self-test
+(:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its own steps and then serves up to
+that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The process exits when stdin closes
+or its parent dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .batch import Batcher
 from .decode import SequenceDecoder
 from .llama import KERNEL, LlamaModel
 from .protocol import (
+    BatchVerdict,
     Cancel,
     Cancelled,
     ErrorFrame,
@@ -119,31 +121,43 @@ class Worker:
         }
 
     def _batch_verdict(self) -> tuple[int, float]:
-        """The self-test's batch size, from the verdict cache when this exact setup was tested before."""
+        """The batch size to start with: a cached verdict for this exact setup, else 1 (unbatched) with the
+        self-test pending; it then runs between the worker's own steps (:meth:`work`) and never delays Ready."""
         cfg = self.cfg
-        if cfg.max_batch < 2:
+        self._selftest: selftest.PendingVerdict | None = None
+        limit = min(cfg.max_batch, self.model.n_seq)
+        if limit < 2:
             return 1, 0.0
         key = selftest.verdict_key(cfg.model_path, self._system_info(), cfg.n_threads, cfg.max_batch, cfg.n_batch)
         path = Path(cfg.verdict_path) if cfg.verdict_path else None
-        if path is None:
-            return self._run_selftest()
-        cached = selftest.load_verdict(path, key)
+        cached = selftest.load_verdict(path, key, limit) if path is not None else None
         if cached is not None:
             return cached, 0.0
-        # Workers often start together (a pool's preload, several processes): one runs the test with all its
-        # threads while the others wait for its verdict, instead of all testing at once on shared cores.
-        with selftest.exclusive(path):
-            cached = selftest.load_verdict(path, key)
-            if cached is not None:
-                return cached, 0.0
-            verdict, seconds = self._run_selftest()
-            selftest.store_verdict(path, key, verdict)
-        return verdict, seconds
+        model = self.model
+        self._selftest = selftest.PendingVerdict(
+            lambda k: model.sibling(n_ctx=selftest.PROBE_CTX, n_seq=k), limit, path=path, key=key
+        )
+        return 1, 0.0
 
-    def _run_selftest(self) -> tuple[int, float]:
-        t0 = time.perf_counter()
-        verdict = selftest.batch_verdict(self.model, self.cfg.max_batch)
-        return verdict, time.perf_counter() - t0
+    def _advance_selftest(self) -> None:
+        """One step of the pending self-test, on the threads the batcher uses now; widen the batch once decided."""
+        pending = self._selftest
+        if pending is None:
+            return
+        verdict = pending.step(self.batcher.n_threads)
+        if verdict is None:
+            return
+        self._selftest = None
+        self.batch_max, self.selftest_seconds = verdict, pending.seconds
+        self.batcher.widen(verdict)
+        self.send(BatchVerdict(verdict, round(pending.seconds, 3)))
+
+    def finish_selftest(self) -> None:
+        """Run the pending self-test to its end now (tests and benchmarks that want the batched worker at once)."""
+        while self._selftest is not None:
+            self._advance_selftest()
+            if self._selftest is not None and self._selftest.state == "waiting":
+                time.sleep(selftest.RECHECK)
 
     def info(self) -> dict[str, Any]:
         kernel = {**KERNEL, "n_seq_max": self.model.n_seq}
@@ -158,6 +172,7 @@ class Worker:
             "kernel": ",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
             "selftest_seconds": round(self.selftest_seconds, 3),
             **self._template_info(),
+            "selftest_pending": self._selftest is not None,
         }
 
     def _template_info(self) -> dict[str, str]:
@@ -278,10 +293,14 @@ class Worker:
             self.work()
 
     def work(self) -> None:
-        """Admit waiting requests into free slots, then one batcher tick."""
+        """Admit waiting requests into free slots, then one batcher tick and, while requests hold the worker's
+        thread share, one step of a pending self-test (an idle worker's threads are not its to use; a frame waiting
+        in the inbox, e.g. a cancel, goes first)."""
         while self.waiting and self.batcher.capacity:
             self.start(self.waiting.popleft())
         self.batcher.tick()
+        if self._selftest is not None and self.batcher.busy and self.inbox.empty():
+            self._advance_selftest()
 
 
 def _reader(inbox: queue.Queue[ToWorker]) -> None:

@@ -2,9 +2,10 @@
 
 - :meth:`WorkerHandle.start` spawns ``python -P -m steadytext_async._worker.child``, sends ``Init`` and waits for
   ``Ready`` (or ``Fatal``: :class:`LoadFailed`, which the pool remembers for a while).
-- A pump task then routes the worker's frames: ``ThreadsAck`` to the future waiting for it, every other frame to
-  the queue of the request it belongs to. When the pipe closes, every waiter gets :class:`Died` (futures) or a
-  :class:`DiedEvent` (queues), and the owner's ``on_exit`` callback runs.
+- A pump task then routes the worker's frames: ``ThreadsAck`` to the future waiting for it, ``BatchVerdict`` into
+  :attr:`WorkerHandle.info` (the worker's capacity), every other frame to the queue of the request it belongs to. When
+  the pipe closes, every waiter gets :class:`Died` (futures) or a :class:`DiedEvent` (queues), and the owner's
+  ``on_exit`` callback runs.
 - A second task keeps the last lines of the worker's stderr for crash messages.
 
 The child's side of the pipe is :class:`steadytext_async._worker.child.Worker`.
@@ -24,6 +25,7 @@ from typing import Any
 from .._exceptions import ModelUnavailableError
 from .protocol import (
     HEADER,
+    BatchVerdict,
     Cancelled,
     DoneFrame,
     ErrorFrame,
@@ -101,9 +103,14 @@ class WorkerHandle:
 
     @classmethod
     async def start(
-        cls, cfg: WorkerConfig, start_timeout: float, on_exit: Callable[[WorkerHandle], Awaitable[None]]
+        cls,
+        cfg: WorkerConfig,
+        start_timeout: float,
+        on_exit: Callable[[WorkerHandle], Awaitable[None]],
+        on_change: Callable[[WorkerHandle], Awaitable[None]] | None = None,
     ) -> WorkerHandle:
-        """Spawn a worker for ``cfg`` and wait for its READY; ``on_exit`` runs once its pipe has closed."""
+        """Spawn a worker for ``cfg`` and wait for its READY; ``on_exit`` runs once its pipe has closed,
+        ``on_change`` after its :attr:`info` changed (its batching verdict arrived)."""
         proc = await asyncio.create_subprocess_exec(
             *child_argv(),  # -P: the cwd is not on the worker's sys.path
             env=child_env(),
@@ -129,7 +136,7 @@ class WorkerHandle:
             message = first.message if isinstance(first, Fatal) else repr(first)
             raise LoadFailed(f"could not load model {cfg.model_path}: {message}")
         worker.info = first.info
-        worker.tasks.append(asyncio.create_task(worker._pump(on_exit)))
+        worker.tasks.append(asyncio.create_task(worker._pump(on_exit, on_change)))
         logger.debug("worker pid %s ready for %s", worker.pid, cfg.model_path)
         return worker
 
@@ -178,11 +185,24 @@ class WorkerHandle:
         header = await stdout.readexactly(HEADER.size)
         return decode_from_worker(await stdout.readexactly(decode_header(header)))
 
-    async def _pump(self, on_exit: Callable[[WorkerHandle], Awaitable[None]]) -> None:
+    async def _pump(
+        self,
+        on_exit: Callable[[WorkerHandle], Awaitable[None]],
+        on_change: Callable[[WorkerHandle], Awaitable[None]] | None,
+    ) -> None:
         try:
             while True:
                 msg = await self._read_frame()
-                if isinstance(msg, ThreadsAck):
+                if isinstance(msg, BatchVerdict):
+                    self.info = {
+                        **self.info,
+                        "max_batch": msg.max_batch,
+                        "selftest_seconds": msg.selftest_seconds,
+                        "selftest_pending": False,
+                    }
+                    if on_change is not None:
+                        await on_change(self)
+                elif isinstance(msg, ThreadsAck):
                     fut = self.acks.pop(msg.seq, None)
                     if fut is not None and not fut.done():
                         fut.set_result(msg.n)

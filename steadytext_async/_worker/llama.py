@@ -40,23 +40,47 @@ KERNEL: dict[str, bool] = {"repack": False, "flash_attn": False, "kv_unified": F
 os.environ["GGML_CPU_TILED_MM"] = "1" if KERNEL["tiled_mm"] else "0"
 
 
+_SILENT: list[Any] = []  # the one log callback of the process, kept alive as long as llama.cpp may call it
+
+
+def _silence(llama_cpp: Any) -> None:
+    """Drop llama.cpp's log (it logs through the callback even with verbose=False). One callback per process: a
+    callback owned by a model that was closed and collected would leave llama.cpp calling freed memory."""
+    if not _SILENT:
+        _SILENT.append(llama_cpp.llama_log_callback(lambda level, text, user_data: None))
+        llama_cpp.llama_log_set(_SILENT[0], ctypes.c_void_p(0))
+
+
 class LlamaModel:
     def __init__(
-        self, path: str, *, n_ctx: int, n_batch: int, n_threads: int, n_seq: int = 1, log: bool = False
+        self,
+        path: str,
+        *,
+        n_ctx: int,
+        n_batch: int,
+        n_threads: int,
+        n_seq: int = 1,
+        log: bool = False,
+        weights: Any = None,
     ) -> None:
-        """Load ``path``; ``n_ctx`` is the context of *each* of the ``n_seq`` sequences."""
+        """Load ``path``; ``n_ctx`` is the context of *each* of the ``n_seq`` sequences.
+
+        ``weights``: an already loaded model to share (see :meth:`sibling`); this object then never frees it.
+        """
         import llama_cpp
         from llama_cpp import _internals
 
         self.lc = llama_cpp
-        self._log_cb: Any = None
+        self.path = path
+        self.log = log
         if not log:
-            # llama.cpp logs through this callback even with verbose=False; drop everything.
-            self._log_cb = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
-            llama_cpp.llama_log_set(self._log_cb, ctypes.c_void_p(0))
-        mparams = llama_cpp.llama_model_default_params()
-        mparams.use_extra_bufts = KERNEL["repack"]
-        self.model: Any = _internals.LlamaModel(path_model=path, params=mparams, verbose=log)
+            _silence(llama_cpp)
+        self._owns_weights = weights is None
+        if weights is None:
+            mparams = llama_cpp.llama_model_default_params()
+            mparams.use_extra_bufts = KERNEL["repack"]
+            weights = _internals.LlamaModel(path_model=path, params=mparams, verbose=log)
+        self.model: Any = weights
         cparams = llama_cpp.llama_context_default_params()
         cparams.n_ctx = n_ctx * n_seq
         cparams.n_batch = n_batch
@@ -73,18 +97,32 @@ class LlamaModel:
         self.n_seq = n_seq
         self.n_ctx = int(llama_cpp.llama_n_ctx_seq(self.ctx))
         self.n_batch = n_batch
+        self.n_threads = n_threads
         self.n_vocab = int(self.model.n_vocab())
         self.vocab = self.model.vocab
         self._batch = llama_cpp.llama_batch_init(max(n_batch, n_seq), 0, 1)
         self.n_past = [0] * n_seq
         self._metadata: dict[str, str] | None = None
 
+    def sibling(self, *, n_ctx: int, n_seq: int) -> LlamaModel:
+        """Another context over the same weights (no second load), with the same kernel settings and ``n_batch``."""
+        return LlamaModel(
+            self.path,
+            n_ctx=n_ctx,
+            n_batch=self.n_batch,
+            n_threads=self.n_threads,
+            n_seq=n_seq,
+            log=self.log,
+            weights=self.model,
+        )
+
     def close(self) -> None:
         if self._batch is not None:
             self.lc.llama_batch_free(self._batch)
             self._batch = None
         self._context.close()
-        self.model.close()
+        if self._owns_weights:
+            self.model.close()
 
     # -- vocabulary --------------------------------------------------------------------------------------------
     def tokenize(self, text: bytes, *, add_bos: bool, special: bool) -> list[int]:
@@ -118,6 +156,7 @@ class LlamaModel:
     # -- decoding ----------------------------------------------------------------------------------------------
     def set_threads(self, n: int) -> None:
         self.lc.llama_set_n_threads(self.ctx, n, n)
+        self.n_threads = n
 
     def clear(self, seq: int) -> None:
         """Forget sequence ``seq`` (its KV cells are freed; other sequences are untouched)."""

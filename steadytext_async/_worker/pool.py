@@ -1,6 +1,8 @@
 """A pool of llama.cpp worker processes with a shared decode-thread budget.
 
-- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``.
+- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``. A worker with no cached
+  batching verdict is ready unbatched (capacity 1) and reports its verdict later (``BatchVerdict``), when its
+  capacity grows; ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
   (``max_batch``; see ``_worker/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
@@ -71,6 +73,7 @@ class Pool:
         start_timeout: float = 120.0,
         cancel_timeout: float = 5.0,
         budget: HostBudget | None = None,
+        spares: int = 0,
     ) -> None:
         self.max_workers = max_workers
         self.threads = threads
@@ -90,6 +93,9 @@ class Pool:
         self._spawning = 0
         self._failed: dict[str, tuple[float, str]] = {}
         self._budget = ThreadBudget(threads, budget)
+        self.spares = spares
+        self._spare: WorkerHandle | None = None  # a loaded, idle worker outside max_workers (see _take_spare)
+        self._spare_task: asyncio.Task[None] | None = None
         self.generations = 0  # completed generations (observable for tests and stats)
         self.respawns = 0  # workers that died unexpectedly
         self.peak_threads = 0  # highest sum of thread shares of decoding workers ever dispatched
@@ -107,6 +113,11 @@ class Pool:
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.alive]
+
+    def spare_pids(self) -> list[int]:
+        """The warm spare's pid, once it is ready (``spares=1``)."""
+        spare = self._spare
+        return [spare.pid] if spare is not None and spare.alive else []
 
     async def preload(self, model_path: str, count: int | None = None) -> None:
         """Start workers for ``model_path`` (all slots by default) and wait until they are ready."""
@@ -145,7 +156,13 @@ class Pool:
     async def aclose(self) -> None:
         self._closed = True
         self._budget.close()
+        if self._spare_task is not None:
+            self._spare_task.cancel()
+            await asyncio.gather(self._spare_task, return_exceptions=True)
         workers, self._workers = self._workers, []
+        if self._spare is not None:
+            workers.append(self._spare)
+            self._spare = None
         for w in workers:
             if w.alive:
                 with contextlib.suppress(Died):
@@ -167,7 +184,7 @@ class Pool:
 
     def kill_all_now(self) -> None:
         """Synchronous last-resort cleanup (interpreter exit)."""
-        for w in self._workers:
+        for w in [*self._workers, *([self._spare] if self._spare is not None else [])]:
             with contextlib.suppress(ProcessLookupError, OSError):
                 os.kill(w.pid, signal.SIGKILL)
 
@@ -175,6 +192,7 @@ class Pool:
         """In a forked child: this pool's workers and tokens are the parent's; drop them without touching them."""
         self._closed = True
         self._workers = []
+        self._spare = self._spare_task = None
         self._budget.forget_after_fork()
 
     # -- one attempt -----------------------------------------------------------------------------------------
@@ -356,6 +374,45 @@ class Pool:
             self._cond.notify_all()
 
     async def _spawn(self, model_path: str) -> WorkerHandle:
+        worker = self._take_spare(model_path)
+        if worker is None:
+            worker = await self._start(model_path)
+        self._workers.append(worker)
+        self._refill_spare(model_path)
+        return worker
+
+    # -- the warm spare ----------------------------------------------------------------------------------------
+    # Starting a worker takes seconds (interpreter and imports, the weights, a context of n_ctx x max_batch
+    # cells); a pool with ``spares=1`` keeps one more worker loaded and idle (no thread share, no requests), so a
+    # worker that dies is replaced at once, and a new spare is started in the background.
+    def _take_spare(self, model_path: str) -> WorkerHandle | None:
+        spare = self._spare
+        if spare is None or not spare.alive or spare.model_key != model_path:
+            return None
+        self._spare = None
+        return spare
+
+    def _refill_spare(self, model_path: str) -> None:
+        if self.spares < 1 or self._closed or (self._spare_task is not None and not self._spare_task.done()):
+            return
+        if self._spare is not None and self._spare.alive and self._spare.model_key == model_path:
+            return
+        self._spare_task = asyncio.get_running_loop().create_task(self._start_spare(model_path))
+
+    async def _start_spare(self, model_path: str) -> None:
+        try:
+            spare = await self._start(model_path)
+        except Exception as exc:  # the next spawn starts a worker the ordinary way
+            logger.warning("could not start a spare worker: %s", exc)
+            return
+        old, self._spare = self._spare, spare
+        if old is not None:
+            old.shutdown()
+        if self._closed:
+            self._spare = None
+            spare.shutdown()
+
+    async def _start(self, model_path: str) -> WorkerHandle:
         cfg = WorkerConfig(
             model_path=model_path,
             n_ctx=self.n_ctx,
@@ -366,18 +423,34 @@ class Pool:
             verdict_path=self.verdict_path,
         )
         try:
-            worker = await WorkerHandle.start(cfg, self.start_timeout, self._exited)
+            worker = await WorkerHandle.start(cfg, self.start_timeout, self._exited, self._changed)
         except LoadFailed as exc:
             failure = str(exc)
             self._failed[model_path] = (time.monotonic(), failure)
             raise ModelUnavailableError(failure) from None
-        self._workers.append(worker)
         return worker
 
-    async def _exited(self, worker: WorkerHandle) -> None:
-        """A worker's pipe closed (its waiters already know): drop it unless a request still reads from it."""
+    async def _changed(self, worker: WorkerHandle) -> None:
+        """A worker's capacity grew (its batching verdict): waiting requests may join it now."""
         async with self._cond:
+            self._cond.notify_all()
+
+    async def _exited(self, worker: WorkerHandle) -> None:
+        """A worker's pipe closed (its waiters already know): drop it unless a request still reads from it; with a
+        warm spare, the spare takes its place at once."""
+        async with self._cond:
+            if worker is self._spare:
+                self._spare = None
+                self._refill_spare(worker.model_key)
+                return
             if worker in self._workers and not worker.busy:
                 self._retire(worker)
-            self.respawns += 1 if not self._closed else 0
+            if not self._closed:
+                self.respawns += 1
+                alive = [w for w in self._workers if w.alive]
+                if len(alive) + self._spawning < self.max_workers:
+                    spare = self._take_spare(worker.model_key)
+                    if spare is not None:
+                        self._workers.append(spare)
+                        self._refill_spare(worker.model_key)
             self._cond.notify_all()

@@ -1,11 +1,12 @@
 """Frames between the pool and a worker process: 4-byte big-endian length + pickle of one message dataclass.
 
-Parent -> child: :class:`Init` (once), then :class:`Generate`, :class:`Cancel`, :class:`SetThreads`,
-:class:`Shutdown`. Child -> parent: :class:`Ready` or :class:`Fatal` (once), then per request any number of
-:class:`PieceFrame` followed by one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and
-:class:`ThreadsAck` for each :class:`SetThreads`. A worker may run several requests at once (batched decoding),
-so frames of different requests interleave; every request frame carries its ``rid``.
-Only our own child writes to the pipe, so pickle is safe here.
+Parent -> child: :class:`Init` (once), then :class:`Generate`, :class:`Cancel`, :class:`SetThreads`, :class:`Shutdown`.
+Child -> parent: :class:`Ready` or :class:`Fatal` (once), then per request any number of :class:`PieceFrame` followed by
+one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and :class:`ThreadsAck` for each
+:class:`SetThreads`, and :class:`BatchVerdict` once if the worker started unbatched and its self-test has now decided
+how many requests it decodes together. A worker may run several requests at once (batched decoding), so frames of
+different requests interleave; every request frame carries its ``rid``. Only our own child writes to the pipe, so pickle
+is safe here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "HEADER",
     "MAX_FRAME",
     "MAX_PROMPT_BYTES",
+    "BatchVerdict",
     "Cancel",
     "Cancelled",
     "DoneFrame",
@@ -187,10 +189,19 @@ class ThreadsAck:
     n: int
 
 
+@_message
+class BatchVerdict:
+    """The worker now decodes up to ``max_batch`` requests together (its self-test ran after Ready, or another
+    worker's verdict was found)."""
+
+    max_batch: int
+    selftest_seconds: float
+
+
 ToWorker = Init | Generate | Cancel | SetThreads | Shutdown
-FromWorker = Ready | Fatal | PieceFrame | DoneFrame | ErrorFrame | Cancelled | ThreadsAck
+FromWorker = Ready | Fatal | PieceFrame | DoneFrame | ErrorFrame | Cancelled | ThreadsAck | BatchVerdict
 _TO_WORKER = (Init, Generate, Cancel, SetThreads, Shutdown)
-_FROM_WORKER = (Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled, ThreadsAck)
+_FROM_WORKER = (Ready, Fatal, PieceFrame, DoneFrame, ErrorFrame, Cancelled, ThreadsAck, BatchVerdict)
 
 
 def encode_frame(msg: ToWorker | FromWorker) -> bytes:

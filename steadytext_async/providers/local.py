@@ -27,6 +27,12 @@ def _finish(reason: str) -> FinishReason:
     raise WorkerError(f"worker reported an unknown finish reason {reason!r}")
 
 
+def _ran(timings: dict[str, float]) -> dict[str, int]:
+    """What this request ran with, as opposed to the worker's state now: its thread count, and its batch limit (a
+    worker serves unbatched until its self-test decides, then batches)."""
+    return {k: int(timings[k]) for k in ("n_threads", "max_batch") if k in timings}
+
+
 def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
     out = []
     for token_id, data, logprob, tops in raw:
@@ -121,7 +127,7 @@ class LocalProvider:
                     queue_wait=event.queue_wait,
                     prompt_eval=event.timings["prompt_eval"],
                     decode=event.timings["decode"],
-                    info=cast(ProviderInfo, {**event.info, "n_threads": int(event.timings["n_threads"])}),
+                    info=cast(ProviderInfo, {**event.info, **_ran(event.timings)}),
                 )
             else:
                 tokens = _token_logprobs(event.tokens) if event.tokens is not None else None
