@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import httpx
 import openai
 import pytest
 from _serve_helpers import SDK_SETTINGS, ServeProcess, serve
@@ -81,7 +80,7 @@ def test_bad_tools_are_400(server: ServeProcess) -> None:
         assert r.status_code == 400 and "matches no earlier" in r.json()["error"]["message"]
 
 
-def test_pydantic_ai_runs_a_two_tool_loop_against_serve(server: ServeProcess) -> None:
+async def test_pydantic_ai_runs_a_two_tool_loop_against_serve(server: ServeProcess) -> None:
     """pydantic-ai with two function tools (tool_choice "auto"), looping until the model answers in text; the whole
     run (calls, tool results, answer) is the same twice. (With a structured output pydantic-ai forces a call on
     every step, and this 135M model keeps calling tools until the request limit.)"""
@@ -93,11 +92,8 @@ def test_pydantic_ai_runs_a_two_tool_loop_against_serve(server: ServeProcess) ->
     capitals = {"France": "Paris", "Japan": "Tokyo"}
     calls: list[tuple[str, str]] = []
 
-    def build() -> Agent[None, str]:
-        http = httpx.AsyncClient(timeout=600)
-        model = OpenAIChatModel(
-            "default", provider=OpenAIProvider(base_url=server.url + "/v1", api_key="x", http_client=http)
-        )
+    def build(provider: OpenAIProvider) -> Agent[None, str]:
+        model = OpenAIChatModel("default", provider=provider)
         agent: Agent[None, str] = Agent(model, system_prompt="Use the tools, then answer in one sentence.")
 
         @agent.tool_plain
@@ -118,9 +114,13 @@ def test_pydantic_ai_runs_a_two_tool_loop_against_serve(server: ServeProcess) ->
     runs = []
     for _ in range(2):
         calls.clear()
-        result = build().run_sync(
-            "What is the capital of Japan?", model_settings=settings, usage_limits=UsageLimits(request_limit=8)
-        )
+        provider = OpenAIProvider(base_url=server.url + "/v1", api_key="x")
+        try:
+            result = await build(provider).run(
+                "What is the capital of Japan?", model_settings=settings, usage_limits=UsageLimits(request_limit=8)
+            )
+        finally:
+            await provider.client.close()
         assert isinstance(result.output, str) and result.output
         parts = [type(p).__name__ for m in result.all_messages() for p in m.parts]
         runs.append((result.output, list(calls), parts))
