@@ -40,6 +40,16 @@ class _PoolCollector(Collector):
         yield CounterMetricFamily(
             "steadytext_cache_lookup_misses", "Result cache misses (all callers)", value=s["cache_misses"]
         )
+        prefix = s.get  # absent before the first local request
+        yield CounterMetricFamily(
+            "steadytext_prefix_reuse_hits", "Generations that restored a prompt prefix", value=prefix("prefix_hits", 0)
+        )
+        yield CounterMetricFamily(
+            "steadytext_prefix_reused_tokens", "Prompt tokens restored, not evaluated", value=prefix("prefix_tokens", 0)
+        )
+        yield GaugeMetricFamily(
+            "steadytext_prefix_cache_bytes", "Prompt-prefix state kept by workers", value=prefix("prefix_bytes", 0)
+        )
         yield GaugeMetricFamily(
             "steadytext_tokens_per_second",
             f"Generated (non-cached) completion tokens per second over the last {WINDOW:.0f} s",
