@@ -395,3 +395,17 @@ def test_cap_holds_over_10000_requests(harness: Harness) -> None:
         assert store.hits - hits0 > 9_000
     finally:
         store.cap = saved_cap
+
+
+@pytest.mark.slow
+def test_bench_prefix_quick_is_identical() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_prefix.py"
+    out = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = {f["figure"]: f for f in map(json.loads, (x for x in out.stdout.splitlines() if x.startswith("{")))}
+    assert set(figures) == {"prefix_ttft", "prefix_conversation", "prefix_peer_changes"}
+    assert figures["prefix_ttft"]["identical"] is True and figures["prefix_ttft"]["last_turn_cached_tokens"] > 0
