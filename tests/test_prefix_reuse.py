@@ -15,20 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from test_batching import Harness as BatchHarness
+from test_batching import Out
 
 import steadytext_async as st
 from steadytext_async._worker.affinity import Affinity, anchors
 from steadytext_async._worker.child import Worker
 from steadytext_async._worker.prefix import PrefixStore
-from steadytext_async._worker.protocol import (
-    DoneFrame,
-    ErrorFrame,
-    FromWorker,
-    Generate,
-    GenParams,
-    PieceFrame,
-    WorkerConfig,
-)
+from steadytext_async._worker.protocol import DoneFrame, FromWorker, GenParams, WorkerConfig
 from steadytext_async.structured import normalize
 
 N_BATCH = 32
@@ -41,60 +35,47 @@ SYSTEM = (
 QUESTIONS = ["How much is a 3 kg parcel?", "And abroad?", "Can I insure it?", "When do you open on Saturday?"]
 
 
-@dataclasses.dataclass
-class Out:
-    text: str = ""
-    token_ids: list[int] = dataclasses.field(default_factory=list)
-    tokens: list[Any] = dataclasses.field(default_factory=list)
-    finish: str | None = None
-    cached: int = dataclasses.field(default=0, compare=False)
-    prompt_tokens: int = dataclasses.field(default=0, compare=False)
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    cached: int
+    prompt_tokens: int
 
 
-class Harness:
+class Harness(BatchHarness):
+    """test_batching's harness, plus each request's usage and sequence id, and reuse switched per run."""
+
     def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.store = worker.batcher.prefix
-        assert self.store is not None
-        self.outs: dict[int, Out] = {}
-        self.rid = 0
+        super().__init__(worker)
+        store = worker.batcher.prefix
+        assert store is not None
+        self.store = store
+        self.usage: dict[int, Usage] = {}
         self.seqs: dict[int, int] = {}  # rid -> sequence id it ran in
+        admit = worker.batcher.admit
+
+        def recording(rid: int, *args: Any) -> None:
+            admit(rid, *args)
+            self.seqs[rid] = worker.batcher.slots[rid].seq
+
+        worker.batcher.admit = recording  # type: ignore[method-assign]
 
     def collect(self, msg: FromWorker) -> None:
-        if isinstance(msg, PieceFrame):
-            out = self.outs[msg.rid]
-            out.text += msg.text
-            out.token_ids += msg.token_ids
-            out.tokens += msg.tokens or []
-        elif isinstance(msg, DoneFrame):
-            out = self.outs[msg.rid]
-            out.finish, out.cached, out.prompt_tokens = (
-                msg.finish_reason,
-                msg.usage["prompt_tokens_cached"],
-                msg.usage["prompt_tokens"],
-            )
+        super().collect(msg)
+        if isinstance(msg, DoneFrame):
+            self.usage[msg.rid] = Usage(msg.usage["prompt_tokens_cached"], msg.usage["prompt_tokens"])
             assert msg.prefix_bytes == (self.store.held if self.worker.batcher.prefix else 0)
-        elif isinstance(msg, ErrorFrame):
-            raise AssertionError(f"request {msg.rid} failed: {msg.kind}: {msg.message}")
 
-    def run(self, schedule: dict[int, list[GenParams]], *, reuse: bool) -> list[Out]:
-        """Submit ``schedule[t]`` before tick ``t``; reuse off detaches the store (nothing restored or kept)."""
-        w = self.worker
-        w.batcher.prefix = self.store if reuse else None
-        rids: list[int] = []
-        tick = 0
-        while tick <= max(schedule) or w.batcher.busy or w.waiting:
-            for params in schedule.get(tick, []):
-                self.rid += 1
-                rids.append(self.rid)
-                self.outs[self.rid] = Out()
-                w.handle(Generate(self.rid, params))
-            w.work()
-            for rid, slot in w.batcher.slots.items():
-                self.seqs.setdefault(rid, slot.seq)
-            tick += 1
-            assert tick < 3000
-        return [self.outs.pop(r) for r in rids]
+    def run(  # type: ignore[override]
+        self, schedule: dict[int, list[GenParams]], *, reuse: bool
+    ) -> list[Out]:
+        """Reuse off detaches the store (nothing restored or kept)."""
+        self.worker.batcher.prefix = self.store if reuse else None
+        first = self.rid + 1
+        outs = super().run(schedule)
+        for rid, out in enumerate(outs, first):  # extra attributes: not compared with ``==``
+            usage = self.usage.pop(rid)
+            out.cached, out.prompt_tokens = usage.cached, usage.prompt_tokens  # type: ignore[attr-defined]
+        return outs
 
     def forget(self) -> None:
         while len(self.store):
