@@ -96,10 +96,8 @@ def main() -> None:
     nb = args.n_batch
     m = LlamaModel(args.model, n_ctx=4096, n_batch=nb, n_threads=args.threads, n_seq=4)
     shared = text(args.rules, 1)
-    prompts = [
-        m.tokenize(f"{shared}\nQuestion {i}: {text(40 + 37 * i, 100 + i)}\nAnswer:".encode(), add_bos=True, special=False)
-        for i in range(4)
-    ]
+    texts = [f"{shared}\nQuestion {i}: {text(40 + 37 * i, 100 + i)}\nAnswer:" for i in range(4)]
+    prompts = [m.tokenize(t.encode(), add_bos=True, special=False) for t in texts]
     ref = [run(m, [(0, p, None)], args.steps)[0][0] for p in prompts]
     p0 = prompts[0]
     m.clear(1)
