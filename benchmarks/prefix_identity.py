@@ -7,8 +7,8 @@ into sequence 2 (``llama_state_seq_set_data``; cut back with ``llama_memory_seq_
 reused prefix), evaluates the rest of its prompt in chunks from there, and decodes while the three other prompts
 run in sequences 0, 1 and 3 of the same steps (they join one by one, as the batcher admits them). Every logits row
 of every sequence (the prompt's last, then each step's) is hashed; a case is identical when all four sequences'
-tokens and logits digests equal their alone references. One case reuses a prefix that is *not* chunk-aligned (700
-tokens) to show the grid is what makes it hold.
+tokens and logits digests equal their alone references. One case reuses a prefix that is *not* chunk-aligned (one
+and a third chunks) to show the grid is what makes it hold.
 
     python benchmarks/prefix_identity.py [--model PATH] [--n-batch 512] [--rules 900]
 
@@ -107,7 +107,7 @@ def main() -> None:
         states[min(len(p0), s + nb)] = m.save_state(1, m.state_size(1))
     m.clear(1)
     full = max(states)
-    cases = [(full, full - full % nb, (0,)), (nb, nb, (0, 1, 2, 3)), (full, nb, (1, 3)), (full, 700, (0, 2))]
+    cases = [(full, full - full % nb, (0,)), (nb, nb, (0, 1, 2, 3)), (full, nb, (1, 3)), (full, nb + nb // 3, (0, 2))]
     n_cases = n_bad = 0
     misaligned: list[bool] = []
     for saved, keep, targets in cases:
