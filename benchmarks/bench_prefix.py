@@ -63,15 +63,19 @@ def emit(name: str, **fields: Any) -> None:
 async def sdk_turn(client: st.AsyncSteadyText, messages: list[dict[str, str]], tokens: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     first = None
-    chunks = []
-    async for chunk in client.agenerate_iter(messages=messages, max_new_tokens=tokens, logprobs=True):
+    chunks: list[st.Chunk] = []
+    result = None
+    async for item in client.stream(messages=messages, max_new_tokens=tokens, return_logprobs=True):
         if first is None:
             first = time.perf_counter() - t0
-        chunks.append(chunk)
+        if isinstance(item, st.Chunk):
+            chunks.append(item)
+        else:
+            result = item
     total = time.perf_counter() - t0
-    ids = [t for c in chunks for t in c.token_ids]
-    lps = [lp.logprob for c in chunks for lp in c.logprobs or []]
-    return {"ttft": first or total, "total": total, "text": "".join(c.text for c in chunks), "key": (ids, lps)}
+    assert result is not None
+    key = (result.token_ids, [lp.logprob for lp in result.logprobs or []])
+    return {"ttft": first or total, "total": total, "text": result.text, "key": key, "usage": result.usage}
 
 
 def peer_turn(llm: Any, messages: list[dict[str, str]], tokens: int, fresh: bool) -> dict[str, Any]:
@@ -101,7 +105,7 @@ async def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.turns, args.rules, args.tokens, args.rounds = 4, 20, 8, 1
-    common = {"workers": 1, "threads": args.threads, "cache_disabled": True}
+    common = {"workers": 1, "threads": args.threads, "cache_disabled": True, "strict": True, "start_timeout": 900.0, "max_batch": 1}
     modes = ["off", "on"] + ([] if args.no_peer else ["peer_fresh", "peer_reuse"])
     ttft: dict[str, list[list[float]]] = {m: [[] for _ in range(args.turns)] for m in modes}
     convo: dict[str, list[float]] = {m: [] for m in modes}
@@ -141,7 +145,7 @@ async def main() -> None:
             for m in modes:
                 convo[m].append(totals[m])
         # usage of the last turn: how much of the prompt the on-client restored
-        last = await on.agenerate(messages=messages[:-1], max_new_tokens=1)
+        last = await on.generate(messages=messages[:-1], max_new_tokens=1)
         prompt_tokens.append(last.usage.prompt_tokens)
         cached.append(last.usage.prompt_tokens_cached)
         for llm in peers.values():

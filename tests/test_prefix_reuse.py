@@ -302,14 +302,19 @@ async def test_client_stream_and_whole_match_with_reuse_on_and_off() -> None:
     results: dict[int, list[tuple[str, list[int], Any]]] = {}
     cached: list[int] = []
     for mb in (0, 64):
-        async with st.AsyncSteadyText(workers=1, threads=1, prefix_cache_mb=mb, n_batch=64) as client:
+        async with st.AsyncSteadyText(
+            workers=1, threads=1, prefix_cache_mb=mb, n_batch=64, max_batch=2, strict=True, start_timeout=900.0
+        ) as client:
             got = []
             for q in QUESTIONS[:3]:
                 msgs = [*convo, {"role": "user", "content": q}]
-                whole = await client.agenerate(messages=msgs, max_new_tokens=10, logprobs=True)
-                pieces = [c async for c in client.agenerate_iter(messages=msgs, max_new_tokens=10, logprobs=True)]
-                streamed = "".join(c.text for c in pieces)
-                assert streamed == whole.text
+                whole = await client.generate(messages=msgs, max_new_tokens=10, return_logprobs=True)
+                items = [c async for c in client.stream(messages=msgs, max_new_tokens=10, return_logprobs=True)]
+                pieces = [c for c in items if isinstance(c, st.Chunk)]
+                last = items[-1]
+                assert not whole.fallback and whole.finish_reason == "length"
+                assert isinstance(last, st.GenerationResult) and "".join(c.text for c in pieces) == whole.text
+                assert (last.text, last.token_ids, last.logprobs) == (whole.text, whole.token_ids, whole.logprobs)
                 assert [t for c in pieces for t in c.token_ids] == whole.token_ids
                 got.append((whole.text, whole.token_ids, [t.logprob for t in whole.logprobs or []]))
                 if mb:
