@@ -105,7 +105,14 @@ async def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.turns, args.rules, args.tokens, args.rounds = 4, 20, 8, 1
-    common = {"workers": 1, "threads": args.threads, "cache_disabled": True, "strict": True, "start_timeout": 900.0, "max_batch": 1}
+    common = {
+        "workers": 1,
+        "threads": args.threads,
+        "cache_disabled": True,
+        "strict": True,
+        "start_timeout": 900.0,
+        "max_batch": 1,
+    }
     modes = ["off", "on"] + ([] if args.no_peer else ["peer_fresh", "peer_reuse"])
     ttft: dict[str, list[list[float]]] = {m: [[] for _ in range(args.turns)] for m in modes}
     convo: dict[str, list[float]] = {m: [] for m in modes}
