@@ -139,6 +139,7 @@ def main() -> None:
                 flush=True,
             )
     sizes = {k: len(v) for k, v in states.items()}
+    m.close()
     summary = {"aligned_cases": n_cases, "aligned_differ": n_bad, "misaligned_identical": misaligned}
     print(json.dumps({"figure": "prefix_identity", **summary, "state_bytes": sizes}))
 
