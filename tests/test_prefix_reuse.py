@@ -298,6 +298,7 @@ def test_setting_from_env_and_validation() -> None:
         st.Settings(prefix_cache_mb=-1)
 
 
+@pytest.mark.timeout(900)  # two clients, each starting a worker: minutes on a loaded 2-core machine
 async def test_client_stream_and_whole_match_with_reuse_on_and_off() -> None:
     convo: list[dict[str, str]] = [{"role": "system", "content": SYSTEM * 3}]
     results: dict[int, list[tuple[str, list[int], Any]]] = {}
@@ -309,8 +310,8 @@ async def test_client_stream_and_whole_match_with_reuse_on_and_off() -> None:
             got = []
             for q in QUESTIONS[:3]:
                 msgs = [*convo, {"role": "user", "content": q}]
-                whole = await client.generate(messages=msgs, max_new_tokens=10, return_logprobs=True)
-                items = [c async for c in client.stream(messages=msgs, max_new_tokens=10, return_logprobs=True)]
+                whole = await client.generate(messages=msgs, max_new_tokens=6, return_logprobs=True)
+                items = [c async for c in client.stream(messages=msgs, max_new_tokens=6, return_logprobs=True)]
                 pieces = [c for c in items if isinstance(c, st.Chunk)]
                 last = items[-1]
                 assert not whole.fallback and whole.finish_reason in ("length", "eos")
