@@ -107,6 +107,7 @@ class Settings:
     n_ctx: int = 4096
     n_batch: int = 512
     max_batch: int = 8
+    prefix_cache_mb: int = 256  # per worker: kept prompt-prefix states (0: no prefix reuse)
     strict: bool = False
     llama_log: bool = False
     start_timeout: float = 120.0
@@ -140,6 +141,9 @@ class Settings:
             raise InvalidRequestError(f"spare_workers must be 0 or 1, got {self.spare_workers!r}")
         if self.n_ctx < 16:
             raise InvalidRequestError(f"n_ctx must be >= 16, got {self.n_ctx}")
+        mb = self.prefix_cache_mb
+        if isinstance(mb, bool) or not isinstance(mb, int) or mb < 0:
+            raise InvalidRequestError(f"prefix_cache_mb must be an int >= 0, got {mb!r}")
         for name in ("cache_max_entries", "cache_max_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -185,6 +189,7 @@ class Settings:
             "n_ctx": env_int(e, "STEADYTEXT_N_CTX", 4096, minimum=16),
             "n_batch": env_int(e, "STEADYTEXT_N_BATCH", 512),
             "max_batch": env_int(e, "STEADYTEXT_MAX_BATCH", 8),
+            "prefix_cache_mb": env_int(e, "STEADYTEXT_PREFIX_CACHE_MB", 256, minimum=0),
             "strict": env_bool(e, "STEADYTEXT_STRICT", False),
             "llama_log": env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),

@@ -171,6 +171,7 @@ class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_truncated: int = 0
+    prompt_tokens_cached: int = 0  # prompt tokens restored from a kept prefix instead of evaluated (prefix reuse)
 
 
 class Timings(BaseModel):

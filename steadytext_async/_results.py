@@ -154,6 +154,7 @@ def from_done(
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
             prompt_tokens_truncated=done.prompt_tokens_truncated,
+            prompt_tokens_cached=done.prompt_tokens_cached,
         ),
         timings=Timings(
             queue_wait=done.queue_wait,

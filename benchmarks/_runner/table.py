@@ -130,6 +130,16 @@ BENCHMARKS: tuple[Entry, ...] = (  # in order of importance: --budget cuts from 
         900,
         "llguidance vs outlines-core: constrained vs unconstrained tok/s, mask cost, compile time",
     ),
+    Entry(
+        "bench_prefix",
+        "bench_prefix.py",
+        ("--quick",),
+        (),
+        420,
+        1800,
+        "prefix reuse on vs off in a 10-turn chat (~2,000-token system): TTFT and conversation time, identical "
+        "bytes; llama-cpp-python's own prefix reuse and its byte changes",
+    ),
 )
 
 PEERS: tuple[Entry, ...] = (

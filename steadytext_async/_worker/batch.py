@@ -16,6 +16,7 @@ from .._exceptions import ConstraintError
 from .decode import SequenceDecoder
 from .governor import ThreadGovernor
 from .llama import LlamaModel, Logits
+from .prefix import PrefixStore
 from .protocol import DoneFrame, ErrorFrame, FromWorker, PieceFrame
 
 __all__ = ["Batcher"]
@@ -29,6 +30,7 @@ class _Slot:
     truncated: int
     decoder: SequenceDecoder
     filled: int = 0  # prompt tokens evaluated so far
+    cached: int = 0  # of which restored from a kept prefix (see prefix.py)
     next_token: int | None = None
     t_start: float = dataclasses.field(default_factory=time.perf_counter)
     t_prompt: float = 0.0
@@ -36,9 +38,17 @@ class _Slot:
 
 class Batcher:
     def __init__(
-        self, model: LlamaModel, *, slots: int, per_call: int, threads: int, send: Callable[[FromWorker], None]
+        self,
+        model: LlamaModel,
+        *,
+        slots: int,
+        per_call: int,
+        threads: int,
+        send: Callable[[FromWorker], None],
+        prefix: PrefixStore | None = None,
     ) -> None:
         self.model = model
+        self.prefix = prefix  # kept prompt prefixes (None: reuse off)
         self.per_call = max(1, per_call)
         self.send = send
         self.free = list(range(min(slots, model.n_seq)))  # sequence ids not in use
@@ -66,7 +76,9 @@ class Batcher:
                 gov.forget(self.share)
         seq = min(self.free)  # lowest first: keeps the decoding sequences' ids contiguous (see _holes)
         self.free.remove(seq)
-        self.slots[rid] = _Slot(rid, seq, prompt, truncated, decoder)
+        slot = self.slots[rid] = _Slot(rid, seq, prompt, truncated, decoder)
+        if self.prefix is not None:
+            slot.filled = slot.cached = self.prefix.restore(seq, prompt)
 
     def cancel(self, rid: int) -> bool:
         """Drop request ``rid``; False if it is not running here."""
@@ -125,6 +137,8 @@ class Batcher:
             self._fail(slot, exc)
             return
         slot.filled = min(len(slot.prompt), slot.filled + self.model.n_batch)
+        if row is None and self.prefix is not None and slot.filled == self.prefix.boundary(slot.prompt):
+            self.prefix.keep(slot.seq, slot.prompt[: slot.filled])
         if row is not None:
             slot.t_prompt = time.perf_counter()
             self._feed(slot, row)
@@ -180,6 +194,7 @@ class Batcher:
                 "prompt_tokens": len(slot.prompt),
                 "completion_tokens": len(dec.ids),
                 "prompt_tokens_truncated": slot.truncated,
+                "prompt_tokens_cached": slot.cached,
             }
             timings = {
                 "prompt_eval": slot.t_prompt - slot.t_start,
@@ -187,7 +202,8 @@ class Batcher:
                 "n_threads": float(self.n_threads),
                 "max_batch": float(self.per_call),  # only ever grows: the widest batch this request could be in
             }
-            self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings))
+            held = self.prefix.held if self.prefix is not None else 0
+            self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings, prefix_bytes=held))
 
     def _flush(self, slot: _Slot) -> None:
         for piece in slot.decoder.take():

@@ -29,6 +29,7 @@ from . import selftest
 from .batch import Batcher
 from .decode import SequenceDecoder
 from .llama import KERNEL, LlamaModel
+from .prefix import PrefixStore
 from .protocol import (
     BatchVerdict,
     Cancel,
@@ -107,7 +108,8 @@ class Worker:
         )
         self.batch_max, self.selftest_seconds = self._batch_verdict()
         slots = max(1, self.batch_max)
-        self.batcher = Batcher(self.model, slots=slots, per_call=slots, threads=cfg.n_threads, send=send)
+        prefix = PrefixStore(self.model, cap=cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None
+        self.batcher = Batcher(self.model, slots=slots, per_call=slots, threads=cfg.n_threads, send=send, prefix=prefix)
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
 

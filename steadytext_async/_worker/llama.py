@@ -163,6 +163,27 @@ class LlamaModel:
         self.lc.llama_memory_seq_rm(self.memory, seq, -1, -1)
         self.n_past[seq] = 0
 
+    def state_size(self, seq: int) -> int:
+        """Bytes of sequence ``seq``'s state (its KV cells) as :meth:`save_state` would copy them."""
+        return int(self.lc.llama_state_seq_get_size(self.ctx, seq))
+
+    def save_state(self, seq: int, size: int) -> ctypes.Array[ctypes.c_uint8]:
+        """A copy of sequence ``seq``'s state; ``size`` from :meth:`state_size` (nothing decoded in between)."""
+        buf = (ctypes.c_uint8 * size)()
+        got = self.lc.llama_state_seq_get_data(self.ctx, buf, size, seq)
+        if got != size:
+            raise RuntimeError(f"llama_state_seq_get_data copied {got} of {size} bytes")
+        return buf
+
+    def load_state(self, seq: int, state: ctypes.Array[ctypes.c_uint8], keep: int) -> None:
+        """Make sequence ``seq`` hold the first ``keep`` positions of a state saved from any sequence."""
+        self.clear(seq)
+        if self.lc.llama_state_seq_set_data(self.ctx, state, len(state), seq) != len(state):
+            self.clear(seq)
+            raise RuntimeError("llama_state_seq_set_data failed")
+        self.lc.llama_memory_seq_rm(self.memory, seq, keep, -1)
+        self.n_past[seq] = keep
+
     def prefill(self, seq: int, tokens: Sequence[int], start: int = 0) -> Logits | None:
         """Evaluate ``tokens[start:start + n_batch]`` of sequence ``seq`` (alone in its batch).
 

@@ -32,10 +32,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from .._engine.budget import HostBudget
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
+from .affinity import Affinity, anchors
 from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
 from .protocol import (
     Cancel,
@@ -68,6 +69,7 @@ class Pool:
         n_ctx: int,
         n_batch: int,
         max_batch: int = 1,
+        prefix_cache_bytes: int = 0,
         verdict_path: str | None = None,
         llama_log: bool = False,
         start_timeout: float = 120.0,
@@ -80,6 +82,8 @@ class Pool:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.max_batch = max_batch
+        self.prefix_cache_bytes = prefix_cache_bytes
+        self.affinity = Affinity()  # which worker holds which prompt prefix; prefix reuse counters
         self.verdict_path = verdict_path
         self.llama_log = llama_log
         self.start_timeout = start_timeout
@@ -198,7 +202,9 @@ class Pool:
     # -- one attempt -----------------------------------------------------------------------------------------
     async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
         t_queued = time.perf_counter()
-        worker = await self._acquire(model_path)
+        keys = anchors(params) if self.prefix_cache_bytes else []
+        worker = await self._acquire(model_path, keys)
+        self.affinity.sent(worker, keys)
         queue_wait = time.perf_counter() - t_queued
         rid = next(self._rids)
         events = worker.streams[rid] = asyncio.Queue()
@@ -212,6 +218,7 @@ class Pool:
                 elif isinstance(msg, DoneFrame) and msg.rid == rid:
                     finished = True
                     self.generations += 1
+                    self.affinity.done(worker, msg)
                     yield Done(msg.finish_reason, msg.usage, msg.timings, queue_wait, worker.info)
                     return
                 elif isinstance(msg, ErrorFrame) and msg.rid == rid:
@@ -255,7 +262,7 @@ class Pool:
             return None
         return failed[1]
 
-    async def _acquire(self, model_path: str) -> WorkerHandle:
+    async def _acquire(self, model_path: str, keys: Sequence[bytes] = ()) -> WorkerHandle:
         failure = self._failure(model_path)
         if failure is not None:
             raise ModelUnavailableError(failure)
@@ -266,15 +273,18 @@ class Pool:
                     raise WorkerError("the pool is closed")
                 active = len(self._active())
                 joinable = [w for w in self._active() if w.model_key == model_path and w.active < w.capacity]
-                if joinable:  # batch first: join the least loaded decoding worker (its thread share is unchanged)
-                    worker = min(joinable, key=lambda w: w.active)
+                # batch first: join a decoding worker (its thread share is unchanged), unless an idle one holds
+                # more of the prompt's prefix
+                if joinable and not self._idle_holder(model_path, keys, joinable, active):
+                    # the one holding the request's prompt prefix first, then the least loaded
+                    worker = min(joinable, key=lambda w: (-self.affinity.score(w, keys), w.active))
                     worker.active += 1
                     self.peak_batch = max(self.peak_batch, worker.active)
                     return worker
                 if active < self.max_active and self._budget.has_token(active):  # then spread over workers
                     idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
                     if idle:
-                        worker = idle[0]
+                        worker = max(idle, key=lambda w: self.affinity.score(w, keys))
                         break
                     alive = [w for w in self._workers if w.alive]
                     if len(alive) + self._spawning < self.max_workers:
@@ -302,6 +312,17 @@ class Pool:
             await asyncio.shield(self._release(worker))
             raise
         return worker
+
+    def _idle_holder(self, model_path: str, keys: Sequence[bytes], joinable: list[WorkerHandle], active: int) -> bool:
+        """True when an idle worker holds more of the request's prompt prefix than any joinable one, and may start:
+        taking it evaluates less of the prompt and leaves no worker idle that batching would not."""
+        if not keys:
+            return False
+        idle = [w for w in self._workers if w.alive and not w.busy and w.model_key == model_path]
+        best = max((self.affinity.score(w, keys) for w in idle), default=0)
+        if best <= max(self.affinity.score(w, keys) for w in joinable):
+            return False
+        return active < self.max_active and self._budget.has_token(active)
 
     async def _spawn_locked(self, model_path: str) -> WorkerHandle:
         self._spawning += 1
@@ -421,6 +442,7 @@ class Pool:
             llama_log=self.llama_log,
             max_batch=self.max_batch,
             verdict_path=self.verdict_path,
+            prefix_cache_bytes=self.prefix_cache_bytes,
         )
         try:
             worker = await WorkerHandle.start(cfg, self.start_timeout, self._exited, self._changed)

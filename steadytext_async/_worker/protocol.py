@@ -95,6 +95,7 @@ class WorkerConfig:
     llama_log: bool = False
     max_batch: int = 8  # sequences per worker; the start-up self-test may lower it
     verdict_path: str | None = None  # where the self-test verdict is cached (None: not cached)
+    prefix_cache_bytes: int = 0  # cap on kept prompt-prefix states (0: no prefix reuse)
 
 
 @_message
@@ -168,6 +169,7 @@ class DoneFrame:
     finish_reason: str
     usage: dict[str, int]
     timings: dict[str, float]
+    prefix_bytes: int = 0  # bytes of prompt-prefix state the worker keeps now (see prefix.py)
 
 
 @_message

@@ -58,6 +58,7 @@ class ProviderDone:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prompt_tokens_truncated: int = 0
+    prompt_tokens_cached: int = 0
     queue_wait: float = 0.0
     prompt_eval: float = 0.0
     decode: float = 0.0

@@ -124,6 +124,7 @@ class LocalProvider:
                     prompt_tokens=usage["prompt_tokens"],
                     completion_tokens=usage["completion_tokens"],
                     prompt_tokens_truncated=usage["prompt_tokens_truncated"],
+                    prompt_tokens_cached=usage.get("prompt_tokens_cached", 0),
                     queue_wait=event.queue_wait,
                     prompt_eval=event.timings["prompt_eval"],
                     decode=event.timings["decode"],

@@ -60,6 +60,9 @@ def pool_stats(client: AsyncSteadyText) -> dict[str, Any]:
         "cache_hits": cache.hits if cache is not None else 0,
         "cache_misses": cache.misses if cache is not None else 0,
         **cache_tiers(cache),
+        "prefix_hits": 0,
+        "prefix_tokens": 0,
+        "prefix_bytes": 0,
     }
     if pool is not None:
         alive = [w for w in pool._workers if w.alive]
@@ -68,6 +71,9 @@ def pool_stats(client: AsyncSteadyText) -> dict[str, Any]:
             workers_busy=sum(1 for w in alive if w.busy),
             generations=pool.generations,
             respawns=pool.respawns,
+            prefix_hits=pool.affinity.hits,
+            prefix_tokens=pool.affinity.reused,
+            prefix_bytes=pool.affinity.held(alive),
         )
     return stats
 

@@ -61,6 +61,16 @@ class _PoolCollector(Collector):
         for scope in ("process", "cluster"):
             waits.add_metric([scope], s.get(f"waits_{scope}", 0))
         yield waits
+        prefix = s.get  # absent before the first local request
+        yield CounterMetricFamily(
+            "steadytext_prefix_reuse_hits", "Generations that restored a prompt prefix", value=prefix("prefix_hits", 0)
+        )
+        yield CounterMetricFamily(
+            "steadytext_prefix_reused_tokens", "Prompt tokens restored, not evaluated", value=prefix("prefix_tokens", 0)
+        )
+        yield GaugeMetricFamily(
+            "steadytext_prefix_cache_bytes", "Prompt-prefix state kept by workers", value=prefix("prefix_bytes", 0)
+        )
         yield GaugeMetricFamily(
             "steadytext_tokens_per_second",
             f"Generated (non-cached) completion tokens per second over the last {WINDOW:.0f} s",
