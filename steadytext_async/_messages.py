@@ -208,13 +208,9 @@ def template_messages(messages: Sequence[ChatMessage]) -> tuple[dict[str, Any], 
     (OpenAI's shape) and tool call ids are kept (the worker renders them, see ``_tools``)."""
     out = []
     for m in messages:
-        item: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text}
-        if m.name is not None:
-            item["name"] = m.name
-        if m.tool_calls is not None:
-            item["tool_calls"] = [call.wire() for call in m.tool_calls]
-        if m.tool_call_id is not None:
-            item["tool_call_id"] = m.tool_call_id
+        item = m.wire()  # keys in the same order; role and content as a template takes them
+        item["role"] = "system" if m.role == "developer" else m.role
+        item["content"] = m.text
         out.append(item)
     return tuple(out)
 
