@@ -87,10 +87,10 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     verdicts = tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json"
     cfg = WorkerConfig(
-        model_path=str(model_spec.path), n_ctx=512, n_batch=512, n_threads=1, max_batch=B, verdict_path=str(verdicts)
+        model_path=str(gemma_spec.path), n_ctx=512, n_batch=512, n_threads=1, max_batch=B, verdict_path=str(verdicts)
     )
     box: list[Harness] = []
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
@@ -243,13 +243,13 @@ def _key(h: Harness) -> str:
 
 
 def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
-    model_spec: Any, tmp_path: Path, alone: dict[int, Out]
+    gemma_spec: Any, tmp_path: Path, alone: dict[int, Out]
 ) -> None:
     """No cached verdict: the worker is ready at once, unbatched (one sequence per step), runs the self-test
     between its requests' steps, then batches; every request's bytes equal its alone run either way, and each
     DoneFrame says which batch limit that request ran under."""
     verdicts = tmp_path / "batch-verdicts.json"
-    h = _worker(model_spec, verdicts)
+    h = _worker(gemma_spec, verdicts)
     w = h.worker
     info = w.info()
     assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
@@ -286,7 +286,7 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
 
 
 def test_a_held_verdict_lock_never_blocks_a_worker(
-    model_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    gemma_spec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 25 M10: whoever held the lock turned every new worker into fallback text (the wait had no timeout
     and counted against the start deadline). Now: ready at once and serving unbatched while another holds the
@@ -297,7 +297,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
     lock = FileLock(str(verdicts) + ".lock")
     lock.acquire()
     try:
-        h = _worker(model_spec, verdicts)
+        h = _worker(gemma_spec, verdicts)
         w = h.worker
         out = h.run({0: [TARGETS[0]]})[0]
         assert out.finish == "length" and w.batch_max == 1 and h.verdicts == []
@@ -308,7 +308,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         w.model.close()
 
         monkeypatch.setattr(selftest, "LOCK_PATIENCE", 0.3)
-        h2 = _worker(model_spec, tmp_path / "other" / "batch-verdicts.json")
+        h2 = _worker(gemma_spec, tmp_path / "other" / "batch-verdicts.json")
         lock2 = FileLock(str(tmp_path / "other" / "batch-verdicts.json") + ".lock")
         lock2.acquire()  # a stopped process holds it
         try:
@@ -321,14 +321,14 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         lock.release()
 
 
-def test_an_out_of_range_cached_verdict_is_not_used(model_spec: Any, tmp_path: Path) -> None:
+def test_an_out_of_range_cached_verdict_is_not_used(gemma_spec: Any, tmp_path: Path) -> None:
     """Issue 25 L4: 4096 in the verdict file was used with max_batch=2; now it is ignored and the test runs."""
     verdicts = tmp_path / "batch-verdicts.json"
-    probe = _worker(model_spec, tmp_path / "probe.json", max_batch=2)
+    probe = _worker(gemma_spec, tmp_path / "probe.json", max_batch=2)
     key = _key(probe)
     probe.worker.model.close()
     selftest.store_verdict(verdicts, key, 4096)
-    h = _worker(model_spec, verdicts, max_batch=2)
+    h = _worker(gemma_spec, verdicts, max_batch=2)
     assert h.worker.batch_max == 1 and h.worker.info()["selftest_pending"] is True
     h.worker.finish_selftest()
     assert h.verdicts == [2] and h.worker.batcher.per_call == 2 and len(h.worker.batcher.free) == 2
@@ -364,7 +364,7 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
         assert g.fingerprint.kernel is not None and "tiled_mm=0" in g.fingerprint.kernel
 
 
-async def warm_batching(client: Any, want: int, rounds: int = 40) -> None:
+async def warm_batching(client: Any, want: int, rounds: int = 80) -> None:
     """Send small requests until every worker of the client's pool reports batch size ``want`` (a worker runs its
     self-test only while it decodes requests)."""
     import asyncio
@@ -375,7 +375,9 @@ async def warm_batching(client: Any, want: int, rounds: int = 40) -> None:
         if workers and all(w.capacity == want for w in workers):
             return
         n = max(1, len(workers))
-        await asyncio.gather(*(client.generate(f"Warm-up {i}.{j}", max_new_tokens=16) for j in range(n)))
+        # a request that asks for a long answer decodes all 16 tokens (a short chat answer ends at once)
+        warm = [client.generate(f"Write a long story about the number {i}{j}.", max_new_tokens=16) for j in range(n)]
+        await asyncio.gather(*warm)
     raise AssertionError(f"no batching verdict after {rounds} rounds: {[w.info for w in pool._workers]}")
 
 

@@ -156,6 +156,8 @@ def test_the_request_holds_what_pydantic_validation_would() -> None:
         unsafe_mode=False,
         strict=True,
         constraint=None,
+        tools=None,
+        tool_choice=None,
     )
     assert built == validated and built.model_fields_set == validated.model_fields_set
     for model, other in ((built, validated), (built.sampling, validated.sampling)):

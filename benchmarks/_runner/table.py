@@ -119,8 +119,15 @@ BENCHMARKS: tuple[Entry, ...] = (  # in order of importance: --budget cuts from 
         600,
         "cache hit latency p50/p99, miss overhead (cache on vs off), concurrent hit throughput",
     ),
-    # bench_recovery.py (worker replacement after SIGKILL, warm spare vs none) runs by hand only: its --quick form
-    # stalled twice on a loaded machine and is not yet understood.
+    Entry(
+        "bench_recovery",
+        "bench_recovery.py",
+        ("--quick",),
+        (),
+        420,
+        900,
+        "worker replacement after SIGKILL under load: warm spare (spare_workers=1) vs none, seconds",
+    ),
     Entry(
         "bench_structured",
         "bench_structured.py",
@@ -139,6 +146,15 @@ BENCHMARKS: tuple[Entry, ...] = (  # in order of importance: --budget cuts from 
         1800,
         "prefix reuse on vs off in a 10-turn chat (~2,000-token system): TTFT and conversation time, identical "
         "bytes; llama-cpp-python's own prefix reuse and its byte changes",
+    ),
+    Entry(
+        "bench_tools",
+        "bench_tools.py",
+        ("--rounds", "3"),
+        (),
+        300,
+        900,
+        "tool-call decode vs unconstrained decode of the same length: tok/s ratio",
     ),
 )
 

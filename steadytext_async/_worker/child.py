@@ -147,8 +147,17 @@ class Worker:
         if pending is None:
             return
         verdict = pending.step(self.batcher.n_threads)
-        if verdict is None:
-            return
+        if verdict is not None:
+            self._take_verdict(pending, verdict)
+
+    def _poll_selftest(self) -> None:
+        """An idle worker takes a verdict another worker stored (batch-first traffic may never reach it)."""
+        pending = self._selftest
+        verdict = pending.poll() if pending is not None else None
+        if pending is not None and verdict is not None:
+            self._take_verdict(pending, verdict)
+
+    def _take_verdict(self, pending: selftest.PendingVerdict, verdict: int) -> None:
         self._selftest = None
         self.batch_max, self.selftest_seconds = verdict, pending.seconds
         self.batcher.widen(verdict)
@@ -284,14 +293,19 @@ class Worker:
 
     def serve(self) -> None:
         while True:
-            block = not self.batcher.busy and not self.waiting
+            idle = not self.batcher.busy and not self.waiting
+            # idle with the self-test pending: wake every RECHECK seconds to look for another worker's verdict
+            timeout = selftest.RECHECK if idle and self._selftest is not None else None
+            block = idle
             while True:
                 try:
-                    msg = self.inbox.get(block=block)
+                    msg = self.inbox.get(block=block, timeout=timeout if block else None)
                 except queue.Empty:
                     break
                 self.handle(msg)
                 block = False
+            if idle and self._selftest is not None:
+                self._poll_selftest()
             self.work()
 
     def work(self) -> None:

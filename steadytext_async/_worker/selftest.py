@@ -281,6 +281,15 @@ class PendingVerdict:
         self.seconds += time.perf_counter() - t0
         return self.verdict
 
+    def poll(self) -> int | None:
+        """For an idle worker: the verdict if another worker stored it meanwhile (a file read; no test step, no
+        lock), else None."""
+        if self.state == "waiting" and self.path is not None:
+            cached = load_verdict(self.path, self.key, self.limit)
+            if cached is not None:
+                self._finish(cached, store=False)
+        return self.verdict
+
     def close(self) -> None:
         """Give up (the worker is exiting): free the test's context and the lock."""
         if self.state != "done":
