@@ -117,7 +117,7 @@ async def bench_miss_overhead(args: argparse.Namespace, cache_dir: Path) -> None
 
 def synthetic_stream(tokens: int, tag: str) -> list[Any]:
     """A stored-looking stream without a model: ``tokens`` chunks ``"{tag}{i} "`` and their final result."""
-    from steadytext_async._models import Chunk, Fingerprint, GenerationResult
+    from steadytext_async._models import Chunk, Fingerprint, GenerationResult, sha256_text
 
     values = {
         "package_version": "0",
@@ -133,11 +133,11 @@ def synthetic_stream(tokens: int, tag: str) -> list[Any]:
         "top_p": 0.95,
         "min_p": 0.05,
         "logprobs": False,
-        "output_sha256": "0" * 64,
     }
-    fp = Fingerprint(**{k: v for k, v in values.items() if k in Fingerprint.model_fields})
     chunks = [Chunk(text=f"{tag}{i} ", token_ids=[i]) for i in range(tokens)]
     text = "".join(c.text for c in chunks)
+    values["output_sha256"] = sha256_text(text)  # a cache refuses an entry whose text does not match it
+    fp = Fingerprint(**{k: v for k, v in values.items() if k in Fingerprint.model_fields})
     return [*chunks, GenerationResult(text=text, finish_reason="length", provider="local", model="m", fingerprint=fp)]
 
 
