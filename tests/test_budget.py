@@ -10,6 +10,8 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+from test_batching import warm_batching
+
 import steadytext_async as st
 from steadytext_async._engine.budget import HostBudget
 
@@ -114,14 +116,17 @@ async def test_a_batch_that_started_short_of_threads_takes_them_once_freed(tmp_p
     kw = {"workers": 2, "threads": 2, "max_batch": 4, "host_threads": 2, "budget_dir": tmp_path}
     async with st.AsyncSteadyText(**kw) as client:  # type: ignore[arg-type]
         await client.preload()
+        await warm_batching(client, 4)  # workers start unbatched until their self-test's verdict
         pool = client._local.pool
-        batch = asyncio.gather(*(client.generate(f"Item {i}:", max_new_tokens=48) for i in range(4)))
+        done_before = pool.generations
+        prompts = [f"Write a long story about item {i}." for i in range(4)]  # long answers: all 48 tokens
+        batch = asyncio.gather(*(client.generate(p, max_new_tokens=48) for p in prompts))
         assert await until(lambda: sum(w.active for w in pool._active()) == 4)
         assert len(pool._budget.tokens) == 1 and [w.threads for w in pool._active()] == [1]  # one core free
         outsider.stdin.write(b"release\n")
         await outsider.wait()  # its lock goes with it
         grown = await until(lambda: [w.threads for w in pool._active()] == [2])
-        still_running = pool.generations == 0
+        still_running = pool.generations == done_before
         results = await batch
     assert grown and still_running
     assert pool.peak_batch == 4 and all(r.usage.completion_tokens == 48 for r in results)

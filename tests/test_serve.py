@@ -215,7 +215,8 @@ def test_disconnect_frees_the_worker(server: ServeProcess, oai: openai.OpenAI, s
 def test_disconnect_frees_the_worker_of_a_plain_request(server: ServeProcess) -> None:
     generations = server.health()["generations"]
     with server.client(timeout=1.5) as c, pytest.raises(httpx.ReadTimeout):
-        c.post("/v1/completions", json={"prompt": "Once upon a time", "max_tokens": 400})  # gives up, disconnects
+        long = {"prompt": "Write a very long story about a dragon and a lighthouse.", "max_tokens": 2000}
+        c.post("/v1/completions", json=long)  # gives up after 1.5 s, disconnects
     t0 = time.monotonic()
     while server.health()["workers_busy"] != 0:
         assert time.monotonic() - t0 < 5, "the worker was not freed after the client disconnected"
