@@ -34,3 +34,16 @@ def test_a_phone_number_is_written_in_ascii_digits() -> None:
     """SmolLM2 asked 'My phone is' under ``\\d`` wrote U+1FBF8 'segmented digit eight's (valid for Python's ``\\d``)."""
     text = st.generate("My phone is", regex=PHONE, max_new_tokens=24)
     assert re.fullmatch(r"[0-9]{3}-[0-9]{3}-[0-9]{4}", text), repr(text)
+
+
+def test_a_regex_python_warns_about_is_accepted_without_a_warning() -> None:
+    """Python's ``re`` emits FutureWarning ("possible nested set") for ``[[`` in a class; the syntax check must not
+    turn a valid pattern into a warning (an error under ``-W error``) for the caller."""
+    import warnings
+
+    from steadytext_async.structured.normalize import normalize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        constraint = normalize(regex="[[a]b]x")
+    assert constraint is not None and constraint.pattern == "[[a]b]x"

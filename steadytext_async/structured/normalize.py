@@ -16,6 +16,7 @@ import functools
 import json
 import re
 import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -159,7 +160,9 @@ def _from_regex(regex: object) -> Constraint:
 @functools.lru_cache(maxsize=512)
 def _regex_constraint(regex: str) -> Constraint:
     try:
-        re.compile(regex)
+        with warnings.catch_warnings():  # "possible nested set" for [[ or && in a class: valid, not our warning
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(regex)
     except re.error as exc:
         raise InvalidRequestError(f"invalid regex {regex!r:.200}: {exc}") from None
     except (RecursionError, OverflowError, RuntimeError, ValueError) as exc:
