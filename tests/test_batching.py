@@ -321,6 +321,47 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         lock.release()
 
 
+def test_an_idle_worker_hands_the_verdict_lock_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that took the self-test lock while serving and then went idle held it until it exited: every other
+    worker with the same key stayed unbatched for the lock's patience (120 s; seen in CI as "no batching verdict
+    after 80 rounds"). Now an idle worker pauses its test: the lock is free at once, the other worker tests and
+    stores the verdict, and the paused one takes it from the file without finishing its own."""
+    from filelock import FileLock, Timeout
+
+    steps_run: list[str] = []
+
+    def steps(model: Any, limit: int) -> Iterator[None]:
+        for _ in range(3):
+            steps_run.append(model)
+            yield
+        return 4
+
+    class _Model:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def set_threads(self, n: int) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(selftest, "verdict_steps", steps)
+    verdicts = tmp_path / "batch-verdicts.json"
+    first = selftest.PendingVerdict(lambda k: _Model("first"), 4, path=verdicts, key="k")  # type: ignore[arg-type,return-value]
+    second = selftest.PendingVerdict(lambda k: _Model("second"), 4, path=verdicts, key="k")  # type: ignore[arg-type,return-value]
+    assert first.step(1) is None and first.state == "running"  # it holds the lock, one step in
+    with pytest.raises(Timeout):
+        FileLock(str(verdicts) + ".lock").acquire(timeout=0)
+    first.pause()  # the worker went idle
+    assert first.state == "waiting"
+    FileLock(str(verdicts) + ".lock").acquire(timeout=0).lock.release()  # free at once
+    while second.verdict is None:
+        second.step(1)
+    assert second.verdict == 4 and selftest.load_verdict(verdicts, "k", 4) == 4
+    assert first.poll() == 4 and first.state == "done" and len(steps_run) == 4  # first ran one step, second three
+
+
 def test_an_out_of_range_cached_verdict_is_not_used(gemma_spec: Any, tmp_path: Path) -> None:
     """Issue 25 L4: 4096 in the verdict file was used with max_batch=2; now it is ignored and the test runs."""
     verdicts = tmp_path / "batch-verdicts.json"

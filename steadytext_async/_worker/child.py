@@ -151,10 +151,14 @@ class Worker:
             self._take_verdict(pending, verdict)
 
     def _poll_selftest(self) -> None:
-        """An idle worker takes a verdict another worker stored (batch-first traffic may never reach it)."""
+        """An idle worker hands back the self-test lock (it would hold up every other worker's test while it
+        waits for requests) and takes a verdict another worker stored (batch-first traffic may never reach it)."""
         pending = self._selftest
-        verdict = pending.poll() if pending is not None else None
-        if pending is not None and verdict is not None:
+        if pending is None:
+            return
+        pending.pause()
+        verdict = pending.poll()
+        if verdict is not None:
             self._take_verdict(pending, verdict)
 
     def _take_verdict(self, pending: selftest.PendingVerdict, verdict: int) -> None:

@@ -290,6 +290,16 @@ class PendingVerdict:
                 self._finish(cached, store=False)
         return self.verdict
 
+    def pause(self) -> None:
+        """The worker went idle (its threads are no longer its to use): hand the lock back so that another
+        worker's test is not held up by this one's idle time. The test keeps its place and resumes once this
+        worker holds the lock again, unless another worker's verdict appears first."""
+        if self.state == "running" and self._lock is not None:
+            self._lock.release()
+            self._lock = None
+            self.state = "waiting"
+            self._looked = float("-inf")
+
     def close(self) -> None:
         """Give up (the worker is exiting): free the test's context and the lock."""
         if self.state != "done":
