@@ -139,7 +139,7 @@ async def main() -> None:
         raw: list[float] = []
         sdk: list[float] = []
         for _ in range(rounds):
-            raw.append(max(max(run_raw(spec.path, n, tokens, 1)[0]) for n in sorted({1, cores})))
+            raw.append(max(max(run_raw(spec, n, tokens, 1)[0]) for n in sorted({1, cores})))
             sdk.append((await burst(on, tokens, 1))[0])
         emit(
             "batching_single_vs_raw",

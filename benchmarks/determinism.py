@@ -184,7 +184,7 @@ def start_serve(tmp: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEADYTEXT_")}
     env["STEADYTEXT_DISABLE_CACHE"] = "1"
     log = tmp / "serve.log"
-    cmd = [sys.executable, "-m", "steadytext_async", "serve", "--host", "127.0.0.1", "--port", "0"]
+    cmd = [sys.executable, "-m", "steadytext_async", "serve", "--host", "127.0.0.1", "--port", "0", "--daemon"]
     with log.open("wb") as sink:  # a file, not a pipe: nobody reads it while the matrix runs
         proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 180
