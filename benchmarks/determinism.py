@@ -9,7 +9,11 @@ compared with the reference cell (fresh process, default pool, async ``generate`
   per worker);
 - streamed vs whole, sync vs async;
 - cache miss vs hit (whole and streamed), and in-process vs through ``steadytext-async serve`` (when the build has
-  it: a daemon on 127.0.0.1 reached through ``STEADYTEXT_DAEMON_URL``).
+  it: a daemon on 127.0.0.1 reached through ``STEADYTEXT_DAEMON_URL``);
+- multi-turn conversations over a system prompt longer than one prompt chunk, each turn resent with the history
+  (the shape prefix reuse serves): turn by turn, both conversations at once, streamed, and with prefix reuse off
+  (``STEADYTEXT_PREFIX_CACHE_MB=0``); compared with the reference process's turn-by-turn cell. A cell with reuse
+  on where no prompt token was restored, or with reuse off where one was, fails: it would test nothing.
 
 Prints a table (identical/different per cell) and one sha256 over all outputs; exits 1 if any cell differs.
 
@@ -52,6 +56,20 @@ PROMPTS: list[Input] = [
 ]
 SAMPLING = [{"temperature": 0.0}, {"temperature": 0.8, "seed": 7}]
 Outputs = dict[str, list[str]]
+
+# A multi-turn conversation: the system prompt (about 1,100 tokens) is longer than one 512-token prompt chunk, so a
+# later turn restores the kept prefix of an earlier one instead of evaluating it (when prefix reuse is on).
+SYSTEM = "You are the help desk of the Northwind library. Follow the house rules below.\n" + "\n".join(
+    f"Rule {i}: a reader may borrow at most {i % 7 + 2} books of shelf {chr(65 + i % 26)} for {i % 5 + 1} weeks, "
+    f"renew them {i % 3} times, and pays {i % 4 + 1} cents a day when late."
+    for i in range(1, 36)
+)
+TURNS = [
+    "How many books of shelf C may I borrow?",
+    "And how many times may I renew them?",
+    "What do I pay if I return them three days late?",
+]
+MULTI_TURN = "multi-turn"  # the family of cells compared with the reference's turn-by-turn cell
 
 
 def requests(n_prompts: int) -> list[tuple[Input, dict[str, Any]]]:
@@ -102,6 +120,42 @@ def _sync(reqs: list[tuple[Input, dict[str, Any]]], tokens: int) -> tuple[list[s
     return whole, streamed
 
 
+async def _conversation(client: Any, s: dict[str, Any], turns: int, tokens: int, stream: bool) -> tuple[list[str], int]:
+    """One conversation, each turn sent with the whole history; its replies and the prompt tokens restored."""
+    messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM}]
+    replies, reused = [], 0
+    for question in TURNS[:turns]:
+        messages.append({"role": "user", "content": question})
+        if stream:
+            items = [x async for x in client.stream(messages=messages, max_new_tokens=tokens, **s)]
+            result = items[-1]
+            joined = "".join(getattr(x, "text", "") for x in items[:-1])
+            text = joined if joined == result.text else "<stream pieces != final text>"
+        else:
+            result = await client.generate(messages=messages, max_new_tokens=tokens, **s)
+            text = result.text
+        replies.append(str(text))
+        reused += result.usage.prompt_tokens_cached
+        messages.append({"role": "assistant", "content": str(result.text)})
+    return replies, reused
+
+
+async def _multi_turn(client: Any, cell: str, turns: int, tokens: int) -> list[str]:
+    """The conversations of ``cell`` (one per sampling), with a failure marker when reuse did not do what the
+    process's setting says (restored tokens with reuse on, none with it off)."""
+    stream = cell.endswith("streamed")
+    if cell.endswith("concurrent"):
+        done = await asyncio.gather(*(_conversation(client, s, turns, tokens, stream) for s in SAMPLING))
+    else:
+        done = [await _conversation(client, s, turns, tokens, stream) for s in SAMPLING]
+    replies = [r for texts, _ in done for r in texts]
+    reused = sum(n for _, n in done)
+    reuse_on = os.environ.get("STEADYTEXT_PREFIX_CACHE_MB", "") != "0"
+    if reuse_on != (reused > 0):
+        return [f"<prefix reuse {'on' if reuse_on else 'off'} but {reused} prompt tokens restored>"]
+    return replies
+
+
 async def child(cells: list[str], n_prompts: int, tokens: int, cache_dir: str) -> Outputs:
     import steadytext_async as st
 
@@ -117,6 +171,8 @@ async def child(cells: list[str], n_prompts: int, tokens: int, cache_dir: str) -
                 out[cell] = (await _stream(client, reqs, tokens))[0]
             elif cell == "sync":
                 out["sync whole"], out["sync stream"] = await asyncio.to_thread(_sync, reqs, tokens)
+            elif cell.startswith(MULTI_TURN):
+                out[cell] = await _multi_turn(client, cell, min(len(TURNS), max(2, n_prompts)), tokens)
     if "cache" in cells:
         async with st.AsyncSteadyText(cache_disabled=False, cache_dir=Path(cache_dir)) as cached:
             miss = [await cached.generate(**given(p), max_new_tokens=tokens, **s) for p, s in reqs]
@@ -151,8 +207,9 @@ def has_serve() -> bool:
 def plan(reduced: bool) -> list[Group]:
     """The reference process runs every in-process cell; each other group varies one setting in a fresh process."""
     base_cells = ["repeat 1", "repeat 2", "concurrency 4", "concurrency 16", "stream", "sync", "cache"]
+    turns = [MULTI_TURN, f"{MULTI_TURN}, concurrent", f"{MULTI_TURN}, streamed"]
     groups = [
-        Group("reference", {}, base_cells),
+        Group("reference", {}, [*base_cells, *turns]),
         Group("fresh process, pool 2, threads 2", {"STEADYTEXT_WORKERS": "2", "STEADYTEXT_THREADS": "2"},
               ["repeat 1", "concurrency 4"]),
         Group("pool 1", {"STEADYTEXT_WORKERS": "1"}, ["concurrency 4"]),
@@ -163,6 +220,9 @@ def plan(reduced: bool) -> list[Group]:
     if has_batching():
         groups.append(Group("batching off", {"STEADYTEXT_MAX_BATCH": "1"}, ["concurrency 16"]))
         groups.append(Group("batching on", {"STEADYTEXT_MAX_BATCH": "8"}, ["concurrency 16"]))
+    groups.append(
+        Group("prefix reuse off", {"STEADYTEXT_PREFIX_CACHE_MB": "0"}, [MULTI_TURN, f"{MULTI_TURN}, concurrent"])
+    )
     return groups
 
 
@@ -234,13 +294,16 @@ def matrix(reduced: bool, n_prompts: int, tokens: int) -> tuple[list[dict[str, A
 
 
 def compare(results: list[tuple[str, Outputs]]) -> tuple[list[dict[str, Any]], str, str]:
-    """Rows (one per cell, against the first group's ``repeat 1``), sha256 over all outputs, sha256 of the reference."""
+    """Rows (one per cell, against the first group's ``repeat 1``, or its multi-turn cell for the multi-turn family),
+    sha256 over all outputs, sha256 of the reference."""
     reference = results[0][1]["repeat 1"]
+    conversation = results[0][1].get(MULTI_TURN)
     rows: list[dict[str, Any]] = []
     for label, outputs in results:
         for cell, texts in outputs.items():
             name = cell if label in ("reference", "serve") else f"{label}: {cell}"
-            rows.append({"cell": name, "identical": texts == reference, "outputs": len(texts),
+            expected = conversation if cell.startswith(MULTI_TURN) else reference
+            rows.append({"cell": name, "identical": texts == expected, "outputs": len(texts),
                          "sha256": hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]})  # fmt: skip
     everything = json.dumps([[label, sorted(o.items())] for label, o in results], ensure_ascii=False)
     reference_sha = hashlib.sha256(json.dumps(reference, ensure_ascii=False).encode()).hexdigest()

@@ -189,6 +189,9 @@ def test_determinism_compare_flags_a_differing_cell() -> None:
     assert rows[-1]["cell"] == "pool 1: concurrency 4"
     again, digest2, ref2 = determinism.compare([("reference", same), ("pool 1", {"concurrency 4": ["a", "b"]})])
     assert all(r["identical"] for r in again) and ref2 == ref and digest2 != digest
+    turns = {**same, "multi-turn": ["x", "y"]}  # the multi-turn family compares with the reference's conversation
+    rows, _, _ = determinism.compare([("reference", turns), ("off", {"multi-turn": ["x", "y"], "stream": ["x", "y"]})])
+    assert [r["identical"] for r in rows] == [True, True, True, True, False]
 
 
 @pytest.mark.slow
@@ -334,6 +337,9 @@ def test_determinism_plan_covers_every_way_of_running() -> None:
     assert all(g.env for g in reduced[1:])  # every other group changes exactly what its label says
     assert [g.label for g in full] == [*[g.label for g in reduced[:3]], "pool 4", *[g.label for g in reduced[3:]]]
     assert len(determinism.requests(2)) == 4  # two prompts, greedy and seeded
+    # multi-turn conversations (prefix reuse on) in the reference process, and again with reuse off
+    assert {"multi-turn", "multi-turn, concurrent", "multi-turn, streamed"} <= set(reduced[0].cells)
+    assert reduced[-1].env == {"STEADYTEXT_PREFIX_CACHE_MB": "0"} and "multi-turn" in reduced[-1].cells
 
 
 @pytest.mark.timeout(600)
