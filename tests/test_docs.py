@@ -88,3 +88,19 @@ def test_readme_is_a_front_door() -> None:
     readme = (ROOT / "README.md").read_text()
     assert len(readme.splitlines()) <= 250
     assert "bash scripts/run.sh" in readme and "bash scripts/test.sh" in readme
+
+
+def test_configuration_page_names_every_setting() -> None:
+    """Each ``Settings`` field has its variable in the configuration table, and each variable there is read."""
+    import dataclasses
+
+    from steadytext_async import Settings
+
+    page = (ROOT / "docs" / "reference" / "configuration.md").read_text()
+    documented = set(re.findall(r"`STEADYTEXT_([A-Z_]+)`", page))  # not `STEADYTEXT_<NAME>_BASE_URL`
+    keyword = {"DISABLE_CACHE": "cache_disabled"}
+    as_fields = {keyword.get(v, v.lower()) for v in documented}
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    assert not fields - as_fields, f"settings the configuration page lacks: {sorted(fields - as_fields)}"
+    not_settings = {v for v in documented if keyword.get(v, v.lower()) not in fields}
+    assert not_settings == {"UNSAFE_MODE", "SERVE_TOKEN", "REPLICA_ID"}, not_settings
