@@ -104,3 +104,19 @@ def test_configuration_page_names_every_setting() -> None:
     assert not fields - as_fields, f"settings the configuration page lacks: {sorted(fields - as_fields)}"
     not_settings = {v for v in documented if keyword.get(v, v.lower()) not in fields}
     assert not_settings == {"UNSAFE_MODE", "SERVE_TOKEN", "REPLICA_ID"}, not_settings
+
+
+def test_errors_page_matches_the_exception_tree_and_serve_statuses() -> None:
+    """Every public error is a row; each row's parents and ``serve`` status are the code's."""
+    import steadytext_async as st
+    from steadytext_async.serve._errors import error_status
+
+    page = (ROOT / "docs" / "reference" / "errors.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \| (\d{3}) \| (\d) \|$", page, re.M)
+    public = {n for n in st.__all__ if n.endswith("Error") and issubclass(getattr(st, n), st.SteadyTextError)}
+    assert {r[0] for r in rows} == public - {"SteadyTextError"}, "a row per public error"
+    for name, parents, status, _exit in rows:
+        cls = getattr(st, name)
+        for parent in re.findall(r"`(\w+)`", parents):
+            assert parent in {b.__name__ for b in cls.__bases__}, f"{name}: {parent} is not a direct parent"
+        assert error_status(cls("x")) == int(status), name
