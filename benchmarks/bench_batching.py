@@ -10,7 +10,7 @@ Figures:
   with batching on (``max_batch=8``) and off (``max_batch=1``), same workers and threads, rounds interleaved;
   ``identical`` says every text matched between the two (target ratio at 8 concurrent >= 1.5).
 - batching_shapes: at 8 concurrent, each worker/thread shape with batching on and off (the scheduling table in
-  README "Batched decoding").
+  docs/guide/batching.md).
 - batching_single_vs_raw: one request vs raw llama-cpp-python (``Llama.create_completion``, its default settings,
   best thread count), interleaved (target ratio >= 0.95).
 - batching_event_loop_lag: p99 lag of a 1 ms ticker during 16 concurrent requests, batching on vs off.

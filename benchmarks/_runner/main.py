@@ -21,6 +21,9 @@ import machine
 import report
 from table import BENCHMARKS, RUN_ORDER, Entry
 
+# The page whose results block `--update-docs` rewrites (between <!-- results:begin --> and <!-- results:end -->).
+RESULTS_PAGE = execute.ROOT / "docs" / "benchmarks" / "index.md"
+
 
 def discover() -> list[str]:
     return sorted(p.stem for p in execute.BENCH_DIR.glob("bench_*.py"))
@@ -69,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         "short or recorded as skipped (the order of the table is the order of importance)",
     )
     ap.add_argument("--no-plots", action="store_true")
-    ap.add_argument("--update-readme", action="store_true", help="rewrite README.md's results table from this run")
+    ap.add_argument(
+        "--update-docs", action="store_true", help="rewrite the results table of docs/benchmarks/index.md from this run"
+    )
     ap.add_argument(
         "--from-results",
         type=Path,
@@ -92,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             plots = plotting.draw_all(results, args.out / "plots")
     (args.out / "RESULTS.md").write_text(report.markdown(results, plots))
     (args.out / "results.partial.json").unlink(missing_ok=True)
-    if args.update_readme:
-        update_readme(execute.ROOT / "README.md", report.readme_block(results))
+    if args.update_docs:
+        update_results_block(RESULTS_PAGE, report.results_block(results))
     bad = [n for n, r in results["benchmarks"].items() if r["status"] in ("failed", "timeout")]
     print(
         f"run: wrote {args.out / 'results.json'}, RESULTS.md and {len(plots)} plots; "
@@ -131,7 +136,8 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def update_readme(path: Path, block: str) -> None:
+def update_results_block(path: Path, block: str) -> None:
+    """Replace what lies between the page's results markers with ``block``; the rest of the page is kept."""
     begin, end = "<!-- results:begin -->", "<!-- results:end -->"
     text = path.read_text()
     head, rest = text.split(begin, 1)

@@ -322,13 +322,15 @@ def headline_table(results: Results) -> list[str]:
     return lines
 
 
-def readme_block(results: Results) -> str:
-    """The README "Results" table: headline pairs, the determinism verdict, and what did not run."""
+def results_block(results: Results) -> str:
+    """The results table of docs/benchmarks/index.md: headline pairs, the determinism verdict, what did not run.
+
+    Its link is relative to that page, beside which ``RESULTS.md`` is a symlink to ``benchmarks/RESULTS.md``."""
     m = results["machine"]
     lines = [
         f"Measured {results['finished_utc']} by `{results['command']}` on {m['cpu_model']} ({m['cores_usable']} "
         f"cores, load average {m['load_average_at_start'][0]} at start, shared with other jobs); "
-        "ratio = ours / reference. Full detail: [`benchmarks/RESULTS.md`](benchmarks/RESULTS.md).",
+        "ratio = ours / reference. Full detail: [`benchmarks/RESULTS.md`](RESULTS.md).",
         "",
         *headline_table(results),
     ]
