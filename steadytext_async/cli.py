@@ -13,7 +13,7 @@ from ._options import DEFAULT_SEED
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_DIFFERENT", "EXIT_ERROR", "EXIT_OK", "main"]
 
-# Exit codes (documented in README "Command line"): verify uses 1 only for "the outputs differ".
+# Exit codes (documented in docs/reference/cli.md): verify uses 1 only for "the outputs differ".
 EXIT_OK = 0
 EXIT_DIFFERENT = 1  # verify: the replay produced different bytes
 EXIT_BAD_INPUT = 2  # bad arguments or input: unreadable/garbage recording, missing consent, invalid options

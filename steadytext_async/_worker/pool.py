@@ -7,7 +7,7 @@
   (``max_batch``; see ``_worker/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
   one worker with both threads decoding a batch of 2-4 gave 17-45 % more tokens/s than two 1-thread workers with
-  half the batch each; README "Batched decoding"). The ``threads`` budget is split among decoding workers (not
+  half the batch each; docs/guide/batching.md). The ``threads`` budget is split among decoding workers (not
   requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
   share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
 - With a :class:`~steadytext_async._engine.budget.HostBudget`, every decode thread also needs one host token, so
