@@ -325,6 +325,7 @@ class AsyncSteadyText:
         logprobs: list[TokenLogprob] | None = [] if request.logprobs else None
         done: ProviderDone | None = None
         started = False
+        hold = _results.CallHold(request)
         try:
             async with _closing(provider.stream(spec, request, sse=None if incremental else False)) as events:
                 async for event in events:
@@ -336,7 +337,8 @@ class AsyncSteadyText:
                     token_ids.extend(event.token_ids)
                     if logprobs is not None and event.tokens is not None:
                         logprobs.extend(event.tokens)
-                    yield _results.chunk(event)
+                    if not hold.take(event):
+                        yield _results.chunk(event)
         except ModelUnavailableError as exc:
             if started or self._strict(request) or request.generation_constraint is not None:
                 raise
@@ -352,6 +354,9 @@ class AsyncSteadyText:
             done = _with_calls(done, request, text, key)
         elif request.tools is not None and done.tool_calls:
             check_calls(request.tools, done.tool_calls, text)
+        released = hold.release(done.tool_calls)
+        if released is not None:
+            yield released
         yield _results.from_done(
             request,
             spec,

@@ -163,6 +163,9 @@ class Chunk(BaseModel):
     token_ids: list[int] = Field(default_factory=list)
     logprob: float | None = None
     tokens: list[TokenLogprob] | None = None
+    # With tools, output that may be a call is held back; a call then arrives as one chunk that carries the calls
+    # (OpenAI's streamed ``delta.tool_calls``, each call whole) beside its raw text, just before the final result.
+    tool_calls: list[ToolCall] | None = None
 
 
 class Usage(BaseModel):

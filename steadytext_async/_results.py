@@ -20,12 +20,55 @@ from ._tools import ToolCall
 from ._version import __version__
 from .providers.base import ProviderChunk, ProviderDone, ProviderInfo
 
-__all__ = ["chunk", "fallback", "fingerprint", "from_done", "result"]
+__all__ = ["CallHold", "chunk", "fallback", "fingerprint", "from_done", "result"]
 
 
 def chunk(event: ProviderChunk) -> Chunk:
     logprob = sum(t.logprob for t in event.tokens) if event.tokens is not None else None
     return Chunk(text=event.text, token_ids=event.token_ids, logprob=logprob, tokens=event.tokens)
+
+
+class CallHold:
+    """The stream shape of a request with tools: pieces that may be a call are held back, so a consumer never sees
+    call markup as text. A call is released as one chunk carrying the calls (``Chunk.tool_calls``) with the held
+    raw text (the pieces still join to ``result.text``); held text that was not a call is released as one plain
+    chunk. Held: everything under ``required`` or a named tool, and under ``auto`` an output whose first piece
+    starts with ``<`` (plain text may not, see :mod:`._tools`)."""
+
+    def __init__(self, request: GenerationRequest) -> None:
+        choice = request.tool_choice
+        self.active = request.tools is not None and choice != "none"
+        self.always = self.active and choice != "auto"
+        self.started = False
+        self.held: list[ProviderChunk] = []
+
+    def take(self, event: ProviderChunk) -> bool:
+        """Whether ``event`` is held back (else the caller yields it now)."""
+        if not self.active:
+            return False
+        if not self.always and not self.held:
+            if self.started or not event.text:
+                return False
+            self.started = True
+            if not event.text.startswith("<"):
+                return False
+        self.held.append(event)
+        return True
+
+    def release(self, calls: list[ToolCall] | None) -> Chunk | None:
+        """The chunk for what was held (and the calls, remote ones included), or None when there is nothing."""
+        if not self.held and not calls:
+            return None
+        tokens = (
+            [t for e in self.held for t in e.tokens or ()] if all(e.tokens is not None for e in self.held) else None
+        )
+        return Chunk(
+            text="".join(e.text for e in self.held),
+            token_ids=[i for e in self.held for i in e.token_ids],
+            logprob=sum(t.logprob for t in tokens) if tokens else None,
+            tokens=tokens if self.held else None,
+            tool_calls=list(calls) if calls else None,
+        )
 
 
 def fingerprint(

@@ -247,3 +247,57 @@ def test_render_uses_the_template_tool_format_when_it_has_one() -> None:
     assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in documented
     # no tools and no tool turns: exactly the plain rendering
     assert render(chatml, _CHATML, USER, None, None) == chatml(messages=USER).prompt
+
+
+# -- the stream shape: a call is never streamed as markup text ----------------------------------------------------
+def _events(*texts: str) -> list[Any]:
+    from steadytext_async._models import TokenLogprob
+    from steadytext_async.providers.base import ProviderChunk
+
+    tokens = [TokenLogprob(token=t, token_id=i, bytes=list(t.encode()), logprob=-1.0) for i, t in enumerate(texts)]
+    return [ProviderChunk(t, [i], [tokens[i]]) for i, t in enumerate(texts)]
+
+
+def _call(name: str) -> Any:
+    from steadytext_async._tools import FunctionCall, ToolCall
+
+    return ToolCall(id="call_1", function=FunctionCall(name=name, arguments="{}"))
+
+
+@pytest.mark.parametrize(
+    ("choice", "texts", "passed", "held"),
+    [
+        ("auto", ["<tool", "_call>", "{}"], [], ["<tool", "_call>", "{}"]),  # starts like a call: all held
+        ("auto", ["", "Hello", " <b>"], ["", "Hello", " <b>"], []),  # plain text: streamed as it comes
+        ("required", ["Hi", "!"], [], ["Hi", "!"]),  # a call is forced: everything held
+        ("none", ["<tool_call>"], ["<tool_call>"], []),  # no call possible: nothing held
+    ],
+)
+def test_pieces_that_may_be_a_call_are_held_back(
+    choice: str, texts: list[str], passed: list[str], held: list[str]
+) -> None:
+    from steadytext_async._results import CallHold
+
+    request = build_request(None, messages=[{"role": "user", "content": "hi"}], tools=[WEATHER], tool_choice=choice)
+    hold = CallHold(request)
+    events = _events(*texts)
+    assert [e.text for e in events if not hold.take(e)] == passed
+    assert [e.text for e in hold.held] == held
+    calls = [_call("get_weather")] if held else None
+    released = hold.release(calls)
+    if not held:
+        assert released is None
+        return
+    assert released is not None
+    assert released.text == "".join(held) and released.token_ids == [i for i, t in enumerate(texts) if t in held]
+    assert released.tool_calls == calls and released.logprob == -float(len(held))
+
+
+def test_a_remote_call_without_held_text_still_gets_its_chunk() -> None:
+    """A remote provider reports its calls in the final event (no text): the stream shape is the same."""
+    from steadytext_async._results import CallHold
+
+    request = build_request(None, messages=[{"role": "user", "content": "hi"}], tools=[WEATHER])
+    released = CallHold(request).release([_call("get_weather")])
+    assert released is not None and released.text == "" and released.tool_calls == [_call("get_weather")]
+    assert CallHold(request).release(None) is None

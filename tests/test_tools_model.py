@@ -109,6 +109,8 @@ def test_stream_whole_and_cache_give_the_same_bytes(tmp_path: Path) -> None:
         final = pieces[-1]
         assert isinstance(final, GenerationResult)
         assert "".join(p.text for p in pieces[:-1]) == whole.text == final.text == again.text
+        # the call is one chunk carrying the calls (held back, never streamed as markup), cached or not
+        assert len(pieces) == 2 and pieces[0].tool_calls == final.tool_calls and final.tool_calls
         results += [whole, final, again]
     first = results[0]
     for other in results[1:]:

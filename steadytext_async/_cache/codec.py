@@ -23,7 +23,7 @@ from .base import CachedEntry
 
 __all__ = ["FORMAT", "MAGIC", "CodecError", "decode_entry", "encode_entry", "pack_entry", "unpack_entry"]
 
-VALUE_VERSION = 1
+VALUE_VERSION = 2  # 2: a chunk may carry tool_calls (a held-back call arrives as one chunk)
 MAGIC = b"STCR"  # the tagged value (Redis): MAGIC, FORMAT, created, MAC, then encode_entry's bytes
 FORMAT = 2  # 2: with the MAC field
 _HEADER = struct.Struct(">4sBd32s")

@@ -252,11 +252,6 @@ class Envelope:
         self.req = req
         self.id = prefix + uuid.uuid4().hex
         self.created = int(time.time())
-        # With tools, text that starts like a call is held back: it is sent as tool_calls (or, if it was not a
-        # call after all, as content with the final chunk).
-        self.tools = req.kind == "chat" and "tools" in req.kwargs
-        self.started = False
-        self.held: list[str] = []
 
     def base(self, obj: str, result: GenerationResult | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.req.model}
@@ -282,36 +277,6 @@ def response_body(env: Envelope, result: GenerationResult) -> dict[str, Any]:
     return body
 
 
-def hold(env: Envelope, item: Chunk) -> bool:
-    """Whether ``item`` is held back (with tools: the output so far may be a call)."""
-    if not env.tools:
-        return False
-    if not env.started and item.text:
-        env.started = True
-        if item.text.startswith("<"):
-            env.held.append(item.text)
-            return True
-    if env.held:
-        env.held.append(item.text)
-        return True
-    return False
-
-
-def tool_calls_chunks(env: Envelope, result: GenerationResult) -> list[dict[str, Any]]:
-    """The chunks sent before the final one with tools: the calls (OpenAI's delta shape, one piece each), or the
-    held-back text when it was not a call."""
-    if result.tool_calls:
-        calls = [{"index": i, **call.wire()} for i, call in enumerate(result.tool_calls)]
-        delta: dict[str, Any] = {"tool_calls": calls}
-    elif env.held:
-        delta = {"content": "".join(env.held)}
-    else:
-        return []
-    body = env.base("chat.completion.chunk")
-    body["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
-    return [body]
-
-
 def stream_chunk(env: Envelope, item: Chunk | GenerationResult | None, offset: int = 0) -> dict[str, Any]:
     """One SSE chunk: ``None`` is the chat role preamble, a :class:`Chunk` a piece, the result the final chunk."""
     req = env.req
@@ -323,7 +288,9 @@ def stream_chunk(env: Envelope, item: Chunk | GenerationResult | None, offset: i
         choice.update(delta={"role": "assistant", "content": ""}, logprobs=None, finish_reason=None)
     elif isinstance(item, Chunk):
         lp = logprobs_field(req, item.tokens, offset)
-        if chat:
+        if chat and item.tool_calls:  # the SDK held the call back: OpenAI's delta shape, each call whole
+            choice["delta"] = {"tool_calls": [{"index": i, **call.wire()} for i, call in enumerate(item.tool_calls)]}
+        elif chat:
             choice["delta"] = {"content": item.text}
         else:
             choice["text"] = item.text

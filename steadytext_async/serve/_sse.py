@@ -17,7 +17,7 @@ from starlette.requests import Request
 
 from .._models import Chunk, GenerationResult
 from ._errors import HTTPError, error_body
-from ._openai import Envelope, hold, stream_chunk, tool_calls_chunks, usage_chunk
+from ._openai import Envelope, stream_chunk, usage_chunk
 
 __all__ = ["ShuttingDown", "or_stop", "sse", "until"]
 
@@ -104,14 +104,11 @@ async def sse(
         while item is not None:
             if isinstance(item, GenerationResult):
                 on_result(item)
-                for body in tool_calls_chunks(env, item):
-                    yield event(body)
                 yield event(stream_chunk(env, item))
                 if env.req.include_usage:
                     yield event(usage_chunk(env, item))
                 break
-            if not hold(env, item):  # with tools, a piece that may be a call waits for the result
-                yield event(stream_chunk(env, item, offset))
+            yield event(stream_chunk(env, item, offset))
             offset += len(item.text)
             item = await anext(rest, None)
     except Exception as exc:  # headers are sent: report it in-band (error_body logs unexpected ones)
