@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 from conftest import VERDICTS
 
-SDK_SETTINGS = {"workers": 1, "threads": 2}  # what the in-process goldens use; servers get the same by default
+# what the in-process goldens use; servers get the same by default
+SDK_SETTINGS: dict[str, Any] = {"workers": 1, "threads": 2}
 
 
 class ServeProcess:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-WEATHER: dict[str, Any] = {
+if TYPE_CHECKING:  # the OpenAI wire shapes, typed; openai is not imported at run time
+    from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+WEATHER: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "get_weather",
@@ -16,7 +19,7 @@ WEATHER: dict[str, Any] = {
         },
     },
 }
-ADD: dict[str, Any] = {
+ADD: ChatCompletionToolParam = {
     "type": "function",
     "function": {
         "name": "add",
@@ -28,4 +31,4 @@ ADD: dict[str, Any] = {
         },
     },
 }
-ASK: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
+ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the weather in Paris?"}]

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import mock_text
@@ -25,7 +26,7 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def client(cache_dir: Path, mock: st.MockProvider | None = None, **kw: object) -> st.AsyncSteadyText:
+def client(cache_dir: Path, mock: st.MockProvider | None = None, **kw: Any) -> st.AsyncSteadyText:
     providers = {"mock": mock} if mock is not None else None
     return st.AsyncSteadyText(cache_disabled=False, cache_dir=cache_dir, providers=providers, **kw)
 

@@ -25,6 +25,7 @@ import steadytext_async as st
 from steadytext_async import AsyncSteadyText, SteadyTextError
 from steadytext_async._exceptions import InvalidRequestError
 from steadytext_async._models import ModelSpec
+from steadytext_async._options import RequestOptions
 from steadytext_async._replay import load_recording, request_from_fingerprint
 from steadytext_async._validate import build_request
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
@@ -288,7 +289,7 @@ def test_fuzz_remote_responses_from_a_loopback_server(
         srv.reset(action, action)
 
         async def once() -> Any:
-            kwargs = {"model": "fuzzed:m", "unsafe_mode": True, "max_new_tokens": 8}
+            kwargs: RequestOptions = {"model": "fuzzed:m", "unsafe_mode": True, "max_new_tokens": 8}
             if stream:
                 return [item async for item in client.stream(prompt, **kwargs)][-1]
             return await client.generate(prompt, **kwargs)

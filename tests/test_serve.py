@@ -100,7 +100,7 @@ def test_structured_extra_body_matches_sdk(oai: openai.OpenAI, sdk: SteadyText) 
         model="default", prompt="My favourite colour is", max_tokens=8, extra_body={"choices": CHOICES}
     )
     assert response.choices[0].text == golden.text and golden.text in CHOICES
-    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    schema: dict[str, object] = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
     golden = sdk.generate("Alice is 31. JSON:", schema=schema, max_new_tokens=16)
     response = oai.completions.create(
         model="default", prompt="Alice is 31. JSON:", max_tokens=16, extra_body={"schema": schema}
@@ -169,7 +169,7 @@ def test_openai_client_raises_typed_errors(oai: openai.OpenAI, server: ServeProc
     with pytest.raises(openai.BadRequestError, match="role must be one of"):
         oai.chat.completions.create(
             model="default",
-            messages=[{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}],  # type: ignore[misc, list-item]
         )
     with pytest.raises(openai.PermissionDeniedError, match="--allow-remote"):
         oai.completions.create(model="openai:gpt-4o", prompt="x")

@@ -9,16 +9,16 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from _remote_servers import free_port
 from _serve_helpers import SDK_SETTINGS, ServeProcess, metric, same_fingerprint, serve
 
 from steadytext_async import GenerationResult
+from steadytext_async._options import RequestOptions
 from steadytext_async._sync import SteadyText
 
-CALLS: list[tuple[str, dict[str, Any]]] = [
+CALLS: list[tuple[str, RequestOptions]] = [
     ("The three primary colors are", {"max_new_tokens": 12}),
     ("Count: one, two,", {"max_new_tokens": 10, "return_logprobs": True}),
     ("My favourite colour is", {"choices": ["red", "green", "blue"], "max_new_tokens": 8}),
@@ -101,7 +101,8 @@ def test_mismatched_daemon_falls_back(daemon: ServeProcess, caplog: pytest.LogCa
 def test_daemon_dying_mid_stream_resumes_in_process(tmp_path: Path, sdk: SteadyText) -> None:
     """The daemon is SIGKILLed mid-stream: the in-process pool re-runs the request, skips the text already
     delivered, and the caller gets exactly the in-process bytes."""
-    prompt, kwargs = "Once upon a time", {"max_new_tokens": 48, "return_logprobs": True}
+    prompt = "Once upon a time"
+    kwargs: RequestOptions = {"max_new_tokens": 48, "return_logprobs": True}
     golden = sdk.generate(prompt, **kwargs)
     with (
         serve(tmp_path, "--daemon", uds=str(tmp_path / "engine.sock")) as srv,

@@ -26,6 +26,7 @@ from _remote_servers import Action, ScriptedServer, chat_events
 from conftest import alive
 
 from steadytext_async import AsyncSteadyText, Chunk, GenerationResult, WorkerError
+from steadytext_async._options import RequestOptions
 from steadytext_async.providers.presets import register_provider, unregister_provider
 
 pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
@@ -61,7 +62,7 @@ async def _consume(stream: AsyncIterator[Chunk | GenerationResult], how: str, fi
     raise AssertionError("a stream ended without a result")
 
 
-async def _one(client: AsyncSteadyText, prompt: str, kwargs: dict[str, object], how: str) -> str:
+async def _one(client: AsyncSteadyText, prompt: str, kwargs: RequestOptions, how: str) -> str:
     first = asyncio.Event()
     if how != "cancel":
         return await _consume(client.stream(prompt, **kwargs), how, first)
@@ -105,6 +106,7 @@ async def test_stream_soak(total: int, tmp_path: Path) -> None:
                         baseline = rss_bytes()
                     kind = rng.random()
                     how = "cancel" if rng.random() < 0.15 else "break" if rng.random() < 0.18 else "full"
+                    kwargs: RequestOptions
                     if kind < 0.75:
                         client, prompt, kwargs = cached, rng.choice(hot), {"max_new_tokens": 8}
                     elif kind < 0.95:

@@ -7,6 +7,7 @@ import pytest
 from pydantic import BaseModel
 
 import steadytext_async as st
+from steadytext_async._options import ModelOptions
 
 
 class Person(BaseModel):
@@ -65,7 +66,7 @@ async def test_the_default_model_fills_a_schema_sensibly() -> None:
 
 async def test_output_is_closed_in_time_when_the_model_loops() -> None:
     client = st.default_client()
-    base = {"model": "gemma-3-270m"}  # the base model loops inside the name
+    base: ModelOptions = {"model": "gemma-3-270m"}  # the base model loops inside the name
     r = await client.generate("Create a person", schema=Person, max_new_tokens=40, **base)
     assert r.finish_reason == "constraint_forced"
     assert r.usage.completion_tokens <= 40

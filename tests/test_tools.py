@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _tools_data import ADD, WEATHER
@@ -18,7 +19,10 @@ from steadytext_async._validate import build_request
 from steadytext_async.structured.grammar import grammar_for
 from steadytext_async.structured.validate import _byte_tokenizer
 
-USER = [{"role": "user", "content": "hi"}]
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
+
+USER: list[ChatCompletionRequestMessage] = [{"role": "user", "content": "hi"}]
 
 
 def _fn(**function: Any) -> dict[str, Any]:
@@ -135,7 +139,7 @@ def test_the_grammar_admits_text_or_one_valid_call() -> None:
         "<b>bold</b>",  # plain text may not start with "<" (it could be a broken call)
     ):
         assert not _accepts(auto, bad), bad
-    assert tool_constraint(request.tools, "none") is None  # type: ignore[arg-type]
+    assert tool_constraint(request.tools, "none") is None
 
 
 def test_parse_calls_checks_and_ids_are_deterministic() -> None:
@@ -158,7 +162,7 @@ def test_parse_calls_checks_and_ids_are_deterministic() -> None:
 
 def test_plain_chat_writes_the_documented_format() -> None:
     tools = [WEATHER]
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": "", "tool_calls": [CALL]},
@@ -230,7 +234,7 @@ def test_render_uses_the_template_tool_format_when_it_has_one() -> None:
 
     from steadytext_async._tools import render, template_has_tools
 
-    turns = [
+    turns: list[Mapping[str, Any]] = [
         *USER,
         {"role": "assistant", "content": "", "tool_calls": [CALL]},
         {"role": "tool", "tool_call_id": "call_1", "content": "18C"},

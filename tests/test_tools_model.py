@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from _serve_helpers import SDK_SETTINGS
@@ -25,6 +25,9 @@ from steadytext_async._tools import parse_calls, tool_constraint, tools_prompt
 from steadytext_async._validate import build_request
 from steadytext_async.structured import check_output, normalize
 
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionToolParam
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,7 +37,7 @@ def sdk() -> Iterator[SteadyText]:
         yield client
 
 
-def _check(result: GenerationResult, tools: list[dict[str, Any]]) -> None:
+def _check(result: GenerationResult, tools: list[ChatCompletionToolParam]) -> None:
     """The call is in OpenAI's shape and its arguments validate against the named tool's schema."""
     assert result.finish_reason == "tool_calls" and result.tool_calls is not None
     by_name = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
@@ -94,7 +97,7 @@ def test_stream_whole_and_cache_give_the_same_bytes(tmp_path: Path) -> None:
     async def run() -> list[Any]:
         out: list[Any] = []
         for cache in (False, True):
-            env = {"cache_disabled": not cache, "cache_dir": tmp_path / "cache"}
+            env: dict[str, Any] = {"cache_disabled": not cache, "cache_dir": tmp_path / "cache"}
             async with AsyncSteadyText(**SDK_SETTINGS, **env) as client:
                 kw: Any = {"messages": ASK, "tools": [WEATHER, ADD], "tool_choice": "required", "max_new_tokens": 40}
                 whole = await client.generate(**kw)
@@ -185,7 +188,7 @@ def test_the_agent_example_transcript_is_the_same_bytes() -> None:
 
 # ---- the fuzz: tool schemas x token budgets, on the in-process runner --------------------------------------------
 
-_LEAVES = st.sampled_from(
+_LEAVES: st.SearchStrategy[dict[str, Any]] = st.sampled_from(
     [
         {"type": "string", "maxLength": 12},
         {"type": "integer", "minimum": -50, "maximum": 500},
@@ -211,7 +214,7 @@ def _objects(children: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, An
     return build()
 
 
-_SCHEMAS = st.recursive(_LEAVES, lambda inner: _objects(inner), max_leaves=6).filter(
+_SCHEMAS: st.SearchStrategy[dict[str, Any]] = st.recursive(_LEAVES, lambda inner: _objects(inner), max_leaves=6).filter(
     lambda s: s.get("type") == "object"
 )
 

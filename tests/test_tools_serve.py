@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 import openai
 import pytest
@@ -12,6 +13,9 @@ from _serve_helpers import SDK_SETTINGS, ServeProcess, serve
 from _tools_data import ASK, WEATHER
 
 from steadytext_async._sync import SteadyText
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionAssistantMessageParam, ChatCompletionMessageParam
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +58,9 @@ def test_openai_client_gets_the_sdk_call_whole_and_streamed(oai: openai.OpenAI, 
     assert not any(c.choices[0].delta.content for c in stream if c.choices)  # the call's markup is not content
     assert stream[-1].choices[0].finish_reason == "tool_calls"
     # the next turn: the call and its result go back
-    turns = [
+    turns: list[ChatCompletionMessageParam] = [
         *ASK,
-        choice.message.model_dump(exclude_none=True),
+        cast("ChatCompletionAssistantMessageParam", choice.message.model_dump(exclude_none=True)),
         {"role": "tool", "tool_call_id": choice.message.tool_calls[0].id, "content": "18 degrees"},
     ]
     answer = oai.chat.completions.create(
