@@ -31,7 +31,7 @@ def main() -> None:
     default_params = lc.llama_model_default_params
 
     def no_repack() -> lc.llama_model_params:
-        params = default_params()
+        params: lc.llama_model_params = default_params()
         params.use_extra_bufts = False
         return params
 

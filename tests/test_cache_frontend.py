@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -214,7 +214,7 @@ class SlowBackend:
         await self.release.wait()
         self.stored[key] = entry
 
-    async def account(self, hits: dict[str, int], misses: int) -> None:  # type: ignore[override]
+    async def account(self, hits: Mapping[str, int], misses: int) -> None:
         self.accounted.append((dict(hits), misses))
 
     async def claim(self, key: str) -> Claim:

@@ -28,7 +28,7 @@ def test_overrides_win_over_env() -> None:
         ({"STEADYTEXT_STRICT": "maybe"}, "not a boolean"),
     ],
 )
-def test_bad_env_is_a_clear_error(env: dict, match: str) -> None:
+def test_bad_env_is_a_clear_error(env: dict[str, str], match: str) -> None:
     with pytest.raises(InvalidRequestError, match=match):
         Settings.from_env(env)
 

@@ -60,15 +60,15 @@ def test_schema_nested_3000_deep_is_an_invalid_request() -> None:
 def test_lone_surrogates_are_an_invalid_request(field: str) -> None:
     # Before: UnicodeEncodeError from the cache key, or a WorkerError once the prompt reached a worker.
     bad = "ab\ud800cd"
-    kwargs: dict[str, Any] = {
+    by_field: dict[str, dict[str, Any]] = {
         "prompt": {},
         "eos_string": {"eos_string": bad},
         "regex": {"regex": bad},
         "choices": {"choices": ["ok", bad]},
         "schema": {"schema": {"type": "string", "enum": [bad]}},
-    }[field]
+    }
     with pytest.raises(InvalidRequestError, match="not valid Unicode"):
-        build_request(bad if field == "prompt" else "p", **kwargs)
+        build_request(bad if field == "prompt" else "p", **by_field[field])
 
 
 async def test_lone_surrogate_prompt_through_the_client_starts_no_worker() -> None:

@@ -132,7 +132,7 @@ def test_remote_block_runs_against_a_loopback_stub(block: Block, monkeypatch: py
     with ScriptedServer() as srv:
         for name, preset in PRESETS.items():
             monkeypatch.setenv(f"STEADYTEXT_{name.upper()}_BASE_URL", srv.url)
-            if getattr(preset, "api_key_env", None):
+            if preset.api_key_env:
                 monkeypatch.setenv(preset.api_key_env, "sk-readme-test")
         run_python(block.code, f"<{block.source}:{block.line}>")
         assert srv.requests, "the block made no request to the stub"

@@ -23,6 +23,7 @@ from steadytext_async import AsyncSteadyText, Chunk, GenerationResult
 from steadytext_async._models import ModelSpec
 from steadytext_async._registry import embedded_model
 from steadytext_async._validate import build_request
+from steadytext_async.providers.base import ProviderChunk, ProviderDone
 from steadytext_async.providers.openai_compat import OpenAICompatProvider
 from steadytext_async.providers.presets import get_preset, register_provider, unregister_provider
 
@@ -160,5 +161,6 @@ async def test_non_streaming_path_matches(oai: openai.AsyncOpenAI) -> None:
     finally:
         await provider.aclose()
     chunk, done = events
+    assert isinstance(chunk, ProviderChunk) and isinstance(done, ProviderDone)
     assert chunk.text == ref.choices[0].text
     assert (done.finish_reason, done.completion_tokens) == ("length", MAX)

@@ -22,6 +22,7 @@ from steadytext_async._exceptions import (
     RemoteProtocolError,
     RemoteRateLimitError,
     RemoteServerError,
+    RemoteStatusError,
     RemoteTimeoutError,
     UnknownProviderError,
 )
@@ -269,8 +270,13 @@ async def test_missing_logprobs_are_an_error() -> None:
 
 async def test_logprobs_refused_when_preset_has_none() -> None:
     calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return sse()
+
     with pytest.raises(InvalidRequestError, match="logprobs"):
-        await run(provider(lambda r: calls.append(1) or sse(), "groq"), req(return_logprobs=True))
+        await run(provider(handler, "groq"), req(return_logprobs=True))
     assert calls == []
 
 
@@ -288,7 +294,7 @@ async def test_json_answer_to_a_stream_request_is_accepted() -> None:
     [(400, RemoteBadRequestError), (401, RemoteAuthenticationError), (403, RemoteAuthenticationError),
      (404, RemoteNotFoundError), (422, RemoteBadRequestError)],
 )  # fmt: skip
-async def test_client_errors_are_not_retried(status: int, cls: type[Exception], sleeps: list[float]) -> None:
+async def test_client_errors_are_not_retried(status: int, cls: type[RemoteStatusError], sleeps: list[float]) -> None:
     calls: list[int] = []
 
     def handler(request: httpx.Request) -> httpx.Response:

@@ -36,7 +36,7 @@ def test_facade_exports_resolve() -> None:
         if module is not None and (inspect.isclass(value) or inspect.isfunction(value)):
             assert module.startswith("steadytext_async"), (name, module)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = st.nope  # type: ignore[attr-defined]
+        _ = st.nope
 
 
 async def test_local_fingerprint_fields() -> None:

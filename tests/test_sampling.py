@@ -1,11 +1,12 @@
 import itertools
 
 import numpy as np
+import numpy.typing as npt
 
 from steadytext_async._worker.sampling import Sampler, log_softmax_at, top_alternatives
 
 
-def logits(seed: int = 0, n: int = 1000) -> np.ndarray:
+def logits(seed: int = 0, n: int = 1000) -> npt.NDArray[np.float32]:
     return np.random.default_rng(seed).normal(size=n).astype(np.float32)
 
 
@@ -17,7 +18,7 @@ def test_greedy_is_argmax_and_ignores_seed() -> None:
 
 
 def test_sampling_is_reproducible_per_seed_and_differs_across_seeds() -> None:
-    x = logits() * 0.2  # flat distribution: many candidates
+    x = logits() * np.float32(0.2)  # flat distribution: many candidates
 
     def draw(seed: int) -> list[int]:
         s = Sampler(temperature=0.7, seed=seed, top_k=40, top_p=0.95, min_p=0.0)
@@ -28,7 +29,7 @@ def test_sampling_is_reproducible_per_seed_and_differs_across_seeds() -> None:
 
 
 def test_sampling_respects_top_k() -> None:
-    x = logits() * 0.01
+    x = logits() * np.float32(0.01)
     allowed = set(np.argsort(-x)[:3].tolist())
     s = Sampler(temperature=1.0, seed=3, top_k=3, top_p=1.0, min_p=0.0)
     assert {s.pick(x) for _ in range(200)} <= allowed

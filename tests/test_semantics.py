@@ -118,5 +118,5 @@ async def test_result_object_fields() -> None:
     assert "OPENMP" not in (fp.llama_cpp_system_info or "")
     assert fp.to_json() == r.fingerprint.to_json()
     with pytest.raises(pydantic.ValidationError, match="frozen"):
-        r.text = "changed"  # type: ignore[misc]
+        r.text = "changed"
     assert r.text != "changed"

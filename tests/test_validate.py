@@ -36,7 +36,7 @@ from steadytext_async._validate import build_request
         ({"prompt": "x", "schema": {}, "response_format": {"type": "json_object"}}, "at most one"),
     ],
 )
-def test_bad_input_raises_clear_error(kwargs: dict, match: str) -> None:
+def test_bad_input_raises_clear_error(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(st.InvalidRequestError, match=match) as info:
         build_request(**kwargs)
     assert isinstance(info.value, ValueError)  # still catchable as ValueError
