@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 
 from flask import Flask, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 
 import steadytext_async as steadytext
 
@@ -14,7 +15,7 @@ app = Flask(__name__)
 
 
 @app.route("/generate", methods=["POST"])
-def generate_text() -> object:
+def generate_text() -> ResponseReturnValue:
     data = request.get_json()
     prompt = data.get("prompt", "")
     seed = data.get("seed", 42)

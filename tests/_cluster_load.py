@@ -130,8 +130,9 @@ def goldens(items: list[str], model: str | None = None) -> dict[str, Golden]:
             results = await asyncio.gather(*(sdk.generate(p, **kwargs) for p in items))
         out = {}
         for p, r in zip(items, results, strict=True):
-            assert not r.fallback, r
-            out[p] = Golden(r.text, tuple(r.token_ids), r.fingerprint.inputs_sha256)
+            key = r.fingerprint.inputs_sha256
+            assert not r.fallback and key is not None, r  # every model here is cacheable: the key is known
+            out[p] = Golden(r.text, tuple(r.token_ids), key)
         return out
 
     return asyncio.run(run())

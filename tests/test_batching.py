@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +330,7 @@ def test_an_idle_worker_hands_the_verdict_lock_back(tmp_path: Path, monkeypatch:
 
     steps_run: list[str] = []
 
-    def steps(model: Any, limit: int) -> Iterator[None]:
+    def steps(model: Any, limit: int) -> Generator[None, None, int]:
         for _ in range(3):
             steps_run.append(model)
             yield

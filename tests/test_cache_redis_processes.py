@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 from _redis_server import PASSWORD, RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
@@ -120,12 +121,12 @@ async def test_nothing_secret_reaches_redis(
             unregister_provider("redistest")
     assert first.text == again.text == "Hello 0" and again.cached
     r = server.client()
-    keys = r.keys("*")
+    keys = cast("list[bytes]", r.keys("*"))  # redis-py types replies bytes | str; without decode_responses: bytes
     assert keys and all(k.startswith(b"sec:") for k in keys)
     blobs = b"".join([*keys, *(r.dump(k) or b"" for k in keys)])  # every key and (serialised) value
     import zlib
 
-    values = [r.get(k) for k in keys if r.type(k) == b"string"]
+    values = [cast("bytes | None", r.get(k)) for k in keys if r.type(k) == b"string"]
     plain = b"".join(zlib.decompress(v[45:]) for v in values if v and v.startswith(b"STCR"))  # after the header
     assert plain.count(b"Hello 0") >= 1
     for secret in (api_key, PASSWORD, url_secret):

@@ -12,6 +12,7 @@ restart, rolling restart) and the cache-affinity measurement.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,4 +114,7 @@ def test_the_balancer_checks_health_and_retries(cluster: Cluster, gold: dict[str
 def test_the_shipped_config_is_the_one_running(cluster: Cluster) -> None:
     config = (Path(__file__).resolve().parent.parent / "deploy" / "haproxy.cfg").read_text()
     assert "option httpchk GET /health" in config and "retry-on" in config and "option redispatch" in config
-    assert "-f" in cluster.haproxy.popen.args and str(Path(cluster.haproxy.popen.args[-1]).name) == "haproxy.cfg"  # type: ignore[union-attr]
+    popen = cluster.haproxy.popen
+    assert popen is not None and isinstance(popen.args, list)
+    args = [os.fsdecode(a) for a in popen.args]
+    assert "-f" in args and Path(args[-1]).name == "haproxy.cfg"

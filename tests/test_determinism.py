@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import steadytext_async as st
-from steadytext_async._options import StreamOptions
+from steadytext_async._options import ModelOptions
 from steadytext_async._registry import EMBEDDED, GEMMA_BASE
 
 # Golden outputs (max_new_tokens=24, greedy) pinned to each GGUF's sha256, with the worker's kernel settings (CPU
@@ -28,7 +28,7 @@ GOLDEN = {
     "Write about 🤖 and 人工智能": "5b3a89923c99fe0e1161c0c9557ee673644aa5ca9722c37053583c3b1b04127e",
     "Line one\nLine two\nLine three": "ffd6f51795796c99ac52e8c358577cf24e34ac13d1a2a997b4660675f63a3a23",
 }
-GEMMA: StreamOptions = {"model": GEMMA_BASE.name}
+GEMMA: ModelOptions = {"model": GEMMA_BASE.name}
 PROMPT = "The capital of France is"
 
 # Chat: the default SmolLM2-135M-Instruct through its GGUF's ChatML template (prompts as one user message).
@@ -213,10 +213,9 @@ async def test_sync_and_async_agree() -> None:
 
 
 async def test_temperature_sampling_is_seeded() -> None:
-    kw: StreamOptions = {"max_new_tokens": 24, "temperature": 0.7}
-    a1 = await st.agenerate("Write a haiku", seed=1, **kw)
-    a2 = await st.agenerate("Write a haiku", seed=1, **kw)
-    b = await st.agenerate("Write a haiku", seed=2, **kw)
+    a1 = await st.agenerate("Write a haiku", seed=1, max_new_tokens=24, temperature=0.7)
+    a2 = await st.agenerate("Write a haiku", seed=1, max_new_tokens=24, temperature=0.7)
+    b = await st.agenerate("Write a haiku", seed=2, max_new_tokens=24, temperature=0.7)
     greedy = await st.agenerate("Write a haiku", max_new_tokens=24)
     assert a1 == a2
     assert a1 != b

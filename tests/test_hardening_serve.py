@@ -7,6 +7,7 @@ Everything runs in-process on ``MockProvider`` (no model), except the M3 test, w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import socket
@@ -23,6 +24,7 @@ from steadytext_async import AsyncSteadyText, MockProvider
 from steadytext_async._config import Settings
 from steadytext_async._exceptions import ModelUnavailableError, WorkerError
 from steadytext_async._models import GenerationRequest, ModelSpec
+from steadytext_async._validate import build_request
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
 from steadytext_async.providers.daemon import DAEMON_PATH
 from steadytext_async.serve import ServeConfig, _daemon_endpoint, create_app
@@ -148,7 +150,7 @@ async def test_serve_model_does_not_download(model: str, downloads: list[str]) -
 async def test_serve_model_that_fails_to_load_is_503_not_fallback(downloads: list[str]) -> None:
     app = _app(allow_download=True)
     app.state.serve.client = AsyncSteadyText(  # as the lifespan makes it
-        serve_app.dataclasses.replace(SETTINGS, strict=True), providers={"mock": MockProvider()}
+        dataclasses.replace(SETTINGS, strict=True), providers={"mock": MockProvider()}
     )
     async with _client(app) as c:
         response = await c.post("/v1/completions", json=_completion(model="small"))
@@ -306,7 +308,7 @@ async def test_queue_is_bounded_with_429() -> None:
 
 async def test_validation_runs_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     threads: list[threading.Thread] = []
-    real = serve_app.build_request
+    real = build_request  # what serve._app calls
 
     def recording(*args: Any, **kwargs: Any) -> GenerationRequest:
         threads.append(threading.current_thread())

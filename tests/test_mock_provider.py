@@ -1,5 +1,7 @@
 """MockProvider: deterministic answers, handlers, stop strings, errors, through the real client."""
 
+from typing import Any
+
 import pytest
 from conftest import mock_text
 
@@ -56,14 +58,19 @@ async def test_generate_object_checks_the_output_once(
 ) -> None:
     from pydantic import BaseModel
 
-    from steadytext_async.structured import remote, validate
+    from steadytext_async.structured import normalize, remote, validate
 
     class Point(BaseModel):
         x: int
 
     checks: list[object] = []
     real = validate._schema_errors
-    monkeypatch.setattr(validate, "_schema_errors", lambda schema, value: checks.append(value) or real(schema, value))
+
+    def recording(schema: dict[str, Any], value: Any) -> str | None:
+        checks.append(value)
+        return real(schema, value)
+
+    monkeypatch.setattr(validate, "_schema_errors", recording)
     mock_default.handler = lambda request: '{"x": 3}'
     point = await st.agenerate_object("p", schema=Point, model="mock:m", max_new_tokens=8)
     assert point == Point(x=3) and checks == [{"x": 3}]
@@ -72,5 +79,5 @@ async def test_generate_object_checks_the_output_once(
     mock_default.handler = lambda request: '{"x": "three"}'
     with pytest.raises(st.ConstraintError, match="does not match the JSON schema"):
         await st.agenerate_object("p", schema=Point, model="mock:m", max_new_tokens=8)
-    constraint = st.GenerationRequest(prompt="p", constraint=validate.normalize(schema=Point)).constraint
+    constraint = st.GenerationRequest(prompt="p", constraint=normalize(schema=Point)).constraint
     assert constraint is not None and remote.translate(constraint, "openai") is remote.translate(constraint, "openai")

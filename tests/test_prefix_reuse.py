@@ -21,6 +21,7 @@ from test_batching import Out
 import steadytext_async as st
 from steadytext_async._worker.affinity import Affinity, anchors
 from steadytext_async._worker.child import Worker
+from steadytext_async._worker.decode import SequenceDecoder
 from steadytext_async._worker.prefix import PrefixStore
 from steadytext_async._worker.protocol import DoneFrame, FromWorker, GenParams, WorkerConfig
 from steadytext_async.structured import normalize
@@ -41,6 +42,14 @@ class Usage:
     prompt_tokens: int
 
 
+@dataclasses.dataclass
+class ReuseOut(Out):
+    """An output with its prompt usage: extra fields, not compared with ``==``."""
+
+    cached: int = dataclasses.field(default=0, compare=False)
+    prompt_tokens: int = dataclasses.field(default=0, compare=False)
+
+
 class Harness(BatchHarness):
     """test_batching's harness, plus each request's usage and sequence id, and reuse switched per run."""
 
@@ -53,8 +62,8 @@ class Harness(BatchHarness):
         self.seqs: dict[int, int] = {}  # rid -> sequence id it ran in
         admit = worker.batcher.admit
 
-        def recording(rid: int, *args: Any) -> None:
-            admit(rid, *args)
+        def recording(rid: int, prompt: list[int], truncated: int, decoder: SequenceDecoder) -> None:
+            admit(rid, prompt, truncated, decoder)
             self.seqs[rid] = worker.batcher.slots[rid].seq
 
         worker.batcher.admit = recording  # type: ignore[method-assign]
@@ -67,14 +76,14 @@ class Harness(BatchHarness):
 
     def run(  # type: ignore[override]
         self, schedule: dict[int, list[GenParams]], *, reuse: bool
-    ) -> list[Out]:
+    ) -> list[ReuseOut]:
         """Reuse off detaches the store (nothing restored or kept)."""
         self.worker.batcher.prefix = self.store if reuse else None
         first = self.rid + 1
-        outs = super().run(schedule)
-        for rid, out in enumerate(outs, first):  # extra attributes: not compared with ``==``
+        outs = []
+        for rid, out in enumerate(super().run(schedule), first):
             usage = self.usage.pop(rid)
-            out.cached, out.prompt_tokens = usage.cached, usage.prompt_tokens  # type: ignore[attr-defined]
+            outs.append(ReuseOut(out.text, out.token_ids, out.tokens, out.finish, usage.cached, usage.prompt_tokens))
         return outs
 
     def forget(self) -> None:
