@@ -47,8 +47,11 @@ class Matcher(Protocol):
     @property
     def accepting(self) -> bool: ...
 
-    forced: bool  # the budget rule steered the output to close within max_new_tokens
-    minimum: int | None  # tokens of the shortest valid output, if known
+    @property
+    def forced(self) -> bool: ...  # the budget rule steered the output to close within max_new_tokens
+
+    @property
+    def minimum(self) -> int | None: ...  # tokens of the shortest valid output, if known
 
     def choose(self, logits: Logits, pick: Pick, is_end: IsEnd, *, remaining: int | None = None) -> int | None: ...
 
