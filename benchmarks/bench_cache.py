@@ -119,7 +119,7 @@ def synthetic_stream(tokens: int, tag: str) -> list[Any]:
     """A stored-looking stream without a model: ``tokens`` chunks ``"{tag}{i} "`` and their final result."""
     from steadytext_async._models import Chunk, Fingerprint, GenerationResult, sha256_text
 
-    values = {
+    values: dict[str, Any] = {
         "package_version": "0",
         "provider": "local",
         "model": "m",

@@ -50,7 +50,7 @@ async def _child_main(clients: int, concurrent: int, tokens: int, offset: int) -
             r = await owned[i % len(owned)].generate(prompt, max_new_tokens=tokens)
             return r.usage.completion_tokens
         text = await st.agenerate(prompt, max_new_tokens=tokens)
-        return len(text.result.token_ids)  # type: ignore[union-attr]
+        return len(text.result.token_ids)
 
     n = concurrent * max(1, clients)
     counts = await asyncio.gather(*(one(i) for i in range(n)))

@@ -155,6 +155,10 @@ class NoBudget:
         return self.m.choose(logits, pick, is_end)  # type: ignore[no-any-return]
 
 
+def _no_budget(factory: MatcherFactory, constraint: Constraint) -> NoBudget:
+    return NoBudget(factory.matcher(constraint))
+
+
 class OutlinesGuide:
     """outlines-core behind the same three members as TokenMatcher (done = only EOS is allowed).
 
@@ -283,7 +287,7 @@ def _run(args: argparse.Namespace, model: Model, model_name: str) -> None:
             **common,
         )
         libs.append(("llguidance", functools.partial(factory.matcher, constraint)))
-        libs.append(("llguidance-no-budget", lambda c=constraint: NoBudget(factory.matcher(c))))
+        libs.append(("llguidance-no-budget", functools.partial(_no_budget, factory, constraint)))
         t0 = time.perf_counter()
         try:
             index = outlines_core.Index(outlines_regex(constraint), oc_vocab)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from typing import TYPE_CHECKING, cast
 
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
@@ -25,6 +26,9 @@ from steadytext_async._worker.decode import SequenceDecoder
 from steadytext_async._worker.llama import LlamaModel
 from steadytext_async._worker.sampling import Sampler
 from steadytext_async.structured import MatcherFactory
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 TOOLS = [
     {
@@ -75,7 +79,7 @@ def main() -> None:
     eos = model.piece(model.token_eos()).decode()
     bos = model.piece(model.token_bos()).decode()
     text = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)(
-        messages=plain_chat(messages, request.tools_wire(), "required")
+        messages=cast("list[ChatCompletionRequestMessage]", plain_chat(messages, request.tools_wire(), "required"))
     ).prompt
     prompt = model.tokenize(text.encode(), add_bos=False, special=True)
     factory.matcher(constraint)  # compile once (cached per worker), outside the timing

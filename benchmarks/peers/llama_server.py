@@ -88,7 +88,7 @@ def running(model: str, *, slots: int, threads: int, n_ctx: int = 2048, log: Pat
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):  # subprocess.DEVNULL
             out.close()
 
 
