@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check steadytext_async tests examples benchmarks deploy
 .venv/bin/ruff format --check steadytext_async tests examples benchmarks deploy
-.venv/bin/mypy --strict steadytext_async
+.venv/bin/mypy --strict steadytext_async tests examples benchmarks deploy
 .venv/bin/python -m pytest "$@"
