@@ -324,7 +324,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
 def test_an_idle_worker_hands_the_verdict_lock_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that took the self-test lock while serving and then went idle held it until it exited: every other
     worker with the same key stayed unbatched for the lock's patience (120 s; seen in CI as "no batching verdict
-    after 80 rounds"). Now an idle worker pauses its test: the lock is free at once, the other worker tests and
+    after 80 rounds"). Now a worker idle for a second pauses its test: the lock is free, the other worker tests and
     stores the verdict, and the paused one takes it from the file without finishing its own."""
     from filelock import FileLock, Timeout
 
@@ -348,12 +348,16 @@ def test_an_idle_worker_hands_the_verdict_lock_back(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(selftest, "verdict_steps", steps)
     verdicts = tmp_path / "batch-verdicts.json"
-    first = selftest.PendingVerdict(lambda k: _Model("first"), 4, path=verdicts, key="k")  # type: ignore[arg-type,return-value]
+    now = [0.0]
+    first = selftest.PendingVerdict(lambda k: _Model("first"), 4, path=verdicts, key="k", clock=lambda: now[0])  # type: ignore[arg-type,return-value]
     second = selftest.PendingVerdict(lambda k: _Model("second"), 4, path=verdicts, key="k")  # type: ignore[arg-type,return-value]
     assert first.step(1) is None and first.state == "running"  # it holds the lock, one step in
     with pytest.raises(Timeout):
         FileLock(str(verdicts) + ".lock").acquire(timeout=0)
-    first.pause()  # the worker went idle
+    first.pause()  # a short gap between requests: it keeps the lock (else two workers take turns testing)
+    assert first.state == "running"
+    now[0] += selftest.IDLE_GRACE  # idle for the grace period
+    first.pause()
     assert first.state == "waiting"
     FileLock(str(verdicts) + ".lock").acquire(timeout=0).lock.release()  # free at once
     while second.verdict is None:

@@ -52,6 +52,7 @@ PROBE_STEPS = 10
 PROBE_CTX = 512  # cells per sequence of the test's own context: the longest probe plus its steps, past 256 cells
 LOCK_PATIENCE = 120.0  # seconds another holder may keep the lock before the test runs unlocked
 RECHECK = 0.25  # seconds between looks at the verdict file while another worker tests
+IDLE_GRACE = 1.0  # seconds a worker keeps the test's lock while idle (see PendingVerdict.pause)
 _TEXT = (
     "The river town woke slowly. Bakers lit their ovens before dawn, fishermen checked their nets, and the old "
     "clock above the market hall struck six. Children ran along the quay while gulls argued over scraps. In the "
@@ -258,6 +259,7 @@ class PendingVerdict:
         self.seconds = 0.0  # spent in the test's own decode calls
         self._since = clock()
         self._looked = float("-inf")
+        self._stepped = self._since  # when the test last advanced
         self._lock: Any = None
         self._model: LlamaModel | None = None
         self._steps: Steps | None = None
@@ -267,6 +269,7 @@ class PendingVerdict:
         if self.state == "waiting" and not self._take_turn():
             return self.verdict
         t0 = time.perf_counter()
+        self._stepped = self.clock()
         try:
             if self._steps is None:
                 self._model = self.open_context(self.limit)
@@ -291,10 +294,12 @@ class PendingVerdict:
         return self.verdict
 
     def pause(self) -> None:
-        """The worker went idle (its threads are no longer its to use): hand the lock back so that another
-        worker's test is not held up by this one's idle time. The test keeps its place and resumes once this
-        worker holds the lock again, unless another worker's verdict appears first."""
-        if self.state == "running" and self._lock is not None:
+        """The worker is idle (its threads are no longer its to use): after :data:`IDLE_GRACE` seconds without a
+        step, hand the lock back so that another worker's test is not held up by this one's idle time (a short gap
+        between requests keeps it: two workers would otherwise take turns and both run the whole test). The test
+        keeps its place and resumes once this worker holds the lock again, unless another worker's verdict appears
+        first."""
+        if self.state == "running" and self._lock is not None and self.clock() - self._stepped >= IDLE_GRACE:
             self._lock.release()
             self._lock = None
             self.state = "waiting"
