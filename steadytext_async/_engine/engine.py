@@ -5,7 +5,7 @@ touched from the caller's loop:
 
 - the private loop thread (:class:`~steadytext_async._engine.portal.Portal`) that the worker pools and result
   caches live on;
-- the host-wide decode-thread budget (:class:`~steadytext_async._engine.budget.HostBudget`) that every pool of
+- the host-wide decode-thread budget (:class:`~steadytext_async._worker.budget.HostBudget`) that every pool of
   every process draws from;
 - the result caches, one per cache configuration, shared by every client of the process;
 - the worker pool of the module-level functions (one for every event loop and thread of the process), and the
@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .budget import HostBudget
+from .._worker.budget import HostBudget
 from .portal import Portal
 
 if TYPE_CHECKING:
