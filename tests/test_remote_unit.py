@@ -25,6 +25,7 @@ from steadytext_async._exceptions import (
     RemoteTimeoutError,
     UnknownProviderError,
 )
+from steadytext_async._modelref import split_remote_model
 from steadytext_async._models import GenerationRequest, ModelSpec
 from steadytext_async._validate import build_request
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
@@ -35,7 +36,6 @@ from steadytext_async.providers.presets import (
     get_preset,
     known_providers,
     register_provider,
-    split_remote_model,
     unregister_provider,
 )
 
