@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 from starlette.requests import Request
@@ -29,9 +29,7 @@ from ._errors import HTTPError
 from ._openai import MAX_TOP_LOGPROBS
 from ._policy import check_model
 from ._sse import or_stop, until
-
-if TYPE_CHECKING:
-    from ._app import ServerState
+from ._state import ServerState, read_json
 
 __all__ = ["handler"]
 
@@ -72,8 +70,6 @@ def _parse(body: Any) -> GenerationRequest:
 
 def handler(state: ServerState) -> Any:
     async def run(request: Request) -> Response:
-        from ._app import read_json
-
         body = await read_json(request, state.config)
         req = await asyncio.to_thread(_parse, body)  # a constraint is compiled again: off the loop
         settings = state.config.settings
