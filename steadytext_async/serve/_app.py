@@ -1,7 +1,7 @@
 """The Starlette application: OpenAI-compatible endpoints, health, metrics and the daemon's private endpoint.
 
 One :class:`~steadytext_async.AsyncSteadyText` per server (made in the lifespan), so responses are the SDK's bytes
-and share the SDK's result cache. Errors become OpenAI-style JSON at one point (``_errors.error_body``).
+and share the SDK's result cache. Errors become OpenAI-style JSON at one point (``_errors.error_response``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .._version import __version__
 from ..providers.daemon import DAEMON_PATH
 from . import _daemon_endpoint
 from ._engine import generate_request, stream_request
-from ._errors import HTTPError, error_body, error_status
+from ._errors import HTTPError, error_response
 from ._openai import DEFAULT_MODEL, Envelope, Kind, ParsedRequest, parse_request, response_body
 from ._policy import check_model
 from ._sse import ShuttingDown, or_stop, sse, until
@@ -59,7 +59,8 @@ def _endpoint(state: ServerState, name: str, handler: Handler, *, auth: bool = T
                 raise HTTPError(401, "missing or wrong bearer token", code="invalid_api_key")
             response = await handler(request)
         except Exception as exc:
-            response = JSONResponse(error_body(exc), status_code=error_status(exc))
+            status, body = error_response(exc)
+            response = JSONResponse(body, status_code=status)
         state.metrics.requests.labels(name, str(response.status_code)).inc()
         state.metrics.latency.labels(name).observe(time.perf_counter() - t0)
         return response

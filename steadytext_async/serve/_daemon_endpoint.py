@@ -25,7 +25,7 @@ from .._validate import build_request
 from ..providers.base import ProviderChunk, ProviderDone
 from ..providers.daemon import encode_error, encode_event
 from ._engine import local_events, resolve_local
-from ._errors import HTTPError
+from ._errors import HTTPError, log_failure
 from ._openai import MAX_TOP_LOGPROBS
 from ._policy import check_model
 from ._sse import or_stop, until
@@ -113,6 +113,7 @@ async def _lines(
                 break
             event = await anext(events, None)
     except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)
+        log_failure(exc)  # a server-side failure is in this server's log too, as on the other endpoints
         yield encode_error(exc)
     finally:
         state.metrics.in_flight_generations -= 1
