@@ -335,15 +335,22 @@ def preload_models(verbose: bool = False, size: str | None = None) -> None:
 
 
 async def _close_defaults() -> None:
-    """Stop the shared workers (they restart on next use) and finish the default clients' cache writes."""
-    if _local is not None:
-        await _local.aclose()
-    if _settings is not None:
-        await engine().drain_cache(_settings)
+    """Stop the shared workers and finish the default clients' cache writes. The next call makes new default
+    clients, which read the environment again (a client reads it once, when it is made)."""
+    global _settings, _local
+    with _lock:
+        settings, local = _settings, _local
+        _settings = _local = None
+        _defaults.clear()
+    if local is not None:
+        await local.aclose()
+    if settings is not None:
+        await engine().drain_cache(settings)
 
 
 async def aclose() -> None:
-    """Stop the module-level functions' worker processes and flush their cache (both restart on the next call)."""
+    """Stop the module-level functions' worker processes and flush their cache (both restart on the next call, which
+    reads the ``STEADYTEXT_*`` settings, API keys and base URLs from the environment again)."""
     await engine().portal.call(_close_defaults())
 
 

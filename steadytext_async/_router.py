@@ -80,7 +80,7 @@ class Router:
         if not model_id:
             raise InvalidRequestError(f"model {model!r} has an empty model id (use 'provider:model_id')")
         deterministic = given.capabilities.deterministic if given is not None else False
-        if not deterministic and not request.unsafe_mode:
+        if not deterministic and not (request.unsafe_mode or self.settings.unsafe_mode):
             raise UnsafeModeRequiredError(
                 f"model {model!r} is remote and only best-effort deterministic; pass unsafe_mode=True to use it"
             )
@@ -95,10 +95,11 @@ class Router:
         return provider, spec
 
     async def _preset_provider(self, name: str) -> Provider:
-        preset = get_preset(name)
+        env = self.settings.environ  # as it was when the client's settings were made
+        preset = get_preset(name, env)
         api_key = None
         if preset.api_key_env is not None:
-            api_key = provider_api_key(preset.api_key_env)
+            api_key = provider_api_key(preset.api_key_env, env)
             if api_key is None:
                 raise MissingAPIKeyError(
                     f"provider {name!r} needs an API key: set the {preset.api_key_env} environment variable",
@@ -115,7 +116,7 @@ class Router:
         self.providers[name] = provider = OpenAICompatProvider(preset, api_key=api_key)
         self._built[name] = identity
         close_at_loop_exit(provider)  # its connections belong to this loop
-        if old is not None:  # preset, base URL variable or key changed: drop the old pool
+        if old is not None:  # the preset changed (register_provider(replace=True)): drop the old pool
             await old.aclose()
         return self.providers[name]
 

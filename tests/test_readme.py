@@ -122,7 +122,12 @@ def test_remote_block_runs_against_a_loopback_stub(block: Block, monkeypatch: py
             monkeypatch.setenv(f"STEADYTEXT_{name.upper()}_BASE_URL", srv.url)
             if getattr(preset, "api_key_env", None):
                 monkeypatch.setenv(preset.api_key_env, "sk-readme-test")
-        run_python(block.code)
+        steadytext.close()  # the module-level functions read the environment again (a client reads it when made)
+        try:
+            run_python(block.code)
+        finally:
+            monkeypatch.undo()
+            steadytext.close()  # ... and forget the stub's
         assert srv.requests, "the block made no request to the stub"
 
 

@@ -183,13 +183,13 @@ def known_providers() -> list[str]:
         return sorted({*PRESETS, *_registered})
 
 
-def get_preset(name: str) -> ProviderPreset:
-    """The preset for ``name``, with its base URL overridden by ``STEADYTEXT_<NAME>_BASE_URL`` when set."""
+def get_preset(name: str, env: Mapping[str, str]) -> ProviderPreset:
+    """The preset for ``name``, with its base URL overridden by ``STEADYTEXT_<NAME>_BASE_URL`` when ``env`` sets it."""
     with _lock:
         preset = _registered.get(name) or PRESETS.get(name)
     if preset is None:
         raise UnknownProviderError(f"unknown provider {name!r}; known providers: {', '.join(known_providers())}")
-    override = provider_base_url(name)
+    override = provider_base_url(name, env)
     if override is not None:
         check_base_url(override, what=provider_base_url_var(name))
         preset = dataclasses.replace(preset, base_url=override.rstrip("/"))
