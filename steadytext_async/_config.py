@@ -46,7 +46,9 @@ from pathlib import Path
 from ._env import env_bool, env_int
 from ._exceptions import InvalidRequestError
 
-__all__ = ["Settings", "redact_url", "usable_cores"]
+__all__ = ["FAILURE_TTL", "Settings", "redact_url", "usable_cores"]
+
+FAILURE_TTL = 30.0  # seconds a model that failed to resolve (router) or to load (worker pool) is not tried again
 
 
 def usable_cores() -> int:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Mapping
 
-from ._config import Settings
+from ._config import FAILURE_TTL, Settings
 from ._env import provider_api_key
 from ._exceptions import (
     InvalidRequestError,
@@ -35,8 +35,6 @@ from .providers.local import LocalProvider
 from .providers.presets import ProviderPreset, get_preset, known_providers
 
 __all__ = ["Router"]
-
-FAILURE_TTL = 30.0
 
 
 class Router:

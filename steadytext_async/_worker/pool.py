@@ -34,6 +34,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from .._config import FAILURE_TTL
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
 from .affinity import Affinity, anchors
 from .budget import HostBudget
@@ -56,8 +57,6 @@ from .threads import ThreadBudget, split
 __all__ = ["Done", "Pool", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
 
 logger = logging.getLogger("steadytext_async")
-
-FAILURE_TTL = 30.0  # a model that failed to load is retried after this many seconds
 
 
 class Pool:
