@@ -57,7 +57,9 @@ def raw_request(model: str, unsafe_mode: bool) -> GenerationRequest:
 
 async def test_routes_presets_and_ids_with_slashes(env: ScriptedServer) -> None:
     r = router()
-    provider, spec = await r.route(raw_request("openrouter:meta-llama/llama-3-8b", True))
+    route = await r.route(raw_request("openrouter:meta-llama/llama-3-8b", True))
+    provider, spec = route.provider, route.spec
+    assert not route.local and route.here and not route.deterministic
     assert isinstance(provider, OpenAICompatProvider) and provider.name == "openrouter"
     assert (spec.provider, spec.name, spec.base_url, spec.prompt_format) == (
         "openrouter",
@@ -65,10 +67,10 @@ async def test_routes_presets_and_ids_with_slashes(env: ScriptedServer) -> None:
         env.url,
         "chat",
     )
-    again, _ = await r.route(raw_request("openrouter:other", True))
+    again = (await r.route(raw_request("openrouter:other", True))).provider
     assert again is provider  # one provider (one connection pool) per name
-    provider_v, spec_v = await r.route(raw_request("vllm:ollama:tag", True))
-    assert spec_v.name == "ollama:tag" and provider_v is not provider
+    route_v = await r.route(raw_request("vllm:ollama:tag", True))
+    assert route_v.spec.name == "ollama:tag" and route_v.provider is not provider
     await provider.aclose()
 
 

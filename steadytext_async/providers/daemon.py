@@ -48,7 +48,7 @@ from .._exceptions import (
     WorkerError,
 )
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
-from .base import Capabilities, ProviderChunk, ProviderDone
+from .base import Capabilities, Provider, ProviderChunk, ProviderDone
 from .local import LocalProvider
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _socket_owner_problem(path: str) -> str | None:
 # -- the provider ----------------------------------------------------------------------------------------------
 
 
-class DaemonProvider:
+class DaemonProvider(Provider):
     """Same interface as :class:`LocalProvider`; runs requests on the daemon, else on ``fallback`` (in-process)."""
 
     name = "local"  # results and fingerprints are those of local generation
@@ -232,8 +232,8 @@ class DaemonProvider:
             self._clients[loop] = client
         return client
 
-    def check(self, request: GenerationRequest) -> None:
-        self.fallback.check(request)
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
+        self.fallback.check(request)  # what needs no model; the model's own checks run where it generates
 
     async def stream(
         self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None

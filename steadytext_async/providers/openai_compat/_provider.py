@@ -12,7 +12,7 @@ import httpx
 
 from ..._exceptions import InvalidRequestError, RemoteTimeoutError, status_class
 from ..._models import GenerationRequest, ModelSpec
-from ..base import Capabilities, ProviderChunk, ProviderDone
+from ..base import Capabilities, Provider, ProviderChunk, ProviderDone
 from ..presets import ProviderPreset, RemoteOptions
 from ._errors import MAX_ERROR_BODY, CallErrors, body_message, retry_after, retryable_cls
 from ._retry import RetryPlan
@@ -25,7 +25,7 @@ __all__ = ["OpenAICompatProvider"]
 logger = logging.getLogger("steadytext_async")
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(Provider):
     """An OpenAI-compatible server (chat or legacy completions API) over one pooled ``httpx.AsyncClient``.
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests); ``sse=False`` makes :meth:`stream` send
@@ -92,7 +92,7 @@ class OpenAICompatProvider:
             await client.aclose()
 
     # -- generation ----------------------------------------------------------------------------------------
-    def check(self, request: GenerationRequest) -> None:
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
         if request.logprobs and not self.preset.logprobs:
             raise InvalidRequestError(f"provider {self.name!r} does not return logprobs")
 
