@@ -118,7 +118,7 @@ class Router:
             assert ref.provider is not None and ref.name is not None
             self._gate(request, ref.provider, ref.name)
             provider = self._existing(ref.provider) or await self._preset_provider(ref.provider)
-            return self._decide(request, provider, _remote_spec(provider, ref.provider, ref.name), local=False)
+            return self._decide(request, provider, provider.spec_for(ref.provider, ref.name), local=False)
         return self._decide(request, self.local_target, await self.resolve_local(request), local=True)
 
     def resolved(self, request: GenerationRequest) -> Route | None:
@@ -134,7 +134,7 @@ class Router:
                 return None  # route() raises it
             if provider is None:
                 return None
-            return self._decide(request, provider, _remote_spec(provider, ref.provider, ref.name), local=False)
+            return self._decide(request, provider, provider.spec_for(ref.provider, ref.name), local=False)
         spec = self._resolved.get(ref)
         return self._decide(request, self.local_target, spec, local=True) if spec is not None else None
 
@@ -227,13 +227,3 @@ class Router:
                 raise
             self._resolved[key] = spec
             return spec
-
-
-def _remote_spec(provider: Provider, name: str, model_id: str) -> ModelSpec:
-    preset = getattr(provider, "preset", None)  # a preset's provider says its API (a given one: chat)
-    return ModelSpec(
-        provider=name,
-        name=model_id,
-        base_url=getattr(provider, "base_url", None),
-        prompt_format="raw" if isinstance(preset, ProviderPreset) and preset.api == "completions" else "chat",
-    )

@@ -99,6 +99,10 @@ class Provider(Protocol):
         """Refuse what this provider cannot run, before any work (raise InvalidRequestError); accepts by default."""
         return None
 
+    def spec_for(self, name: str, model_id: str) -> ModelSpec:
+        """The model ``name:model_id`` routed to this provider (a remote one adds its base URL and prompt format)."""
+        return ModelSpec(provider=name, name=model_id, prompt_format="chat")
+
 
 class _Adapted(Provider):
     """A duck-typed provider (name, capabilities, stream, aclose) with the optional members' defaults."""
@@ -107,7 +111,7 @@ class _Adapted(Provider):
         self.inner = inner
         self.name = inner.name
         self.capabilities = inner.capabilities
-        for optional in ("cache_scope", "results_cacheable", "preload", "check"):  # the ones it has, kept
+        for optional in ("cache_scope", "results_cacheable", "preload", "check", "spec_for"):  # the ones it has, kept
             if hasattr(inner, optional):
                 setattr(self, optional, getattr(inner, optional))
 

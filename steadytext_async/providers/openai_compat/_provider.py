@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -92,6 +92,10 @@ class OpenAICompatProvider(Provider):
             await client.aclose()
 
     # -- generation ----------------------------------------------------------------------------------------
+    def spec_for(self, name: str, model_id: str) -> ModelSpec:
+        prompt_format: Literal["raw", "chat"] = "raw" if self.preset.api == "completions" else "chat"
+        return ModelSpec(provider=name, name=model_id, base_url=self.base_url, prompt_format=prompt_format)
+
     def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
         if request.logprobs and not self.preset.logprobs:
             raise InvalidRequestError(f"provider {self.name!r} does not return logprobs")
