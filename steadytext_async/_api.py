@@ -4,7 +4,8 @@
 are sync shims that keep the original positional order for compatibility.
 
 There is one lightweight default client per event loop (weakly keyed, so ``asyncio.run`` called many times leaves
-nothing behind) plus one for the sync shims; all of them share the engine's worker pool and result cache.
+nothing behind) plus one for the sync shims; all of them share one local provider (owned here: one worker pool for
+the process; a forked child starts its own on first use) and the engine's result cache.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from ._client import AsyncSteadyText
     from ._config import Settings
     from ._engine.engine import Engine
+    from .providers.local import LocalProvider
 
 __all__ = [
     "GeneratedText",
@@ -48,17 +50,20 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSteadyText] = weakref.WeakKeyDictionary()
 _settings: Settings | None = None
+_local: LocalProvider | None = None  # shared by every default client (their aclose() leaves it running)
 
 
 def _new_default() -> AsyncSteadyText:
-    global _settings
+    global _settings, _local
+    from ._client import AsyncSteadyText
     from ._config import Settings
+    from .providers.local import LocalProvider
 
     if _settings is None:
         _settings = Settings.from_env()
-    from ._client import AsyncSteadyText
-
-    return AsyncSteadyText(_settings, _shared_local=engine().default_local(_settings))
+    if _local is None:
+        _local = LocalProvider(_settings, shared=True)
+    return AsyncSteadyText(_settings, _shared_local=_local)
 
 
 def default_client() -> AsyncSteadyText:
@@ -330,12 +335,22 @@ def preload_models(verbose: bool = False, size: str | None = None) -> None:
 
 
 async def _close_defaults() -> None:
-    if _settings is not None:
-        await engine().release_defaults(_settings)
+    """Stop the shared workers and finish the default clients' cache writes. The next call makes new default
+    clients, which read the environment again (a client reads it once, when it is made)."""
+    global _settings, _local
+    with _lock:
+        settings, local = _settings, _local
+        _settings = _local = None
+        _defaults.clear()
+    if local is not None:
+        await local.aclose()
+    if settings is not None:
+        await engine().drain_cache(settings)
 
 
 async def aclose() -> None:
-    """Stop the module-level functions' worker processes and flush their cache (both restart on the next call)."""
+    """Stop the module-level functions' worker processes and flush their cache (both restart on the next call, which
+    reads the ``STEADYTEXT_*`` settings, API keys and base URLs from the environment again)."""
     await engine().portal.call(_close_defaults())
 
 

@@ -1,9 +1,12 @@
 """AsyncSteadyText: the one implementation of a generation (validate -> route -> provider -> result).
 
 The client lives on the caller's event loop, as ``httpx.AsyncClient`` does: validation, the cache peek (a hot hit,
-streamed or not, is answered right there), routing and remote HTTP without a result cache run on the caller's loop.
-Local generation, and everything that goes through the result cache, crosses into the process's engine
-(:mod:`._engine`) once: a whole result in one hop, a stream in one hop per batch of ready pieces.
+local or remote, streamed or not, is answered right there), routing and remote HTTP run on the caller's loop, with
+the result cache or without. Local generation crosses into the process's engine (:mod:`._engine`) once: a whole
+result in one hop, a stream in one hop per batch of ready pieces. A remote result that is not hot reaches the cache
+(which lives on the engine's loop) through the engine, its HTTP still on the caller's loop.
+
+Where a request goes is decided once, by the router (:class:`~._router.Route`); every step here reads that value.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from typing import Any, TypeVar, Unpack
 
 from . import _results
 from ._cache import ResultCache
-from ._cache.key import cache_key, cacheable, scoped_key
 from ._config import Settings
 from ._engine import engine
+from ._engine.portal import iterate_on
 from ._exceptions import ModelUnavailableError
 from ._fallback import fallback_words
+from ._modelref import ModelRef
 from ._models import (
     Chunk,
     Fingerprint,
@@ -38,13 +42,12 @@ from ._models import (
 )
 from ._options import RequestOptions
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
-from ._router import Router
+from ._router import Route, Router, input_key, runs_on_callers_loop
 from ._textstream import TextAssembler
 from ._tools import check_calls, parse_calls
 from ._validate import build_request
 from ._version import __version__
 from .providers.base import Provider, ProviderDone
-from .providers.daemon import DaemonProvider
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -77,6 +80,7 @@ class AsyncSteadyText:
         self.settings = settings if settings is not None else Settings.from_env(**overrides)
         self._local: LocalProvider = shared_local if shared_local is not None else LocalProvider(self.settings)
         self._given = dict(providers or {})
+        self._resolved: dict[ModelRef, ModelSpec] = {}  # local models resolved by any of this client's routers
         self._routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Router] = weakref.WeakKeyDictionary()
         self._cache_ref: tuple[int, ResultCache | None] | None = None  # (pid, cache) held from the engine
         self._fallback_warned: set[str] = set()
@@ -91,7 +95,7 @@ class AsyncSteadyText:
             loop = engine().portal.loop
         router = self._routers.get(loop)
         if router is None or router.pid != os.getpid():
-            router = self._routers[loop] = Router(self.settings, self._local, self._given)
+            router = self._routers[loop] = Router(self.settings, self._local, self._given, self._resolved)
             eng = engine()
             if loop is eng.portal.loop:  # a caller's loop closes its own at shutdown (_loopexit); this one lives on
                 weakref.finalize(self, eng.close_later, router)
@@ -168,53 +172,49 @@ class AsyncSteadyText:
         return await engine().portal.call(self._preload(request))
 
     # -- the crossing ----------------------------------------------------------------------------------------
-    def _here(self, request: GenerationRequest) -> bool:
-        """True when ``request`` runs wholly on the caller's loop: a remote model without a result cache."""
-        return self._cache is None and request.model_ref.remote
-
     async def _agenerate(self, request: GenerationRequest) -> GenerationResult:
-        hot, key = self._lookup(request)
+        hot, route = self._lookup(request)
         if hot is not None:
             return hot[-1]  # type: ignore[return-value]
-        if self._here(request):
-            return await self._generate(request, key=key)
-        return await engine().portal.call(self._generate(request, key=key))
+        if runs_on_callers_loop(request.model_ref):
+            return await self._generate(request, route=route)
+        return await engine().portal.call(self._generate(request, route=route))
 
     def _astream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
-        """The items of ``request`` on the caller's loop: a hot replay (no hop), a local run, or via the engine."""
-        hot, key = self._lookup(request)
+        """The items of ``request`` on the caller's loop: a hot replay (no hop), a remote run, or via the engine."""
+        hot, route = self._lookup(request)
         if hot is not None:
             return _replay(hot)
-        if self._here(request):
-            return self._stream(request, key=key)
-        return engine().portal.iterate(self._stream(request, key=key))
+        if runs_on_callers_loop(request.model_ref):
+            return self._stream(request, route=route)
+        return engine().portal.iterate(self._stream(request, route=route))
 
     def _generate_blocking(self, request: GenerationRequest) -> GenerationResult:
-        """The sync shims' generate: a hot hit on the calling thread, else one engine hop."""
-        hot, key = self._lookup(request)
+        """The sync shims' generate: a hot hit on the calling thread, else one engine hop (the engine's loop is the
+        caller's loop of a blocking call)."""
+        hot, route = self._lookup(request)
         if hot is not None:
             return hot[-1]  # type: ignore[return-value]
-        return engine().portal.run(self._generate(request, key=key))
+        return engine().portal.run(self._generate(request, route=route))
 
     def _iterate_blocking(self, request: GenerationRequest) -> Iterator[StreamItem]:
         """The sync shims' stream: a hot replay on the calling thread, else the engine's stream."""
-        hot, key = self._lookup(request)
+        hot, route = self._lookup(request)
         if hot is not None:
             return iter(hot)
-        return engine().portal.iterate_sync(self._stream(request, key=key))
+        return engine().portal.iterate_sync(self._stream(request, route=route))
 
-    # -- implementation (runs on the engine loop, or on the caller's for _here() requests) ---------------------
+    # -- implementation (on the engine's loop for local models, on the caller's for remote ones) ----------------
     async def _preload(self, request: GenerationRequest) -> ModelSpec:
-        provider, spec = await self._router.route(request)
-        if isinstance(provider, LocalProvider | DaemonProvider):  # a daemon checks its health or preloads in-process
-            await provider.preload(spec)
-        return spec
+        route = await self._router.route(request)
+        await route.provider.preload(route.spec)  # a daemon checks its health (or preloads in-process)
+        return route.spec
 
     async def _generate(
-        self, request: GenerationRequest, *, use_cache: bool = True, key: str | None = None
+        self, request: GenerationRequest, *, use_cache: bool = True, route: Route | None = None
     ) -> GenerationResult:
         result: GenerationResult | None = None
-        async for item in self._stream(request, incremental=False, use_cache=use_cache, key=key):
+        async for item in self._stream(request, incremental=False, use_cache=use_cache, route=route):
             if isinstance(item, GenerationResult):
                 result = item
         assert result is not None
@@ -244,34 +244,29 @@ class AsyncSteadyText:
             prompt_format="chat" if fingerprint.prompt_format == "chat" else "raw",
             base_url=fingerprint.base_url,
         )
+        recorded_key = input_key(
+            request,
+            recorded_spec,
+            local=fingerprint.provider == "local",  # what the recording says it ran on
+            n_ctx=fingerprint.n_ctx or self.settings.n_ctx,
+            n_batch=fingerprint.n_batch or self.settings.n_batch,
+        )
         edited = (
             fingerprint.inputs_sha256 is not None
             and fingerprint.package_version == __version__
-            and self._key(request, recorded_spec, fingerprint.n_ctx, fingerprint.n_batch) != fingerprint.inputs_sha256
+            and recorded_key != fingerprint.inputs_sha256
         )
         return compare(fingerprint, text, result, inputs_edited=edited)
 
-    def _key(
-        self, request: GenerationRequest, spec: ModelSpec, n_ctx: int | None = None, n_batch: int | None = None
-    ) -> str | None:
-        """The cache key (also the fingerprint's inputs_sha256); None when the model has no stable identity."""
-        if not cacheable(spec):
-            return None
-        runtime_settings = None
-        if spec.provider == "local":
-            runtime_settings = {"n_ctx": n_ctx or self.settings.n_ctx, "n_batch": n_batch or self.settings.n_batch}
-        return cache_key(request, spec, runtime=runtime_settings)
-
-    def _lookup(self, request: GenerationRequest) -> tuple[tuple[StreamItem, ...] | None, str | None]:
-        """(A hot cache entry's items or None, the request's cache key if already known), answered on the
-        caller's thread with no engine hop. The key is passed down so that a request computes it once."""
+    def _lookup(self, request: GenerationRequest) -> tuple[tuple[StreamItem, ...] | None, Route | None]:
+        """(A hot cache entry's items or None, the request's route if known without I/O), answered on the caller's
+        thread with no engine hop. The route is passed down so that a request is routed (and keyed) once."""
+        route = self._router.resolved(request)
         cache = self._cache
-        if cache is None:
-            return None, None
-        spec = self._router.resolved(request)
-        key = self._key(request, spec) if spec is not None else None
-        items = cache.peek(key) if key is not None else None
-        return (items if items and isinstance(items[-1], GenerationResult) else None), key
+        if route is None or cache is None or not route.cached or route.stored_key is None:
+            return None, route
+        items = cache.peek(route.stored_key)
+        return (items if items and isinstance(items[-1], GenerationResult) else None), route
 
     def _strict(self, request: GenerationRequest) -> bool:
         return self.settings.strict if request.strict is None else request.strict
@@ -282,44 +277,42 @@ class AsyncSteadyText:
         *,
         incremental: bool = True,
         use_cache: bool = True,
-        key: str | None = None,
+        route: Route | None = None,
     ) -> AsyncIterator[StreamItem]:
         """The whole pipeline. ``incremental=False``: the caller only wants the result (remote: no SSE).
-        ``key``: the cache key when the caller already computed it (else computed here, once)."""
+        ``route``: the request's route when the caller already has it (else routed here, once)."""
         t0 = time.perf_counter()
-        try:
-            provider, spec = await self._router.route(request)
-        except ModelUnavailableError as exc:
-            if self._strict(request) or request.generation_constraint is not None:  # fallback cannot satisfy it
-                raise
-            async for item in self._fallback(request, exc, t0):
-                yield item
-            return
-        # a provider whose output is not authenticated (a daemon over plain http) is never written to the cache
-        cache = self._cache if use_cache and getattr(provider, "results_cacheable", True) else None
-        if key is None:
-            key = self._key(request, spec)
-        if cache is None or key is None:
-            async for item in self._produce(provider, spec, request, t0, key, incremental):
+        if route is None:
+            try:
+                route = await self._router.route(request)
+            except ModelUnavailableError as exc:
+                if self._strict(request) or request.generation_constraint is not None:  # fallback cannot satisfy it
+                    raise
+                async for item in self._fallback(request, exc, t0):
+                    yield item
+                return
+        cache = self._cache if use_cache and route.cached else None
+        produce = functools.partial(self._produce, route, request, t0, incremental)
+        if cache is None or route.stored_key is None:
+            async for item in produce():
                 yield item
             return
         variant = ("strict" if self._strict(request) else "lenient") + ("" if incremental else "/whole")
-        produce = functools.partial(self._produce, provider, spec, request, t0, key, incremental)
-        stored = scoped_key(key, getattr(provider, "cache_scope", None))  # remote entries: one credential's
-        async with _closing(cache.stream(stored, produce, variant=variant)) as items:
+        portal = engine().portal
+        if portal.in_portal():
+            items = cache.stream(route.stored_key, produce, variant=variant)
+        else:  # a remote request on the caller's loop: the cache is the engine's, the provider stays here
+            here = asyncio.get_running_loop()
+            items = portal.iterate(cache.stream(route.stored_key, lambda: iterate_on(here, produce()), variant=variant))
+        async with _closing(items):
             async for item in items:
                 yield item
 
     async def _produce(
-        self,
-        provider: Provider | LocalProvider,
-        spec: ModelSpec,
-        request: GenerationRequest,
-        t0: float,
-        key: str | None,
-        incremental: bool = True,
+        self, route: Route, request: GenerationRequest, t0: float, incremental: bool = True
     ) -> AsyncIterator[StreamItem]:
         """Run the provider and build chunks and the final result (falls back if the model cannot load)."""
+        provider, spec, key = route.provider, route.spec, route.key
         texts: list[str] = []
         token_ids: list[int] = []
         logprobs: list[TokenLogprob] | None = [] if request.logprobs else None
@@ -350,7 +343,7 @@ class AsyncSteadyText:
         text = "".join(texts)
         if request.constraint is not None:
             check_output(request.constraint, text)  # the guarantee, local and remote alike; raises ConstraintError
-        if request.tools is not None and done.tool_calls is None and isinstance(provider, LocalProvider):
+        if request.tools is not None and done.tool_calls is None and route.local:  # in-process or the daemon's
             done = _with_calls(done, request, text, key)
         elif request.tools is not None and done.tool_calls:
             check_calls(request.tools, done.tool_calls, text)
@@ -367,7 +360,7 @@ class AsyncSteadyText:
             logprobs=logprobs,
             total=time.perf_counter() - t0,
             key=key,
-            deterministic=provider.capabilities.deterministic,
+            deterministic=route.deterministic,
         )
 
     async def _fallback(

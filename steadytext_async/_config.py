@@ -1,5 +1,7 @@
 """Frozen settings. Environment variables are read here and in :mod:`._env` (its parsers, and the few readers
-needed without Settings), and nowhere else.
+needed without Settings), and nowhere else. A client reads the environment once, when its settings are made:
+:meth:`Settings.from_env` reads the ``STEADYTEXT_*`` settings below, and every Settings keeps a snapshot of the
+environment (``environ``) from which API keys, ``STEADYTEXT_<NAME>_BASE_URL`` and the serve token are read.
 
 | variable                  | meaning                                                          | default            |
 |---------------------------|------------------------------------------------------------------|--------------------|
@@ -44,7 +46,9 @@ from pathlib import Path
 from ._env import env_bool, env_int
 from ._exceptions import InvalidRequestError
 
-__all__ = ["Settings", "redact_url", "usable_cores"]
+__all__ = ["FAILURE_TTL", "Settings", "redact_url", "usable_cores"]
+
+FAILURE_TTL = 30.0  # seconds a model that failed to resolve (router) or to load (worker pool) is not tried again
 
 
 def usable_cores() -> int:
@@ -89,6 +93,10 @@ def _default_model_dir() -> Path:
     return Path(user_cache_dir("steadytext-async")) / "models"
 
 
+def _environ() -> dict[str, str]:
+    return dict(os.environ)
+
+
 def _default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
@@ -109,6 +117,7 @@ class Settings:
     max_batch: int = 8
     prefix_cache_mb: int = 256  # per worker: kept prompt-prefix states (0: no prefix reuse)
     strict: bool = False
+    unsafe_mode: bool = False  # allow remote (best-effort deterministic) models without unsafe_mode=True per call
     llama_log: bool = False
     start_timeout: float = 120.0
     spare_workers: int = 0
@@ -125,6 +134,8 @@ class Settings:
     cache_secret: str | None = dataclasses.field(default=None, repr=False)  # HMAC key of Redis values: never shown
     daemon_url: str | None = None  # local generations go to a running `serve` (see providers/daemon.py)
     daemon_insecure: bool = False  # allow the serve token over plain http to a non-loopback daemon
+    # the environment when these settings were made: API keys, provider base URLs and the serve token are read here
+    environ: Mapping[str, str] = dataclasses.field(default_factory=_environ, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "cache_dir"):  # accept str and any os.PathLike, keep Path
@@ -191,6 +202,7 @@ class Settings:
             "max_batch": env_int(e, "STEADYTEXT_MAX_BATCH", 8),
             "prefix_cache_mb": env_int(e, "STEADYTEXT_PREFIX_CACHE_MB", 256, minimum=0),
             "strict": env_bool(e, "STEADYTEXT_STRICT", False),
+            "unsafe_mode": env_bool(e, "STEADYTEXT_UNSAFE_MODE", False),
             "llama_log": env_bool(e, "STEADYTEXT_LLAMA_LOG", False),
             "start_timeout": float(env_int(e, "STEADYTEXT_START_TIMEOUT", 120)),
             "spare_workers": env_int(e, "STEADYTEXT_SPARE_WORKERS", 0, minimum=0),
@@ -207,6 +219,7 @@ class Settings:
             "cache_secret": e.get("STEADYTEXT_CACHE_SECRET") or None,
             "daemon_url": e.get("STEADYTEXT_DAEMON_URL", "").strip() or None,
             "daemon_insecure": env_bool(e, "STEADYTEXT_DAEMON_INSECURE", False),
+            "environ": dict(e),
         }
         values.update(overrides)  # passed means chosen: None unsets (an absent keyword keeps the env's)
         return cls(**values)  # type: ignore[arg-type]

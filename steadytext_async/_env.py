@@ -1,6 +1,7 @@
 """Reading ``STEADYTEXT_*`` variables (the table is in :mod:`._config`): the parsers :class:`~._config.Settings`
-uses, and the readers needed without building Settings. These two modules are the only ones that read the
-environment; this one is light, so that validating a request does not import ``_config``.
+uses, and readers of the variables whose names are only known at use (a provider's API key and base URL) or that are
+not settings (the serve token, the replica id). They read the mapping they are given: a client passes the snapshot
+its :class:`~._config.Settings` took when it was made (``Settings.environ``), so no request reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ __all__ = [
     "provider_base_url_var",
     "replica_id",
     "serve_token",
-    "unsafe_mode_from_env",
 ]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -61,27 +61,19 @@ def provider_base_url_var(name: str) -> str:
     return "STEADYTEXT_" + "".join(c if c.isalnum() else "_" for c in name.upper()) + "_BASE_URL"
 
 
-def provider_base_url(name: str, env: Mapping[str, str] | None = None) -> str | None:
+def provider_base_url(name: str, env: Mapping[str, str]) -> str | None:
     """The base URL set by ``STEADYTEXT_<NAME>_BASE_URL`` for provider ``name``, or None when unset or empty."""
-    e = os.environ if env is None else env
-    return e.get(provider_base_url_var(name), "").strip() or None
+    return env.get(provider_base_url_var(name), "").strip() or None
 
 
-def provider_api_key(env_var: str, env: Mapping[str, str] | None = None) -> str | None:
+def provider_api_key(env_var: str, env: Mapping[str, str]) -> str | None:
     """The API key held by ``env_var``, or None when unset or empty. Never log the result."""
-    e = os.environ if env is None else env
-    return e.get(env_var, "").strip() or None
+    return env.get(env_var, "").strip() or None
 
 
-def unsafe_mode_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """``STEADYTEXT_UNSAFE_MODE=1``: an explicit process-wide opt-in to remote models."""
-    return env_bool(os.environ if env is None else env, "STEADYTEXT_UNSAFE_MODE", False)
-
-
-def serve_token(env: Mapping[str, str] | None = None) -> str | None:
+def serve_token(env: Mapping[str, str]) -> str | None:
     """``STEADYTEXT_SERVE_TOKEN``: the bearer token ``serve`` requires and the daemon client sends. Never log it."""
-    e = os.environ if env is None else env
-    return e.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None
+    return env.get("STEADYTEXT_SERVE_TOKEN", "").strip() or None
 
 
 def replica_id(env: Mapping[str, str] | None = None) -> str:

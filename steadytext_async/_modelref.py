@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from typing import Literal
 
-__all__ = ["ModelRef", "parse_model"]
+__all__ = ["PROVIDER_NAME", "ModelRef", "parse_model", "split_remote_model"]
+
+PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]+")  # a remote provider's name (presets, register_provider)
 
 Kind = Literal["remote", "hub", "file", "registry", "size", "default"]
 
@@ -30,6 +33,18 @@ class ModelRef:
         return self.kind == "remote"
 
 
+def split_remote_model(model: str) -> tuple[str, str] | None:
+    """``"provider:model_id"`` -> ``(provider, model_id)``; None when ``model`` is not shaped like a remote id.
+
+    The provider part is a lowercase name of two or more characters (so ``C:\\m.gguf`` stays local); the model id
+    may contain ``/`` and ``:`` (``openrouter:meta-llama/llama-3-8b``, ``ollama:llama3:8b``).
+    """
+    prefix, sep, model_id = model.partition(":")
+    if not sep or not PROVIDER_NAME.fullmatch(prefix) or model.endswith(".gguf"):
+        return None
+    return prefix, model_id
+
+
 def _is_path(model: str) -> bool:
     return model.endswith(".gguf") or os.sep in model
 
@@ -43,8 +58,6 @@ def parse_model(
     ``provider:model_id`` is remote (the id may hold ``/`` and ``:``, e.g. ``openrouter:meta-llama/llama-3-8b``);
     other strings with ``:`` are remote too unless they look like a path (``C:\\m.gguf``, ``./a:b.gguf``).
     """
-    from .providers.presets import split_remote_model
-
     if model is not None:
         split = split_remote_model(model)
         if split is None and ":" in model and not _is_path(model):

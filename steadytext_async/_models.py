@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._messages import ChatMessage, template_messages
-from ._options import DEFAULT_SEED
+from ._options import DEFAULT_MIN_P, DEFAULT_SEED, DEFAULT_TOP_K, DEFAULT_TOP_LOGPROBS, DEFAULT_TOP_P
 from ._tools import Tool, ToolCall, ToolChoice, tool_constraint
 from .structured import Constraint
 
@@ -51,9 +51,9 @@ class SamplingParams(BaseModel):
 
     temperature: float = 0.0
     seed: int = DEFAULT_SEED
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    min_p: float = DEFAULT_MIN_P
 
 
 class ModelSpec(BaseModel):
@@ -81,7 +81,7 @@ class GenerationRequest(BaseModel):
     eos_string: str = "[EOS]"
     sampling: SamplingParams = SamplingParams.model_construct()
     logprobs: bool = False
-    top_logprobs: int = 5
+    top_logprobs: int = DEFAULT_TOP_LOGPROBS
     model: str | None = None
     model_repo: str | None = None
     model_filename: str | None = None
@@ -213,7 +213,7 @@ class Fingerprint(BaseModel):
     top_p: float | None
     min_p: float | None
     logprobs: bool
-    top_logprobs: int = 5
+    top_logprobs: int = DEFAULT_TOP_LOGPROBS
     constraint: str | None = None  # canonical constraint JSON
     constraint_sha256: str | None = None
     tools: list[Tool] | None = None

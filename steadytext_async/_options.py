@@ -1,9 +1,9 @@
 """The generation options, typed once (PEP 692): the module functions, the clients and the CLI share them.
 
 Defaults (applied by :func:`._validate.build_request`): ``max_new_tokens=512``, ``eos_string="[EOS]"`` (stop at
-the model's end token), ``seed=DEFAULT_SEED``, ``temperature=0.0`` (greedy), ``unsafe_mode=False`` (or
-``STEADYTEXT_UNSAFE_MODE``), ``strict=None`` (the client's setting); no model selector means the configured
-default model, and at most one of ``schema``/``regex``/``choices``/``response_format``.
+the model's end token), ``seed=DEFAULT_SEED``, ``temperature=0.0`` (greedy), ``unsafe_mode=False`` (or the
+client's ``unsafe_mode``, from ``STEADYTEXT_UNSAFE_MODE``), ``strict=None`` (the client's setting); no model
+selector means the configured default model, and at most one of ``schema``/``regex``/``choices``/``response_format``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from typing import Any, TypedDict
 
 __all__ = [
+    "DEFAULT_MIN_P",
     "DEFAULT_SEED",
+    "DEFAULT_TOP_K",
+    "DEFAULT_TOP_LOGPROBS",
+    "DEFAULT_TOP_P",
     "LEGACY_GENERATE",
     "LEGACY_GENERATE_ITER",
     "CompatOptions",
@@ -24,6 +28,11 @@ __all__ = [
 
 
 DEFAULT_SEED = 42  # the one place the default seed is written
+# sampling at temperature > 0 (seeded top-k -> min-p -> top-p), and alternatives per token with logprobs: written once
+DEFAULT_TOP_K = 40
+DEFAULT_TOP_P = 0.95
+DEFAULT_MIN_P = 0.05
+DEFAULT_TOP_LOGPROBS = 5
 
 
 class ModelOptions(TypedDict, total=False):

@@ -233,7 +233,9 @@ def _hub_download(repo: str, filename: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo, filename=filename, etag_timeout=5))
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        from huggingface_hub import constants
+
+        offline = constants.HF_HUB_OFFLINE  # huggingface_hub's own reading of HF_HUB_OFFLINE (once, at its import)
         hint = " (HF_HUB_OFFLINE is set and the file is not in the local HF cache)" if offline else ""
         raise ModelUnavailableError(
             f"could not get {filename} from Hugging Face repo {repo}{hint}: {type(exc).__name__}: {exc}. "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import threading
 
-from ._env import unsafe_mode_from_env
 from ._exceptions import InvalidRequestError
 from ._messages import ChatMessage, byte_size, check_messages
 from ._models import GenerationRequest, SamplingParams
@@ -159,7 +158,7 @@ def build_request(
     eos = _check_eos(eos_string)
     seed_i = _check_seed(seed)
     temp = _check_temperature(temperature)
-    unsafe = _check_bool("unsafe_mode", unsafe_mode) or unsafe_mode_from_env()
+    unsafe = _check_bool("unsafe_mode", unsafe_mode)  # or the client's Settings.unsafe_mode (the router's gate)
     if strict is not None:
         _check_bool("strict", strict)
     model_s = _check_opt_str("model", model)

@@ -87,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = ServeConfig(
         settings=settings,
         allow_remote=args.allow_remote,
-        token=serve_token(),
+        token=serve_token(settings.environ),
         shutdown_timeout=args.shutdown_timeout,
         preload=not args.no_preload,
         allow_download=args.allow_download,

@@ -130,7 +130,7 @@ def test_other_processes_see_the_entries(cache_dir: Path) -> None:
 
 
 async def test_the_cache_key_is_computed_once_per_request(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from steadytext_async import _client
+    from steadytext_async import _router
     from steadytext_async._cache.key import cache_key
 
     calls: list[str] = []
@@ -139,9 +139,9 @@ async def test_the_cache_key_is_computed_once_per_request(cache_dir: Path, monke
         calls.append(cache_key(*args, **kwargs))  # type: ignore[arg-type]
         return calls[-1]
 
-    monkeypatch.setattr(_client, "cache_key", counting)
+    monkeypatch.setattr(_router, "cache_key", counting)
     async with client(cache_dir, st.MockProvider()) as c:
-        first = await c.generate(PROMPT, model=MOCK, max_new_tokens=3)  # miss: resolved on the engine side
+        first = await c.generate(PROMPT, model=MOCK, max_new_tokens=3)  # miss: routed (and keyed) once, for the peek
         assert len(calls) == 1 and first.fingerprint.inputs_sha256 == calls[0]
         items = [i async for i in c.stream("other", model=MOCK, max_new_tokens=3)]  # miss, spec known: peek key
         assert len(calls) == 2 and items[-1].fingerprint.inputs_sha256 == calls[1]  # type: ignore[union-attr]

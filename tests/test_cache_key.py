@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from steadytext_async._cache.key import IGNORED_REQUEST_FIELDS, cache_key, cacheable
+from steadytext_async._cache.key import IGNORED_REQUEST_FIELDS, cache_key
 from steadytext_async._models import GenerationRequest, ModelSpec, SamplingParams
 
 SHA = "a" * 64
@@ -108,10 +108,12 @@ def test_key_is_stable_and_hex() -> None:
     assert len(BASE) == 64 and int(BASE, 16) >= 0
 
 
-def test_cacheable_needs_a_model_identity() -> None:
-    assert cacheable(LOCAL)
-    assert cacheable(ModelSpec(provider="openai", name="gpt-4o-mini"))
-    assert not cacheable(ModelSpec(name="x.gguf", path="/x.gguf"))
+def test_a_key_needs_a_model_identity() -> None:
+    from steadytext_async._router import input_key
+
+    assert input_key(REQ, LOCAL, local=True, n_ctx=4096, n_batch=512) is not None
+    assert input_key(REQ, ModelSpec(provider="openai", name="gpt-4o-mini"), local=False, n_ctx=1, n_batch=1)
+    assert input_key(REQ, ModelSpec(name="x.gguf", path="/x.gguf"), local=True, n_ctx=4096, n_batch=512) is None
 
 
 def _constrained(**kwargs: Any) -> GenerationRequest:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from steadytext_async._engine.budget import HostBudget
 from steadytext_async._exceptions import InvalidRequestError, ModelNotFoundError
+from steadytext_async._worker.budget import HostBudget
 from steadytext_async._worker.threads import ThreadBudget
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from steadytext_async._engine.budget import HostBudget
+from steadytext_async._worker.budget import HostBudget
 budget = HostBudget(Path(sys.argv[1]), int(sys.argv[2]))
 tokens = [budget.try_acquire() for _ in range(int(sys.argv[2]))]
 assert all(tokens)

@@ -193,8 +193,8 @@ def test_base_url_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(InvalidRequestError, match="credentials"):
         dataclasses.replace(PRESETS["vllm"], base_url="http://bob:pw@127.0.0.1:1/v1")
     monkeypatch.setenv("STEADYTEXT_VLLM_BASE_URL", "http://bob:hunter2secret@127.0.0.1:1/v1")
-    with pytest.raises(InvalidRequestError, match="STEADYTEXT_VLLM_BASE_URL") as info:
-        st.generate("hi", model="vllm:m", unsafe_mode=True)
+    with pytest.raises(InvalidRequestError, match="STEADYTEXT_VLLM_BASE_URL") as info, st.SteadyText() as client:
+        client.generate("hi", model="vllm:m", unsafe_mode=True)
     assert "hunter2secret" not in str(info.value)
 
 

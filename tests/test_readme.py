@@ -134,7 +134,12 @@ def test_remote_block_runs_against_a_loopback_stub(block: Block, monkeypatch: py
             monkeypatch.setenv(f"STEADYTEXT_{name.upper()}_BASE_URL", srv.url)
             if preset.api_key_env:
                 monkeypatch.setenv(preset.api_key_env, "sk-readme-test")
-        run_python(block.code, f"<{block.source}:{block.line}>")
+        steadytext.close()  # the module-level functions read the environment again (a client reads it when made)
+        try:
+            run_python(block.code, f"<{block.source}:{block.line}>")
+        finally:
+            monkeypatch.undo()
+            steadytext.close()  # ... and forget the stub's
         assert srv.requests, "the block made no request to the stub"
 
 

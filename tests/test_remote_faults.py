@@ -163,7 +163,7 @@ async def test_leaving_a_stream_closes_it(server: ScriptedServer, client: AsyncS
 async def test_cancelling_a_stream_closes_it(server: ScriptedServer) -> None:
     """Provider level, on this loop: cancelling the consuming task closes the HTTP stream."""
     server.reset(Action("stall", events=chat_events(["first"], finish=None, done=False)))
-    provider = OpenAICompatProvider(get_preset("slowdeadline"))
+    provider = OpenAICompatProvider(get_preset("slowdeadline", {}))
     request = build_request("hi", model="slowdeadline:m", unsafe_mode=True)
     got_first = asyncio.Event()
 

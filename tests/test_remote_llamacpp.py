@@ -152,7 +152,7 @@ async def test_chat_api_through_the_preset(
 async def test_non_streaming_path_matches(oai: openai.AsyncOpenAI) -> None:
     """The provider's one-document (``sse=False``) path on the real server."""
     ref = await reference_completion(oai, max_tokens=MAX, temperature=0, seed=42)
-    provider = OpenAICompatProvider(get_preset("llamacpp-test"))
+    provider = OpenAICompatProvider(get_preset("llamacpp-test", {}))
     request = build_request(PROMPT, max_new_tokens=MAX)
     try:
         events = [

@@ -57,7 +57,9 @@ def raw_request(model: str, unsafe_mode: bool) -> GenerationRequest:
 
 async def test_routes_presets_and_ids_with_slashes(env: ScriptedServer) -> None:
     r = router()
-    provider, spec = await r.route(raw_request("openrouter:meta-llama/llama-3-8b", True))
+    route = await r.route(raw_request("openrouter:meta-llama/llama-3-8b", True))
+    provider, spec = route.provider, route.spec
+    assert not route.local and route.here and not route.deterministic
     assert isinstance(provider, OpenAICompatProvider) and provider.name == "openrouter"
     assert (spec.provider, spec.name, spec.base_url, spec.prompt_format) == (
         "openrouter",
@@ -65,10 +67,10 @@ async def test_routes_presets_and_ids_with_slashes(env: ScriptedServer) -> None:
         env.url,
         "chat",
     )
-    again, _ = await r.route(raw_request("openrouter:other", True))
+    again = (await r.route(raw_request("openrouter:other", True))).provider
     assert again is provider  # one provider (one connection pool) per name
-    provider_v, spec_v = await r.route(raw_request("vllm:ollama:tag", True))
-    assert spec_v.name == "ollama:tag" and provider_v is not provider
+    route_v = await r.route(raw_request("vllm:ollama:tag", True))
+    assert route_v.spec.name == "ollama:tag" and route_v.provider is not provider
     await provider.aclose()
 
 
@@ -105,16 +107,21 @@ async def test_missing_key_names_the_variable_and_sends_nothing(env: ScriptedSer
     assert env.connections == 0
 
 
-async def test_key_sent_as_bearer_and_rotation_rebuilds(env: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_key_sent_as_bearer_and_read_when_the_client_is_made(
+    env: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the key was read from the environment on every request; now once, with the client's settings.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-first")
-    env.reset(Action("json", body=chat_doc("a")), Action("json", body=chat_doc("b")))
+    env.reset(*(Action("json", body=chat_doc(t)) for t in "abc"))
     async with AsyncSteadyText() as client:
         await client.generate("hi", model="openai:gpt-4o-mini", unsafe_mode=True, max_new_tokens=4)
         monkeypatch.setenv("OPENAI_API_KEY", "sk-second")
+        await client.generate("hi", model="openai:gpt-4o-mini", unsafe_mode=True, max_new_tokens=4)
+    async with AsyncSteadyText() as client:  # a new client reads the rotated key
         result = await client.generate("hi", model="openai:gpt-4o-mini", unsafe_mode=True, max_new_tokens=4)
-    assert [r.headers["authorization"] for r in env.requests] == ["Bearer sk-first", "Bearer sk-second"]
+    assert [r.headers["authorization"] for r in env.requests] == ["Bearer sk-first"] * 2 + ["Bearer sk-second"]
     assert env.requests[0].body["max_completion_tokens"] == 4
-    assert result.text == "b" and result.provider == "openai" and result.model == "gpt-4o-mini"
+    assert result.text == "c" and result.provider == "openai" and result.model == "gpt-4o-mini"
 
 
 async def test_given_provider_wins(env: ScriptedServer) -> None:

@@ -26,6 +26,7 @@ from steadytext_async._exceptions import (
     RemoteTimeoutError,
     UnknownProviderError,
 )
+from steadytext_async._modelref import split_remote_model
 from steadytext_async._models import GenerationRequest, ModelSpec
 from steadytext_async._validate import build_request
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
@@ -36,7 +37,6 @@ from steadytext_async.providers.presets import (
     get_preset,
     known_providers,
     register_provider,
-    split_remote_model,
     unregister_provider,
 )
 
@@ -401,13 +401,14 @@ def test_presets_cover_the_issue() -> None:
         assert PRESETS[name].api_key_env is None and PRESETS[name].base_url.startswith("http://localhost:")
 
 
-def test_register_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_provider() -> None:
     preset = register_provider("my-llm", base_url="http://127.0.0.1:9/v1/", api_key_env="MY_LLM_KEY", api="completions")
     try:
         assert preset.base_url == "http://127.0.0.1:9/v1" and "my-llm" in known_providers()
-        assert get_preset("my-llm") == preset
-        monkeypatch.setenv("STEADYTEXT_MY_LLM_BASE_URL", "http://127.0.0.1:10/v2/")
-        assert get_preset("my-llm").base_url == "http://127.0.0.1:10/v2"
+        assert get_preset("my-llm", {}) == preset
+        assert get_preset("my-llm", {"STEADYTEXT_MY_LLM_BASE_URL": "http://127.0.0.1:10/v2/"}).base_url == (
+            "http://127.0.0.1:10/v2"
+        )
         with pytest.raises(InvalidRequestError, match="already exists"):
             register_provider("my-llm", base_url="http://x")
         register_provider("my-llm", base_url="http://127.0.0.1:11", replace=True)
@@ -423,11 +424,12 @@ def test_register_provider(monkeypatch: pytest.MonkeyPatch) -> None:
         RemoteOptions(max_attempts=0)
 
 
-def test_env_overrides_builtin_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STEADYTEXT_OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
-    assert get_preset("openai").base_url == "http://127.0.0.1:1/v1"
+def test_env_overrides_builtin_base_url() -> None:
+    assert get_preset("openai", {"STEADYTEXT_OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}).base_url == (
+        "http://127.0.0.1:1/v1"
+    )
     with pytest.raises(UnknownProviderError, match="known providers: cerebras, deepseek"):
-        get_preset("nope")
+        get_preset("nope", {})
 
 
 @pytest.mark.parametrize(

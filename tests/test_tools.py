@@ -186,7 +186,7 @@ def test_remote_wire_shape_both_ways() -> None:
     from steadytext_async.providers.presets import get_preset
 
     request = build_request(messages=USER, tools=[WEATHER], tool_choice="required")
-    body = build_body(get_preset("openai"), ModelSpec(provider="openai", name="m"), request, stream=True)
+    body = build_body(get_preset("openai", {}), ModelSpec(provider="openai", name="m"), request, stream=True)
     assert body["tools"] == request.tools_wire() and body["tools"][0]["function"]["name"] == "get_weather"
     assert body["tool_choice"] == "required"
     parser = Parser(request, True, max_bytes_per_token=64)

@@ -69,7 +69,8 @@ def test_structured_output_is_carried_as_a_constraint() -> None:
 
 def test_unsafe_mode_env_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STEADYTEXT_UNSAFE_MODE", "1")
-    assert build_request("x", model="openai:gpt-4o-mini").unsafe_mode is True
+    assert st.Settings.from_env().unsafe_mode is True  # the client's settings carry it (the router's gate reads it)
+    assert build_request("x", model="openai:gpt-4o-mini").unsafe_mode is False  # a request is what the call says
 
 
 async def test_errors_raise_before_any_work_through_public_api() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from .._config import Settings
 from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim, StreamItem
 from .frontend import Produce, ResultCache
-from .key import CACHE_FORMAT_VERSION, cache_key, cacheable
+from .key import CACHE_FORMAT_VERSION, cache_key
 from .sqlite import CACHE_FILENAME, SqliteBackend
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "StreamItem",
     "cache_key",
     "cache_path",
-    "cacheable",
     "open_result_cache",
     "result_backend",
     "sqlite_backend",

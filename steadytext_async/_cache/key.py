@@ -22,7 +22,6 @@ __all__ = [
     "IGNORED_REQUEST_FIELDS",
     "IGNORED_SPEC_FIELDS",
     "cache_key",
-    "cacheable",
     "scoped_key",
 ]
 
@@ -32,11 +31,6 @@ CACHE_FORMAT_VERSION = 1
 IGNORED_REQUEST_FIELDS = frozenset({"model", "model_repo", "model_filename", "size", "unsafe_mode", "strict"})
 # Where a model file lives, and (once its sha256 is known) what it is called, do not change its output.
 IGNORED_SPEC_FIELDS = frozenset({"path"})
-
-
-def cacheable(spec: ModelSpec) -> bool:
-    """True when the model has a stable identity: a local file with a known sha256, or any remote model."""
-    return spec.sha256 is not None or spec.provider != "local"
 
 
 def _canonical(value: Any) -> Any:

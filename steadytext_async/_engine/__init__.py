@@ -1,7 +1,6 @@
 """The engine: the one crossing between the caller's event loop and local generation (see ``engine.py``)."""
 
-from .budget import HostBudget
 from .engine import Engine, engine
 from .portal import Portal
 
-__all__ = ["Engine", "HostBudget", "Portal", "engine"]
+__all__ = ["Engine", "Portal", "engine"]

@@ -5,11 +5,10 @@ touched from the caller's loop:
 
 - the private loop thread (:class:`~steadytext_async._engine.portal.Portal`) that the worker pools and result
   caches live on;
-- the host-wide decode-thread budget (:class:`~steadytext_async._engine.budget.HostBudget`) that every pool of
+- the host-wide decode-thread budget (:class:`~steadytext_async._worker.budget.HostBudget`) that every pool of
   every process draws from;
 - the result caches, one per cache configuration, shared by every client of the process;
-- the worker pool of the module-level functions (one for every event loop and thread of the process), and the
-  list of live pools so that interpreter exit stops every worker.
+- the list of live pools, so that interpreter exit stops every worker.
 
 Clients (:class:`~steadytext_async.AsyncSteadyText`) live on the caller's loop and hold nothing of this strongly,
 so a client dropped without ``aclose()`` can be collected (its pool is stopped then).
@@ -27,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .budget import HostBudget
+from .._worker.budget import HostBudget
 from .portal import Portal
 
 if TYPE_CHECKING:
@@ -59,7 +58,6 @@ class Engine:
         self._budgets: dict[tuple[Path, int], HostBudget] = {}
         self._caches: dict[tuple[Any, ...], tuple[ResultCache, int]] = {}
         self._pools: set[Pool] = set()  # live pools (strong: interpreter exit must stop their workers)
-        self._default_local: Any = None  # the module-level functions' LocalProvider
         self._atexit = False
 
     # -- the host budget -------------------------------------------------------------------------------------
@@ -115,15 +113,6 @@ class Engine:
         except RuntimeError:  # the loop has stopped (interpreter exit)
             coro.close()
 
-    def default_local(self, settings: Settings) -> Any:
-        """The LocalProvider shared by the module-level functions of every loop and thread."""
-        from ..providers.local import LocalProvider
-
-        with self._lock:
-            if self._default_local is None:
-                self._default_local = LocalProvider(settings, shared=True)
-            return self._default_local
-
     def pools(self) -> list[Pool]:
         with self._lock:
             return list(self._pools)
@@ -164,11 +153,8 @@ class Engine:
         else:
             await cache.drain()
 
-    async def release_defaults(self, settings: Settings) -> None:
-        """Stop the module-level functions' workers (they restart on next use) and finish their cache writes."""
-        local = self._default_local
-        if local is not None:
-            await local.aclose()
+    async def drain_cache(self, settings: Settings) -> None:
+        """Finish the pending writes of the result cache for ``settings`` (if it is open)."""
         with self._lock:
             held = self._caches.get(_cache_identity(settings))
         if held is not None:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Portal"]
+__all__ = ["Portal", "iterate_on"]
 
 T = TypeVar("T")
 
@@ -95,29 +95,8 @@ class Portal:
         """Start ``coro`` on the portal loop without waiting for it."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    async def iterate(self, agen: AsyncIterator[T]) -> AsyncIterator[T]:
-        if self.in_portal():
-            async with contextlib.aclosing(agen):  # type: ignore[type-var]
-                async for item in agen:
-                    yield item
-            return
-        loop = asyncio.get_running_loop()
-        relay: _Relay[T] = _Relay(lambda wake: loop.call_soon_threadsafe(wake))
-        relay.start(self.loop, agen)
-        try:
-            while True:
-                waiter: asyncio.Future[None] = loop.create_future()
-                taken = relay.take(functools.partial(_resolve, waiter))
-                if taken is None:
-                    await waiter
-                    continue
-                batch, ended = taken
-                for item in batch:
-                    yield item
-                if ended:
-                    return
-        finally:
-            await asyncio.shield(asyncio.wrap_future(relay.close(self.loop)))
+    def iterate(self, agen: AsyncIterator[T]) -> AsyncIterator[T]:
+        return iterate_on(self.loop, agen)
 
     def iterate_sync(self, agen: AsyncIterator[T]) -> Iterator[T]:
         if self.in_portal():
@@ -138,6 +117,34 @@ class Portal:
         finally:
             with contextlib.suppress(RuntimeError):
                 relay.close(self.loop).result()
+
+
+async def iterate_on(loop: asyncio.AbstractEventLoop, agen: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The items of ``agen``, run as one task on ``loop``, consumed on the running loop in batches (see the module
+    docstring); on ``loop`` itself, plainly. The engine uses it both ways: callers reach the engine's loop with it,
+    and the engine reaches back into a caller's loop (a remote provider's stream whose result the cache keeps)."""
+    here = asyncio.get_running_loop()
+    if loop is here:
+        async with contextlib.aclosing(agen):  # type: ignore[type-var]
+            async for item in agen:
+                yield item
+        return
+    relay: _Relay[T] = _Relay(lambda wake: here.call_soon_threadsafe(wake))
+    relay.start(loop, agen)
+    try:
+        while True:
+            waiter: asyncio.Future[None] = here.create_future()
+            taken = relay.take(functools.partial(_resolve, waiter))
+            if taken is None:
+                await waiter
+                continue
+            batch, ended = taken
+            for item in batch:
+                yield item
+            if ended:
+                return
+    finally:
+        await asyncio.shield(asyncio.wrap_future(relay.close(loop)))
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:

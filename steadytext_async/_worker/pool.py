@@ -10,7 +10,7 @@
   half the batch each; docs/guide/batching.md). The ``threads`` budget is split among decoding workers (not
   requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
   share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
-- With a :class:`~steadytext_async._engine.budget.HostBudget`, every decode thread also needs one host token, so
+- With a :class:`~steadytext_async._worker.budget.HostBudget`, every decode thread also needs one host token, so
   all pools of all processes on the host together stay within the cores (how many threads the pool may use now:
   :class:`~steadytext_async._worker.threads.ThreadBudget`). Joining a running batch needs no token (the worker's
   share does not change).
@@ -34,9 +34,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from .._engine.budget import HostBudget
+from .._config import FAILURE_TTL
 from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
 from .affinity import Affinity, anchors
+from .budget import HostBudget
 from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
 from .protocol import (
     Cancel,
@@ -56,8 +57,6 @@ from .threads import ThreadBudget, split
 __all__ = ["Done", "Pool", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
 
 logger = logging.getLogger("steadytext_async")
-
-FAILURE_TTL = 30.0  # a model that failed to load is retried after this many seconds
 
 
 class Pool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
 from .._exceptions import InvalidRequestError
-from .._options import DEFAULT_SEED
+from .._options import DEFAULT_MIN_P, DEFAULT_SEED, DEFAULT_TOP_K, DEFAULT_TOP_LOGPROBS, DEFAULT_TOP_P
 from .limits import MAX_FRAME, MAX_PROMPT_BYTES
 
 if TYPE_CHECKING:
@@ -106,11 +106,11 @@ class GenParams:
     stop: str | None = None
     temperature: float = 0.0
     seed: int = DEFAULT_SEED
-    top_k: int = 40
-    top_p: float = 0.95
-    min_p: float = 0.05
+    top_k: int = DEFAULT_TOP_K
+    top_p: float = DEFAULT_TOP_P
+    min_p: float = DEFAULT_MIN_P
     logprobs: bool = False
-    top_logprobs: int = 5
+    top_logprobs: int = DEFAULT_TOP_LOGPROBS
     constraint: Constraint | None = None
     tools: tuple[dict[str, Any], ...] | None = None  # OpenAI-shaped tools, described in the prompt (see _tools)
     tool_choice: Any = None  # "auto", "none", "required" or {"type": "function", "function": {"name": ...}}

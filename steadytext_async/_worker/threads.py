@@ -1,6 +1,6 @@
 """A pool's decode-thread budget: how many threads its decoding workers may use now, and the host tokens behind them.
 
-- Without a :class:`~steadytext_async._engine.budget.HostBudget` the pool uses all its ``threads`` while it has
+- Without a :class:`~steadytext_async._worker.budget.HostBudget` the pool uses all its ``threads`` while it has
   active requests.
 - With one, every decode thread also needs one host token. The pool holds tokens only while it has active
   requests; it takes spare tokens only while no other pool waits, and a watcher hands the extra back once another
@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-from .._engine.budget import HostBudget, Token
+from .budget import HostBudget, Token
 
 __all__ = ["ThreadBudget", "split"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .._tools import ToolCall
 
-__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo"]
+__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo", "as_provider"]
 
 
 class ProviderInfo(TypedDict, total=False):
@@ -68,8 +68,14 @@ class ProviderDone:
 
 @runtime_checkable
 class Provider(Protocol):
+    """The interface. ``name``, ``capabilities``, :meth:`stream` and :meth:`aclose` are required; the optional
+    members have defaults here, which a provider gets by subclassing ``Provider`` (a duck-typed object passed to a
+    client without them is given the defaults by :func:`as_provider`, once, when the client is made)."""
+
     name: str
     capabilities: Capabilities
+    cache_scope: str | None = None  # remote entries are stored per credential scope (see _cache.key.scoped_key)
+    results_cacheable: bool = True  # False: output is not authenticated (never written to the result cache)
 
     def stream(
         self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
@@ -84,3 +90,41 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release processes, connections and files."""
         ...
+
+    async def preload(self, spec: ModelSpec) -> None:
+        """Load ``spec`` now (a local model's workers); nothing to do by default."""
+        return None
+
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
+        """Refuse what this provider cannot run, before any work (raise InvalidRequestError); accepts by default."""
+        return None
+
+    def spec_for(self, name: str, model_id: str) -> ModelSpec:
+        """The model ``name:model_id`` routed to this provider (a remote one adds its base URL and prompt format)."""
+        return ModelSpec(provider=name, name=model_id, prompt_format="chat")
+
+
+class _Adapted(Provider):
+    """A duck-typed provider (name, capabilities, stream, aclose) with the optional members' defaults."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+        for optional in ("cache_scope", "results_cacheable", "preload", "check", "spec_for"):  # the ones it has, kept
+            if hasattr(inner, optional):
+                setattr(self, optional, getattr(inner, optional))
+
+    def stream(
+        self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
+    ) -> AsyncIterator[ProviderChunk | ProviderDone]:
+        stream: AsyncIterator[ProviderChunk | ProviderDone] = self.inner.stream(spec, request, sse=sse)
+        return stream
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def as_provider(provider: object) -> Provider:
+    """``provider`` itself when it has the whole interface, else wrapped with the optional members' defaults."""
+    return provider if isinstance(provider, Provider) else _Adapted(provider)

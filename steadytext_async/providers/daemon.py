@@ -48,7 +48,7 @@ from .._exceptions import (
     WorkerError,
 )
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
-from .base import Capabilities, ProviderChunk, ProviderDone
+from .base import Capabilities, Provider, ProviderChunk, ProviderDone
 from .local import LocalProvider
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _socket_owner_problem(path: str) -> str | None:
 # -- the provider ----------------------------------------------------------------------------------------------
 
 
-class DaemonProvider:
+class DaemonProvider(Provider):
     """Same interface as :class:`LocalProvider`; runs requests on the daemon, else on ``fallback`` (in-process)."""
 
     name = "local"  # results and fingerprints are those of local generation
@@ -203,12 +203,13 @@ class DaemonProvider:
         self.shown_url = redact_url(self.url)  # what logs show (a URL's user:password never)
         self._uds = self.url[len("unix://") :] if self.url.startswith("unix://") else None
         self._peer_checked = False
+        self._token = serve_token(settings.environ)  # read once, with the client's settings
         parts = urllib.parse.urlsplit(self.url) if self._uds is None else None
         plain_remote = parts is not None and parts.scheme == "http" and not _loopback(parts.hostname)
         self._refusal = (  # decided once: a reason never to use this daemon
             "refusing to send STEADYTEXT_SERVE_TOKEN over plain http to a host other than loopback "
             "(use https://, a unix socket, or STEADYTEXT_DAEMON_INSECURE=1)"
-            if plain_remote and serve_token() and not settings.daemon_insecure
+            if plain_remote and self._token and not settings.daemon_insecure
             else None
         )
         # Authenticated daemons only: their output may be written to the persistent or shared result cache.
@@ -221,7 +222,7 @@ class DaemonProvider:
         client = self._clients.get(loop)
         if client is None:
             timeout = httpx.Timeout(10.0, connect=2.0, read=None)  # a queued request may wait long for a worker
-            headers = {"Authorization": f"Bearer {token}"} if (token := serve_token()) else {}
+            headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
             if self._uds is not None:
                 transport = httpx.AsyncHTTPTransport(uds=self._uds)
                 client = httpx.AsyncClient(transport=transport, base_url="http://daemon", timeout=timeout)
@@ -231,8 +232,8 @@ class DaemonProvider:
             self._clients[loop] = client
         return client
 
-    def check(self, request: GenerationRequest) -> None:
-        self.fallback.check(request)
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
+        self.fallback.check(request)  # what needs no model; the model's own checks run where it generates
 
     async def stream(
         self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None

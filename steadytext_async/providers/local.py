@@ -12,7 +12,7 @@ from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
 from .._worker.pool import Done, Pool
 from .._worker.protocol import GenParams
-from .base import Capabilities, ProviderChunk, ProviderDone, ProviderInfo
+from .base import Capabilities, Provider, ProviderChunk, ProviderDone, ProviderInfo
 
 __all__ = ["LocalProvider"]
 
@@ -48,7 +48,7 @@ def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
     return out
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     """Runs GGUF models in a pool of worker processes. Used on the engine loop (see :mod:`.._engine`).
 
     Each client owns one (its worker processes stop with ``aclose()``), except the module-level functions, which

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .._textstream import TextAssembler
-from .base import Capabilities, ProviderChunk, ProviderDone
+from .base import Capabilities, Provider, ProviderChunk, ProviderDone
 
 __all__ = ["MockProvider"]
 
@@ -43,7 +43,7 @@ def _token_id(token: str) -> int:
     return int.from_bytes(hashlib.sha256(token.encode()).digest()[:3], "little")
 
 
-class MockProvider:
+class MockProvider(Provider):
     """Answers every request in memory. ``requests`` records what it was asked (in order); ``delay`` seconds are
     slept before each piece of text (to test cancellation and single-flight); ``deterministic=False`` makes it a
     best-effort provider that needs ``unsafe_mode=True``, as a remote one does."""

@@ -8,13 +8,13 @@ provider's base URL (see :func:`steadytext_async._env.provider_base_url`).
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 from collections.abc import Mapping
 from typing import Literal
 
 from .._env import provider_base_url, provider_base_url_var
 from .._exceptions import InvalidRequestError, UnknownProviderError
+from .._modelref import PROVIDER_NAME
 from .openai_compat._secrets import check_base_url
 
 __all__ = [
@@ -24,14 +24,11 @@ __all__ = [
     "get_preset",
     "known_providers",
     "register_provider",
-    "split_remote_model",
     "unregister_provider",
 ]
 
 Api = Literal["chat", "completions"]
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
-
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]+")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,7 +116,7 @@ _registered: dict[str, ProviderPreset] = {}
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name):
         raise InvalidRequestError(
             f"provider name must match [a-z0-9][a-z0-9_.-]+ (lowercase, no ':' or '/'), got {name!r}"
         )
@@ -186,26 +183,14 @@ def known_providers() -> list[str]:
         return sorted({*PRESETS, *_registered})
 
 
-def get_preset(name: str) -> ProviderPreset:
-    """The preset for ``name``, with its base URL overridden by ``STEADYTEXT_<NAME>_BASE_URL`` when set."""
+def get_preset(name: str, env: Mapping[str, str]) -> ProviderPreset:
+    """The preset for ``name``, with its base URL overridden by ``STEADYTEXT_<NAME>_BASE_URL`` when ``env`` sets it."""
     with _lock:
         preset = _registered.get(name) or PRESETS.get(name)
     if preset is None:
         raise UnknownProviderError(f"unknown provider {name!r}; known providers: {', '.join(known_providers())}")
-    override = provider_base_url(name)
+    override = provider_base_url(name, env)
     if override is not None:
         check_base_url(override, what=provider_base_url_var(name))
         preset = dataclasses.replace(preset, base_url=override.rstrip("/"))
     return preset
-
-
-def split_remote_model(model: str) -> tuple[str, str] | None:
-    """``"provider:model_id"`` -> ``(provider, model_id)``; None when ``model`` is not shaped like a remote id.
-
-    The provider part is a lowercase name of two or more characters (so ``C:\\m.gguf`` stays local); the model id
-    may contain ``/`` and ``:`` (``openrouter:meta-llama/llama-3-8b``, ``ollama:llama3:8b``).
-    """
-    prefix, sep, model_id = model.partition(":")
-    if not sep or not _NAME.fullmatch(prefix) or model.endswith(".gguf"):
-        return None
-    return prefix, model_id

@@ -10,7 +10,8 @@ Binds 127.0.0.1 by default; ``STEADYTEXT_SERVE_TOKEN`` turns on bearer auth; rem
 ``allow_remote`` (``--allow-remote``).
 """
 
-from ._app import ServeConfig, create_app
+from ._app import create_app
 from ._run import run
+from ._state import ServeConfig
 
 __all__ = ["ServeConfig", "create_app", "run"]

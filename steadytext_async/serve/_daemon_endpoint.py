@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 from starlette.requests import Request
@@ -25,13 +25,11 @@ from .._validate import build_request
 from ..providers.base import ProviderChunk, ProviderDone
 from ..providers.daemon import encode_error, encode_event
 from ._engine import local_events, resolve_local
-from ._errors import HTTPError
+from ._errors import HTTPError, log_failure
 from ._openai import MAX_TOP_LOGPROBS
 from ._policy import check_model
 from ._sse import or_stop, until
-
-if TYPE_CHECKING:
-    from ._app import ServerState
+from ._state import ServerState, read_json
 
 __all__ = ["handler"]
 
@@ -72,8 +70,6 @@ def _parse(body: Any) -> GenerationRequest:
 
 def handler(state: ServerState) -> Any:
     async def run(request: Request) -> Response:
-        from ._app import read_json
-
         body = await read_json(request, state.config)
         req = await asyncio.to_thread(_parse, body)  # a constraint is compiled again: off the loop
         settings = state.config.settings
@@ -117,6 +113,7 @@ async def _lines(
                 break
             event = await anext(events, None)
     except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)
+        log_failure(exc)  # a server-side failure is in this server's log too, as on the other endpoints
         yield encode_error(exc)
     finally:
         state.metrics.in_flight_generations -= 1

@@ -1,8 +1,11 @@
-"""Errors -> OpenAI-style JSON bodies and HTTP statuses, at one point (:func:`error_body`)."""
+"""Errors -> OpenAI-style JSON bodies and HTTP statuses, at one point (:func:`error_response`).
+
+A server-side failure (a worker error, a model that cannot load, anything unexpected) is logged exactly once, under
+an error id, wherever it is reported: an HTTP error response, an in-band SSE error event, or the daemon endpoint's
+error line (:func:`log_failure`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
@@ -18,7 +21,7 @@ from .._exceptions import (
     WorkerError,
 )
 
-__all__ = ["HTTPError", "error_body", "error_status"]
+__all__ = ["HTTPError", "error_response", "log_failure"]
 
 logger = logging.getLogger("steadytext_async")
 
@@ -57,10 +60,6 @@ def _classify(exc: BaseException) -> tuple[int, str, str | None]:
     return 500, "internal_error", None
 
 
-def error_status(exc: BaseException) -> int:
-    return _classify(exc)[0]
-
-
 # Server-side failures: their messages hold paths, pids and worker stderr, which are the operator's, not the caller's.
 _PRIVATE = {
     "worker_error": "a worker failed while generating",
@@ -69,27 +68,33 @@ _PRIVATE = {
 }
 
 
-def error_body(exc: BaseException) -> dict[str, Any]:
-    """``{"error": {"message", "type", "param", "code"}}`` for ``exc``. Server-side failures get a generic message
-    and an error id; the detail goes to the server's log under that id."""
-    _, kind, code = _classify(exc)
+def _log(kind: str, exc: BaseException) -> str:
+    ref = uuid.uuid4().hex[:12]
+    logger.log(
+        logging.ERROR if kind == "internal_error" else logging.WARNING,
+        "serve: %s (error id %s): %s",
+        kind,
+        ref,
+        exc,
+        exc_info=exc if kind == "internal_error" else None,
+    )
+    return ref
+
+
+def log_failure(exc: BaseException) -> str | None:
+    """Log ``exc`` once if it is a server-side failure; its error id, else None (a caller's error is not logged)."""
+    kind = _classify(exc)[1]
+    return _log(kind, exc) if kind in _PRIVATE else None
+
+
+def error_response(exc: BaseException) -> tuple[int, dict[str, Any]]:
+    """``(status, {"error": {"message", "type", "param", "code"}})`` for ``exc``. Server-side failures get a generic
+    message and an error id; the detail goes to the server's log under that id (once)."""
+    status, kind, code = _classify(exc)
     message = str(exc)
     if kind in _PRIVATE:
-        ref = uuid.uuid4().hex[:12]
-        logger.log(
-            logging.ERROR if kind == "internal_error" else logging.WARNING,
-            "serve: %s (error id %s): %s",
-            kind,
-            ref,
-            message,
-            exc_info=exc if kind == "internal_error" else None,
-        )
-        message = f"{_PRIVATE[kind]} (error id {ref}; the details are in the server's log)"
+        message = f"{_PRIVATE[kind]} (error id {_log(kind, exc)}; the details are in the server's log)"
     error: dict[str, Any] = {"message": message, "type": kind, "param": None, "code": code}
     if isinstance(exc, ConstraintError):
         error["partial_text"] = exc.partial_text
-    return {"error": error}
-
-
-def error_json(exc: BaseException) -> str:
-    return json.dumps(error_body(exc), ensure_ascii=False)
+    return status, {"error": error}

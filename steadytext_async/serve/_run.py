@@ -22,7 +22,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._app import ServeConfig, ServerState, create_app
+from ._app import create_app
+from ._state import ServeConfig, ServerState
 
 __all__ = ["bind", "connection_limit", "protocol", "run", "uvicorn_config"]
 

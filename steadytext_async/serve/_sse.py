@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from starlette.requests import Request
 
 from .._models import Chunk, GenerationResult
-from ._errors import HTTPError, error_body
+from ._errors import HTTPError, error_response
 from ._openai import Envelope, stream_chunk, usage_chunk
 
 __all__ = ["ShuttingDown", "or_stop", "sse", "until"]
@@ -111,8 +111,8 @@ async def sse(
             yield event(stream_chunk(env, item, offset))
             offset += len(item.text)
             item = await anext(rest, None)
-    except Exception as exc:  # headers are sent: report it in-band (error_body logs unexpected ones)
-        yield event(error_body(exc))
+    except Exception as exc:  # headers are sent: report it in-band (error_response logs server-side failures)
+        yield event(error_response(exc)[1])
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
     yield DONE

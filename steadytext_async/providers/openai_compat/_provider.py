@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from ..._exceptions import InvalidRequestError, RemoteTimeoutError, status_class
 from ..._models import GenerationRequest, ModelSpec
-from ..base import Capabilities, ProviderChunk, ProviderDone
+from ..base import Capabilities, Provider, ProviderChunk, ProviderDone
 from ..presets import ProviderPreset, RemoteOptions
 from ._errors import MAX_ERROR_BODY, CallErrors, body_message, retry_after, retryable_cls
 from ._retry import RetryPlan
@@ -25,7 +25,7 @@ __all__ = ["OpenAICompatProvider"]
 logger = logging.getLogger("steadytext_async")
 
 
-class OpenAICompatProvider:
+class OpenAICompatProvider(Provider):
     """An OpenAI-compatible server (chat or legacy completions API) over one pooled ``httpx.AsyncClient``.
 
     ``transport`` replaces the network (``httpx.MockTransport`` in tests); ``sse=False`` makes :meth:`stream` send
@@ -92,7 +92,11 @@ class OpenAICompatProvider:
             await client.aclose()
 
     # -- generation ----------------------------------------------------------------------------------------
-    def check(self, request: GenerationRequest) -> None:
+    def spec_for(self, name: str, model_id: str) -> ModelSpec:
+        prompt_format: Literal["raw", "chat"] = "raw" if self.preset.api == "completions" else "chat"
+        return ModelSpec(provider=name, name=model_id, base_url=self.base_url, prompt_format=prompt_format)
+
+    def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
         if request.logprobs and not self.preset.logprobs:
             raise InvalidRequestError(f"provider {self.name!r} does not return logprobs")
 

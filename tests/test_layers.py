@@ -1,0 +1,181 @@
+"""The package's import graph: no import cycles between modules and no import from a layer above.
+
+Every ``import`` of the package is read with ``ast`` (module level, inside functions and under ``TYPE_CHECKING``:
+each is a dependency a reader has to follow). ``from pkg import name`` counts as an import of ``pkg.name`` when that
+is a module, else of ``pkg`` itself. A package's ``__init__`` is a module of its own; the implicit import of a parent
+package is not an edge (importing ``_cache.key`` runs ``_cache/__init__`` but does not depend on it).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "steadytext_async"
+NAME = PACKAGE.name
+
+# The layers, lowest first. A module may import modules of its own group and of any group in a lower tier; groups of
+# one tier do not import each other. A module belongs to the group of its longest matching prefix.
+TIERS: list[dict[str, list[str]]] = [
+    # leaves: errors, plain values, the environment and settings
+    {
+        "base": [
+            "_exceptions",
+            "_version",
+            "_unicode",
+            "_options",
+            "_textstream",
+            "_fallback",
+            "_loopexit",
+            "_env",
+            "_config",
+            "_worker.limits",  # the worker pipe's size limits: request validation checks prompts against them
+        ]
+    },
+    {"structured": ["structured"]},
+    # what a request is: validated values, model references, the model registry
+    {"request": ["_tools", "_messages", "_modelref", "_models", "_registry", "_validate"]},
+    # the two backends the engine owns: worker processes and the result cache (independent of each other)
+    {"worker": ["_worker"], "cache": ["_cache"]},
+    {"engine": ["_engine"]},
+    {"providers": ["providers"]},
+    {"routing": ["_router", "_results", "_replay"]},
+    {"client": ["_client"]},
+    {"front": ["_api", "_sync"]},
+    {"compat": ["_compat"], "serve": ["serve"]},
+    {"cli": ["cli", "__main__"]},
+    {"facade": [""]},  # steadytext_async/__init__.py
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = [NAME, *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.cache
+def graph() -> dict[str, frozenset[str]]:
+    """Module -> the package modules it imports (anywhere in its source)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges: dict[str, frozenset[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                    target = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in modules else target)
+        edges[name] = frozenset(t for t in found if t in modules and t != name)
+    return edges
+
+
+def group_of(module: str) -> tuple[int, str]:
+    """(tier, group) of ``module``, by its longest matching prefix."""
+    rel = module[len(NAME) + 1 :] if module != NAME else ""
+    best: tuple[int, int, str] | None = None
+    for tier, groups in enumerate(TIERS):
+        for group, prefixes in groups.items():
+            for prefix in prefixes:
+                matches = rel == prefix or rel.startswith(prefix + ".")
+                if matches and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), tier, group)
+    assert best is not None, f"{module} is in no layer: add it to TIERS"
+    return best[1], best[2]
+
+
+def is_upward(module: str, target: str) -> bool:
+    tier, group = group_of(module)
+    t_tier, t_group = group_of(target)
+    return t_group != group and t_tier >= tier
+
+
+def upward_imports() -> list[str]:
+    edges = graph()
+    return [f"{m} -> {t}" for m in sorted(edges) for t in sorted(edges[m]) if is_upward(m, t)]
+
+
+def cycles(edges: dict[str, frozenset[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_is_read() -> None:
+    edges = graph()
+    # a relative import, a function-level import and a TYPE_CHECKING import, each seen
+    assert f"{NAME}._exceptions" in edges[f"{NAME}._config"]
+    assert f"{NAME}._client" in edges[f"{NAME}._api"]  # imported inside functions and under TYPE_CHECKING
+    assert f"{NAME}.providers.openai_compat" in edges[f"{NAME}._router"]  # inside a method
+    assert len(edges) > 80
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in graph():
+        group_of(module)
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(graph()) == []
+
+
+def test_a_cycle_is_found() -> None:
+    edges = {"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a"}), "d": frozenset({"a"})}
+    assert cycles(edges) == [["a", "b", "c"]]
+
+
+def test_no_upward_imports() -> None:
+    assert upward_imports() == []
+
+
+@pytest.mark.parametrize(
+    ("module", "target", "upward"),
+    [
+        ("_worker.pool", "_engine.engine", True),
+        ("_cache.key", "_worker.pool", True),  # same tier, another group
+        ("structured.local", "_client", True),
+        ("_client", "_cache", False),
+        ("_worker.pool", "_worker.handle", False),
+    ],
+)
+def test_the_rule_itself(module: str, target: str, upward: bool) -> None:
+    assert is_upward(f"{NAME}.{module}", f"{NAME}.{target}") is upward
