@@ -128,17 +128,19 @@ async def test_stop_string(oai: openai.AsyncOpenAI, ours: AsyncSteadyText) -> No
 
 
 async def test_chat_api_through_the_preset(
-    llama_server: LlamaServer, oai: openai.AsyncOpenAI, ours: AsyncSteadyText, monkeypatch: pytest.MonkeyPatch
+    llama_server: LlamaServer, oai: openai.AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``llamacpp:`` preset (chat API), its base URL from STEADYTEXT_LLAMACPP_BASE_URL, logprobs in chat shape."""
+    """``llamacpp:`` preset (chat API), its base URL from STEADYTEXT_LLAMACPP_BASE_URL, logprobs in chat shape.
+    A client reads the environment when it is made, so this one is made after the variable is set."""
     monkeypatch.setenv("STEADYTEXT_LLAMACPP_BASE_URL", llama_server.url)
     messages: Any = [{"role": "user", "content": PROMPT}]
     kw: dict[str, Any] = {"max_tokens": MAX_LP, "temperature": 0, "seed": 42, "logprobs": True, "top_logprobs": 5}
     await oai.chat.completions.create(model="gemma", messages=messages, max_tokens=2, temperature=0)
     ref = await oai.chat.completions.create(model="gemma", messages=messages, **kw)
-    result = await ours.generate(
-        PROMPT, model="llamacpp:gemma", unsafe_mode=True, max_new_tokens=MAX_LP, return_logprobs=True
-    )
+    async with AsyncSteadyText(cache_disabled=True) as ours:
+        result = await ours.generate(
+            PROMPT, model="llamacpp:gemma", unsafe_mode=True, max_new_tokens=MAX_LP, return_logprobs=True
+        )
     choice = ref.choices[0]
     assert result.text == choice.message.content and result.text.strip()
     assert result.fingerprint.prompt_format == "chat" and result.provider == "llamacpp"

@@ -260,7 +260,7 @@ _FUZZ = {"deadline": None, "derandomize": True, "database": None}
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
-@settings(max_examples=24, suppress_health_check=_HEALTH, **_FUZZ)  # type: ignore[arg-type]
+@settings(max_examples=8, suppress_health_check=_HEALTH, **_FUZZ)  # type: ignore[arg-type]  # 1,000 in the slow tier
 @given(tools=_tools(), kind=_CHOICES, pick=st.integers(0, 2), extra=st.integers(0, 40), seed=st.integers(0, 2**16))
 def test_fuzzed_tool_calls_always_validate(
     tools: list[dict[str, Any]], kind: str, pick: int, extra: int, seed: int
