@@ -160,3 +160,30 @@ def test_a_hub_model_edited_in_the_hf_cache_is_refused(tmp_path: Path, monkeypat
     blob.write_bytes(original)
     spec = _registry.resolve_model(ref, default_size="mini", default_path=None, model_dir=tmp_path)
     assert spec.sha256 == hashlib.sha256(original).hexdigest()
+
+
+def test_a_child_forked_while_waiting_does_not_keep_announcing_a_waiter(tmp_path: Path) -> None:
+    """A flock belongs to the open file, which a forked child shares: a child forked while its parent waited kept
+    the "waiting" announcement for its whole life (and one forked during the "others waiting" probe kept the
+    probe's exclusive lock, which blocked every waiter on the host: seen as a hung test_fork). The child now drops
+    its copies at fork, and the probe never overlaps a fork."""
+    import os
+    import time
+
+    from steadytext_async._worker.budget import HostBudget
+
+    budget = HostBudget(tmp_path, 2)
+    started, ready = os.pipe()
+    with budget.waiting():
+        pid = os.fork()
+        if pid == 0:  # the child outlives the parent's wait
+            os.write(ready, b"x")
+            time.sleep(3)
+            os._exit(0)
+        assert os.read(started, 1) == b"x"  # the child runs (its fork hooks ran)
+    os.close(started)
+    os.close(ready)
+    try:
+        assert not budget.others_waiting()  # before the fix: True until the child exited
+    finally:
+        os.waitpid(pid, 0)

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,22 +120,27 @@ class HostBudget:
     def waiting(self) -> Iterator[None]:
         """Announce a waiter (a shared lock on ``waiting``) while the body polls for a slot."""
         fd = self._open("waiting")
+        _WAITING_FDS.add(fd)  # a forked child closes its copy (see _after_fork_in_child)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
         finally:
+            _WAITING_FDS.discard(fd)
             os.close(fd)  # also releases the shared lock
 
     def others_waiting(self) -> bool:
-        """True when some process (or pool) is waiting for a slot."""
-        fd = self._open("waiting")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        """True when some process (or pool) is waiting for a slot. The probe's exclusive lock is held under
+        :data:`_FORK_GUARD`: a child forked while it was held would keep it (a flock belongs to the open file,
+        which the child shares) and every waiter on the host would block on it for the child's lifetime."""
+        with _FORK_GUARD:
+            fd = self._open("waiting")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)
+            return False
 
     @staticmethod
     def release(token: Token) -> None:
@@ -146,3 +152,25 @@ class HostBudget:
         """In a forked child: drop an inherited token without unlocking the parent's slot."""
         with contextlib.suppress(OSError):
             os.close(token.fd)  # the parent's descriptor still holds the lock
+
+
+# -- fork safety: flock locks belong to open files, which a forked child shares --------------------------------------
+_FORK_GUARD = threading.Lock()  # no fork while the "others waiting" probe holds its exclusive lock
+_WAITING_FDS: set[int] = set()  # descriptors announcing a waiter in this process
+
+
+def _after_fork_in_child() -> None:
+    """The child is not waiting: close its copies of the parent's announcements (the parent's stay locked)."""
+    global _FORK_GUARD
+    _FORK_GUARD = threading.Lock()
+    for fd in list(_WAITING_FDS):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _WAITING_FDS.clear()
+
+
+os.register_at_fork(
+    before=lambda: _FORK_GUARD.acquire(),
+    after_in_parent=lambda: _FORK_GUARD.release(),
+    after_in_child=_after_fork_in_child,
+)
