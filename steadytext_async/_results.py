@@ -59,16 +59,10 @@ class CallHold:
         """The chunk for what was held (and the calls, remote ones included), or None when there is nothing."""
         if not self.held and not calls:
             return None
-        tokens = (
-            [t for e in self.held for t in e.tokens or ()] if all(e.tokens is not None for e in self.held) else None
-        )
-        return Chunk(
-            text="".join(e.text for e in self.held),
-            token_ids=[i for e in self.held for i in e.token_ids],
-            logprob=sum(t.logprob for t in tokens) if tokens else None,
-            tokens=tokens if self.held else None,
-            tool_calls=list(calls) if calls else None,
-        )
+        logged = self.held and all(e.tokens is not None for e in self.held)
+        tokens = [t for e in self.held for t in e.tokens or ()] if logged else None
+        held = ProviderChunk("".join(e.text for e in self.held), [i for e in self.held for i in e.token_ids], tokens)
+        return chunk(held).model_copy(update={"tool_calls": list(calls) if calls else None})
 
 
 def fingerprint(
