@@ -33,6 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import llama_server
+from peers.chat_prompt import prompt_tokens
 
 PROMPT = "Once upon a time, in a quiet village,"
 
@@ -58,6 +59,7 @@ RAW = textwrap.dedent(
                           verbose=False)
     out = [best[1]]
     for prompt in prompts:
+        llm.reset()  # no prompt-prefix reuse between requests: every request evaluates its whole prompt, as ours do
         t = time.perf_counter()
         r = llm.create_completion(prompt, max_tokens=tokens, temperature=0.0)
         out.append([time.perf_counter() - t, r["usage"]["completion_tokens"]])
@@ -79,10 +81,10 @@ def prompts(n: int) -> list[str]:
     return [f"{PROMPT} ({i})" for i in range(n)]
 
 
-def raw_serial(path: str, threads: str, tokens: int, n: int) -> tuple[int, list[tuple[float, int]]]:
-    """(threads chosen, [(seconds, tokens)] per request) from one fresh raw process."""
+def raw_serial(path: str, threads: str, tokens: int, ids: list[list[int]]) -> tuple[int, list[tuple[float, int]]]:
+    """(threads chosen, [(seconds, tokens)] per request) from one fresh raw process, fed the prompts' token ids."""
     out = subprocess.run(
-        [sys.executable, "-c", RAW, path, threads, str(tokens), json.dumps(prompts(n))],
+        [sys.executable, "-c", RAW, path, threads, str(tokens), json.dumps(ids)],
         capture_output=True,
         text=True,
         timeout=900,
@@ -129,12 +131,12 @@ async def settle_batching(client: Any, rounds: int = 60) -> None:
     print("bench_concurrency: batching verdict still pending after the warm-up", file=sys.stderr)
 
 
-async def server_level(url: str, tokens: int, c: int) -> tuple[float, list[float], list[str]]:
+async def server_level(url: str, tokens: int, ids: list[list[int]]) -> tuple[float, list[float], list[str]]:
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=900) as http:
         t0 = time.perf_counter()
-        out = await asyncio.gather(*(llama_server.complete(http, p, tokens) for p in prompts(c)))
+        out = await asyncio.gather(*(llama_server.complete(http, p, tokens) for p in ids))
         wall = time.perf_counter() - t0
     return sum(k for _, _, k in out) / wall, [s for s, _, _ in out], [t for _, t, _ in out]
 
@@ -170,7 +172,11 @@ async def main() -> None:
         assert spec.path is not None
         model = spec.path
         await settle_batching(client)
-        probe = await client.generate(PROMPT, max_new_tokens=8)  # warm-up, as the raw side gets
+        probe = await client.generate(prompts(1)[0], max_new_tokens=8)  # warm-up, as the raw side gets
+        # The peers get the token ids the SDK evaluates (its chat template applied), so all do the same work.
+        ids = prompt_tokens(model, prompts(max(levels)))
+        if probe.usage.prompt_tokens != len(ids[0]):
+            raise SystemExit(f"peer prompt has {len(ids[0])} tokens, the SDK's {probe.usage.prompt_tokens}")
         fp = probe.fingerprint.model_dump()
         emit(
             "setup",
@@ -178,13 +184,14 @@ async def main() -> None:
             tokens=args.tokens,
             rounds=args.rounds,
             sdk={k: fp.get(k) for k in ("n_threads", "max_batch", "kernel") if k in fp},
+            prompt_tokens=len(ids[0]),
             llama_server=str(peer) if peer is not None else None,
         )
         raw_threads: list[int] = []
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
                 threads = ",".join(str(n) for n in sorted({1, cores}))
-                chosen, runs = await asyncio.to_thread(raw_serial, model, threads, args.tokens, max(levels))
+                chosen, runs = await asyncio.to_thread(raw_serial, model, threads, args.tokens, ids)
                 raw_threads.append(chosen)
                 for c in levels:
                     rate, lat = raw_level(runs, c)
@@ -197,8 +204,8 @@ async def main() -> None:
                         elif peer is not None:
                             log = Path(tmp) / f"llama-server-{c}.log"
                             with llama_server.running(model, slots=c, threads=cores, log=log) as url:
-                                await server_level(url, 2, 1)  # warm-up
-                                rate, lat, outs = await server_level(url, args.tokens, c)
+                                await server_level(url, 2, ids[:1])  # warm-up
+                                rate, lat, outs = await server_level(url, args.tokens, ids[:c])
                         else:
                             continue
                         rates[name][c].append(rate)

@@ -46,9 +46,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from peers import llama_server as native  # noqa: E402
+from peers.chat_prompt import prompt_texts  # noqa: E402
 
 from steadytext_async._registry import embedded_model  # noqa: E402
 
+WARMUP = "Warm up"
 TARGET = "The history of the city of Rome begins with"
 EARLIER = [
     "Bananas are",
@@ -144,11 +146,16 @@ def llama_server(tmp: Path, model: str, threads: int, n_ctx: int) -> Iterator[st
 
 # llama-server keeps a prompt cache by default (a request then evaluates only the part its slot has not seen)
 EXTRA: dict[str, dict[str, Any]] = {}
+# The peers get each prompt as the text ours evaluates (the chat template applied), so all do the same work.
+RENDERED: dict[str, str] = {}
+PEER_URLS: set[str] = set()
 
 
 async def _complete(client: httpx.AsyncClient, prompt: str, tokens: int) -> tuple[float, str, int]:
-    body = {"model": "default", "prompt": prompt, "max_tokens": tokens, "temperature": 0.0, "seed": 42}
-    body.update(EXTRA.get(str(client.base_url).rstrip("/"), {}))
+    url = str(client.base_url).rstrip("/")
+    text = RENDERED.get(prompt, prompt) if url in PEER_URLS else prompt
+    body = {"model": "default", "prompt": text, "max_tokens": tokens, "temperature": 0.0, "seed": 42}
+    body.update(EXTRA.get(url, {}))
     t0 = time.perf_counter()
     response = await client.post("/v1/completions", json=body)
     response.raise_for_status()
@@ -234,6 +241,9 @@ def main() -> None:
             )
             urls["llama_server"] = url
             EXTRA[url] = {"cache_prompt": False}
+        PEER_URLS.update(urls[n] for n in ("llama_cpp", "llama_server") if n in urls)
+        everything = [*unique, *repeated, *earlier, TARGET, WARMUP]
+        RENDERED.update(zip(everything, prompt_texts(model, everything), strict=True))
         for url in urls.values():
             asyncio.run(_complete_warmup(url))
         # idle servers cost no CPU; rounds alternate between them so load drift on a shared host hits all alike
@@ -266,7 +276,7 @@ def main() -> None:
 
 async def _complete_warmup(url: str) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=600) as client:
-        await _complete(client, "Warm up", 2)
+        await _complete(client, WARMUP, 2)
 
 
 if __name__ == "__main__":

@@ -92,12 +92,13 @@ def running(model: str, *, slots: int, threads: int, n_ctx: int = 2048, log: Pat
             out.close()
 
 
-def body(prompt: str, tokens: int, seed: int = 42) -> dict[str, Any]:
-    """A greedy native ``/completion`` request: no prompt cache, exactly ``tokens`` unless an end token comes."""
+def body(prompt: str | list[int], tokens: int, seed: int = 42) -> dict[str, Any]:
+    """A greedy native ``/completion`` request (text or token ids): no prompt cache, exactly ``tokens`` unless an end
+    token comes."""
     return {"prompt": prompt, "n_predict": tokens, "temperature": 0.0, "seed": seed, "cache_prompt": False}
 
 
-async def complete(client: Any, prompt: str, tokens: int) -> tuple[float, str, int]:
+async def complete(client: Any, prompt: str | list[int], tokens: int) -> tuple[float, str, int]:
     """(seconds, text, completion tokens) of one request through an ``httpx.AsyncClient`` on the server's URL."""
     t0 = time.perf_counter()
     response = await client.post("/completion", json=body(prompt, tokens))
