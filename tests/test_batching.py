@@ -519,7 +519,8 @@ async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
 
     prompts = [f"Fact number {i}:" for i in range(6)]
     own_budget = {"host_threads": 2, "budget_dir": tmp_path / "budget"}  # no other pool holds a core meanwhile
-    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path, **own_budget) as client:  # type: ignore[arg-type]
+    kw = {"workers": 2, "threads": 2, "max_batch": 4, "cache_dir": tmp_path, **own_budget}
+    async with st.AsyncSteadyText(dispatch="batch", **kw) as client:  # type: ignore[arg-type]
         await client.preload()
         pool = client._local.pool
         await warm_batching(client, 4)
@@ -529,3 +530,12 @@ async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
         assert pool.peak_batch == 4 and pool.peak_threads == 2 and pool.generations == warmed + 6
         alone = [await client.generate(p, max_new_tokens=12) for p in prompts]
     assert [g.text for g in got] == [a.text for a in alone]
+    # spread first: the second request starts on the idle worker, the rest join the less loaded batch (3 + 3)
+    async with st.AsyncSteadyText(dispatch="spread", **kw) as client:  # type: ignore[arg-type]
+        await client.preload()
+        pool = client._local.pool
+        await warm_batching(client, 4)
+        pool.peak_batch = 0
+        spread = await asyncio.gather(*(client.generate(p, max_new_tokens=12) for p in prompts))
+        assert pool.peak_batch == 3 and pool.peak_threads == 2
+    assert [g.text for g in spread] == [a.text for a in alone]

@@ -7,8 +7,9 @@ every cache entry (Redis and each replica's sqlite file) equal to the golden of 
 generations, failures, mismatches) are printed (``-s``). ``stub`` runs on the deterministic stub model (CI tier;
 generations counted exactly at the stub); ``model`` runs the same on the embedded model (slow tier; generations
 from the replicas' ``steadytext_generations_total``, fewer requests because 2 cores are shared by 3 replicas).
-CI runs the SIGKILL run on the stub (about a minute on a loaded 2-core box); the rest is in the slow tier
-(``-m slow``: about 5 minutes on the stub, 30 or more on the embedded model with 2 cores shared).
+Everything here is in the slow tier (``-m slow``: about 5 minutes on the stub, 30 or more on the embedded model
+with 2 cores shared); CI runs the SIGKILL run on the stub in its bounded slow selection (about a minute on a loaded
+2-core box).
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def test_no_fault(setup: Setup) -> None:
     assert generations == setup.prompts  # one generation per prompt across the cluster
 
 
+@pytest.mark.slow  # .ci/run runs it (stub model) in its slow selection; tests/test_cluster.py covers the cluster
 def test_sigkill_one_replica_mid_run(setup: Setup) -> None:
     cluster = setup.cluster
 

@@ -63,6 +63,16 @@ def test_daemon_url_scheme_is_checked() -> None:
     assert Settings(daemon_url="unix:///tmp/engine.sock").daemon_url == "unix:///tmp/engine.sock"
 
 
+def test_dispatch_from_env_and_checked() -> None:
+    assert Settings.from_env({}).dispatch == "batch"
+    assert Settings.from_env({"STEADYTEXT_DISPATCH": " Spread "}).dispatch == "spread"
+    for bad in ("", "round-robin", "BATCH", 1):
+        with pytest.raises(InvalidRequestError, match="dispatch"):
+            Settings(dispatch=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="dispatch"):
+        Settings.from_env({"STEADYTEXT_DISPATCH": "fastest"})
+
+
 def test_spare_workers_from_env_and_checked() -> None:
     assert Settings.from_env({"STEADYTEXT_SPARE_WORKERS": "1"}).spare_workers == 1
     assert Settings.from_env({}).spare_workers == 0

@@ -80,7 +80,7 @@ async def _one(client: AsyncSteadyText, prompt: str, kwargs: RequestOptions, how
 @pytest.mark.parametrize(
     "total",
     [
-        pytest.param(1_000, id="ci"),
+        pytest.param(1_000, id="ci", marks=pytest.mark.slow),  # .ci/run runs the slow tier's ci soaks
         pytest.param(10_000, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
     ],
 )
@@ -136,7 +136,7 @@ async def test_stream_soak(total: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("total", "interval", "max_kills"),
     [
-        pytest.param(12, 2.0, 2, id="ci"),
+        pytest.param(12, 2.0, 2, id="ci", marks=pytest.mark.slow),
         pytest.param(200, 2.0, 1000, id="full", marks=[pytest.mark.slow, pytest.mark.timeout(3600)]),
     ],
 )

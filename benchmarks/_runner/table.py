@@ -39,10 +39,10 @@ BENCHMARKS: tuple[Entry, ...] = (  # in order of importance: --budget cuts from 
         "bench_concurrency",
         "bench_concurrency.py",
         ("--quick",),
-        ("--tokens", "32", "--rounds", "1"),
+        ("--tokens", "96", "--rounds", "3"),
         420,
         900,
-        "SDK vs raw llama-cpp-python (one Llama, requests in turn) at 1-16 concurrent: tok/s and p99 latency",
+        "SDK vs raw llama-cpp-python (one Llama, requests in turn) and llama-server (N slots) at 1-16 concurrent",
     ),
     Entry(
         "determinism",

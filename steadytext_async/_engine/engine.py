@@ -83,6 +83,7 @@ class Engine:
             n_ctx=s.n_ctx,
             n_batch=s.n_batch,
             max_batch=s.max_batch,
+            spread_first=s.dispatch == "spread",
             prefix_cache_bytes=s.prefix_cache_mb * 1024 * 1024,
             verdict_path=str(s.cache_dir / "batch-verdicts.json"),
             llama_log=s.llama_log,

@@ -68,6 +68,7 @@ class Pool:
         n_ctx: int,
         n_batch: int,
         max_batch: int = 1,
+        spread_first: bool = False,
         prefix_cache_bytes: int = 0,
         verdict_path: str | None = None,
         llama_log: bool = False,
@@ -81,6 +82,7 @@ class Pool:
         self.n_ctx = n_ctx
         self.n_batch = n_batch
         self.max_batch = max_batch
+        self.spread_first = spread_first  # an idle (or new) worker before a decoding batch: see _acquire
         self.prefix_cache_bytes = prefix_cache_bytes
         self.affinity = Affinity()  # which worker holds which prompt prefix; prefix reuse counters
         self.verdict_path = verdict_path
@@ -273,8 +275,12 @@ class Pool:
                 active = len(self._active())
                 joinable = [w for w in self._active() if w.model_key == model_path and w.active < w.capacity]
                 # batch first: join a decoding worker (its thread share is unchanged), unless an idle one holds
-                # more of the prompt's prefix
-                if joinable and not self._idle_holder(model_path, keys, joinable, active):
+                # more of the prompt's prefix; spread first: join only when no worker can start (see _can_spread)
+                if (
+                    joinable
+                    and not self._idle_holder(model_path, keys, joinable, active)
+                    and not (self.spread_first and self._can_spread(model_path, active))
+                ):
                     # the one holding the request's prompt prefix first, then the least loaded
                     worker = min(joinable, key=lambda w: (-self.affinity.score(w, keys), w.active))
                     worker.active += 1
@@ -311,6 +317,17 @@ class Pool:
             await asyncio.shield(self._release(worker))
             raise
         return worker
+
+    def _can_spread(self, model_path: str, active: int) -> bool:
+        """True when a request may start on a worker of its own: a host token is free and a worker of its model is
+        idle, or one more may be spawned. On a small model and few cores, two 1-thread workers decode more than one
+        2-thread worker batching two sequences (docs/guide/batching.md has the figures), so ``dispatch="spread"``
+        (the default) fills the workers before it batches; the bytes are the same either way."""
+        if active >= self.max_active or not self._budget.has_token(active):
+            return False
+        alive = [w for w in self._workers if w.alive]
+        idle = any(not w.busy and w.model_key == model_path for w in alive)
+        return idle or len(alive) + self._spawning < self.max_workers
 
     def _idle_holder(self, model_path: str, keys: Sequence[bytes], joinable: list[WorkerHandle], active: int) -> bool:
         """True when an idle worker holds more of the request's prompt prefix than any joinable one, and may start:
