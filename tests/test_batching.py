@@ -1,6 +1,6 @@
 """Batched decoding is byte-identical to decoding alone: every request, every batch composition.
 
-One in-process worker (the real ``_worker.child.Worker``: self-test, batcher, decoder) with up to 7 sequences,
+One in-process worker (the real ``_worker.child.worker.Worker``: self-test, batcher, decoder) with up to 7 sequences,
 driven tick by tick so that neighbours can join, finish, or be cancelled at chosen steps. Each request's text,
 token ids and logprobs (floats compared exactly) must equal its own alone run, and the greedy texts the goldens.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from test_determinism import GOLDEN
 
-from steadytext_async._worker import selftest
-from steadytext_async._worker.child import Worker
+from steadytext_async._worker.child import selftest
+from steadytext_async._worker.child.worker import Worker
 from steadytext_async._worker.protocol import (
     BatchVerdict,
     Cancel,
@@ -466,9 +466,9 @@ def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
     """llama.cpp splits a step at each gap or inversion of sequence ids into separately costed micro-batches (8
     sequences in reverse order ran 2.4x slower): the batcher keeps ids ascending and fills gaps left by requests
     that finished early."""
-    from steadytext_async._worker.batch import Batcher
-    from steadytext_async._worker.decode import SequenceDecoder
-    from steadytext_async._worker.sampling import Sampler
+    from steadytext_async._worker.child.batch import Batcher
+    from steadytext_async._worker.child.decode import SequenceDecoder
+    from steadytext_async._worker.child.sampling import Sampler
 
     model = _StepRecorder()
     batcher = model.batcher = Batcher(model, slots=6, per_call=6, threads=1, send=lambda msg: None)  # type: ignore[arg-type]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,8 +40,11 @@ TIERS: list[dict[str, list[str]]] = [
     {"structured": ["structured"]},
     # what a request is: validated values, model references, the model registry
     {"request": ["_tools", "_messages", "_modelref", "_models", "_registry", "_validate"]},
-    # the two backends the engine owns: worker processes and the result cache (independent of each other)
-    {"worker": ["_worker"], "cache": ["_cache"]},
+    # the one wire module between the parent's and the worker process's side of the pipe
+    {"wire": ["_worker.protocol"]},
+    # the two backends the engine owns (independent of each other): worker processes, split by process (the
+    # parent's pool side and the child's side never import each other; they share only the wire), and the cache
+    {"parent": ["_worker.parent"], "child": ["_worker.child"], "cache": ["_cache"]},
     {"engine": ["_engine"]},
     {"providers": ["providers"]},
     {"routing": ["_router", "_results", "_replay"]},
@@ -170,12 +175,35 @@ def test_no_upward_imports() -> None:
 @pytest.mark.parametrize(
     ("module", "target", "upward"),
     [
-        ("_worker.pool", "_engine.engine", True),
-        ("_cache.key", "_worker.pool", True),  # same tier, another group
+        ("_worker.parent.pool", "_engine.engine", True),
+        ("_cache.key", "_worker.parent.pool", True),  # same tier, another group
         ("structured.local", "_client", True),
         ("_client", "_cache", False),
-        ("_worker.pool", "_worker.handle", False),
+        ("_worker.parent.pool", "_worker.parent.handle", False),
+        ("_worker.parent.pool", "_worker.protocol", False),
+        ("_worker.child.batch", "_worker.protocol", False),
+        ("_worker.child.worker", "_worker.parent.handle", True),  # the two sides of the pipe
+        ("_worker.parent.handle", "_worker.child.worker", True),
+        ("_worker.protocol", "_worker.parent.pool", True),  # the wire imports neither side
+        ("_worker.protocol", "_worker.child.decode", True),
     ],
 )
 def test_the_rule_itself(module: str, target: str, upward: bool) -> None:
     assert is_upward(f"{NAME}.{module}", f"{NAME}.{target}") is upward
+
+
+@pytest.mark.parametrize(
+    ("module", "other"),
+    [
+        ("steadytext_async._worker.child.worker", "steadytext_async._worker.parent"),  # what a worker process runs
+        ("steadytext_async.providers.local", "steadytext_async._worker.child"),  # the parent's whole pool side
+    ],
+)
+def test_each_side_of_the_pipe_loads_without_the_other(module: str, other: str) -> None:
+    """At run time, not only in the source: importing one side loads no module of the other."""
+    code = "import importlib, sys; importlib.import_module(sys.argv[1]); print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, module], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert module in loaded
+    assert [m for m in loaded if m == other or m.startswith(other + ".")] == []

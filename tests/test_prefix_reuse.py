@@ -2,7 +2,7 @@
 reuse off, across batch compositions, stream and whole, message lists and raw prompts, sampled and constrained
 requests; the kept states never exceed the byte cap.
 
-One in-process worker (the real ``_worker.child.Worker``) with a small ``n_batch`` (32) so that prompts of a few
+One in-process worker (the real ``_worker.child.worker.Worker``) with a small ``n_batch`` (32) so that prompts of a few
 hundred tokens span many chunks; reuse is switched off by detaching its :class:`PrefixStore` from the batcher.
 """
 
@@ -19,10 +19,10 @@ from test_batching import Harness as BatchHarness
 from test_batching import Out
 
 import steadytext_async as st
-from steadytext_async._worker.affinity import Affinity, anchors
-from steadytext_async._worker.child import Worker
-from steadytext_async._worker.decode import SequenceDecoder
-from steadytext_async._worker.prefix import PrefixStore
+from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.prefix import PrefixStore
+from steadytext_async._worker.child.worker import Worker
+from steadytext_async._worker.parent.affinity import Affinity, anchors
 from steadytext_async._worker.protocol import DoneFrame, FromWorker, GenParams, WorkerConfig
 from steadytext_async.structured import normalize
 

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 import steadytext_async as st
-from steadytext_async._worker.pool import Done, Pool, WorkerPiece
+from steadytext_async._worker.parent.pool import Done, Pool, WorkerPiece
 from steadytext_async._worker.protocol import GenParams
 
 PROMPT = "The capital of France is"

@@ -1,4 +1,4 @@
-"""Local provider: llama.cpp worker processes (see :mod:`steadytext_async._worker.pool`)."""
+"""Local provider: llama.cpp worker processes (see :mod:`steadytext_async._worker.parent.pool`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, cast, get_args
 from .._config import Settings
 from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
-from .._worker.pool import Done, Pool
+from .._worker.parent.pool import Done, Pool
 from .._worker.protocol import GenParams
 from .base import Capabilities, Provider, ProviderChunk, ProviderDone, ProviderInfo
 

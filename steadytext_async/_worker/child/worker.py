@@ -1,11 +1,11 @@
 """Worker process: loads one GGUF model with llama.cpp and decodes up to ``max_batch`` requests together.
 
-Run as ``python -m steadytext_async._worker.child``. Frames arrive on stdin and leave on the original stdout (fd 1 is
-then pointed at stderr so stray prints cannot corrupt the frame stream). A reader thread queues incoming frames so the
-decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls. A worker whose batching self-test
-(:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its own steps and then serves up to
-that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The process exits when stdin closes
-or its parent dies (PR_SET_PDEATHSIG).
+Run as ``python -m steadytext_async._worker.child`` (its ``__main__`` calls :func:`main`). Frames arrive on stdin and
+leave on the original stdout (fd 1 is then pointed at stderr so stray prints cannot corrupt the frame stream). A reader
+thread queues incoming frames so the decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls.
+A worker whose batching self-test (:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its
+own steps and then serves up to that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The
+process exits when stdin closes or its parent dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -25,12 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import selftest
-from .batch import Batcher
-from .decode import SequenceDecoder
-from .llama import KERNEL, LlamaModel
-from .prefix import PrefixStore
-from .protocol import (
+from ..protocol import (
     BatchVerdict,
     Cancel,
     Cancelled,
@@ -49,6 +44,11 @@ from .protocol import (
     read_frame_fd,
     write_frame_fd,
 )
+from . import selftest
+from .batch import Batcher
+from .decode import SequenceDecoder
+from .llama import KERNEL, LlamaModel
+from .prefix import PrefixStore
 from .sampling import Sampler
 
 _OUT_FD = -1
@@ -198,7 +198,7 @@ class Worker:
     def _matcher(self, constraint: Any) -> Any:
         """A fresh token matcher for ``constraint`` (a ``structured.Constraint``); compiled grammars are cached."""
         if self._matchers is None:
-            from ..structured.local import MatcherFactory
+            from ...structured.local import MatcherFactory
 
             self._matchers = MatcherFactory(self.model.model)
         return self._matchers.matcher(constraint)
@@ -226,7 +226,7 @@ class Worker:
 
     def _render(self, p: GenParams) -> str:
         """The conversation through the chat template (with tools: see :func:`.._tools.render`)."""
-        from .._tools import render
+        from ..._tools import render
 
         assert p.messages is not None and self.chat_template is not None
         return render(self._formatter, self.chat_template, p.messages, p.tools, p.tool_choice)
@@ -352,7 +352,3 @@ def main() -> None:
     threading.Thread(target=_reader, args=(worker.inbox,), name="steadytext-reader", daemon=True).start()
     _send(Ready(worker.info()))
     worker.serve()
-
-
-if __name__ == "__main__":
-    main()

@@ -12,12 +12,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from .._exceptions import ConstraintError
+from ..._exceptions import ConstraintError
+from ..protocol import DoneFrame, ErrorFrame, FromWorker, PieceFrame
 from .decode import SequenceDecoder
 from .governor import ThreadGovernor
 from .llama import LlamaModel, Logits
 from .prefix import PrefixStore
-from .protocol import DoneFrame, ErrorFrame, FromWorker, PieceFrame
 
 __all__ = ["Batcher"]
 

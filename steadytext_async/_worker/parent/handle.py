@@ -8,7 +8,7 @@
   ``on_exit`` callback runs.
 - A second task keeps the last lines of the worker's stderr for crash messages.
 
-The child's side of the pipe is :class:`steadytext_async._worker.child.Worker`.
+The child's side of the pipe is :class:`steadytext_async._worker.child.worker.Worker`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .._exceptions import ModelUnavailableError
-from .protocol import (
+from ..._exceptions import ModelUnavailableError
+from ..protocol import (
     HEADER,
     BatchVerdict,
     Cancelled,
@@ -84,7 +84,7 @@ class LoadFailed(Exception):
 
 
 class WorkerHandle:
-    """The pool's handle on one worker process (the child's side is ``_worker.child.Worker``)."""
+    """The pool's handle on one worker process (the child's side is ``_worker.child.worker.Worker``)."""
 
     _ids = itertools.count(1)
 

@@ -4,22 +4,23 @@
   batching verdict is ready unbatched (capacity 1) and reports its verdict later (``BatchVerdict``), when its
   capacity grows; ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
-  (``max_batch``; see ``_worker/batch.py``): a new request joins the least loaded decoding worker's batch while
+  (``max_batch``; see ``_worker/child/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
   one worker with both threads decoding a batch of 2-4 gave 17-45 % more tokens/s than two 1-thread workers with
   half the batch each; docs/guide/batching.md). The ``threads`` budget is split among decoding workers (not
   requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
   share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
-- With a :class:`~steadytext_async._worker.budget.HostBudget`, every decode thread also needs one host token, so
-  all pools of all processes on the host together stay within the cores (how many threads the pool may use now:
-  :class:`~steadytext_async._worker.threads.ThreadBudget`). Joining a running batch needs no token (the worker's
-  share does not change).
+- With a :class:`~steadytext_async._worker.parent.budget.HostBudget`, every decode thread also needs one host
+  token, so all pools of all processes on the host together stay within the cores (how many threads the pool may use
+  now: :class:`~steadytext_async._worker.parent.threads.ThreadBudget`). Joining a running batch needs no token (the
+  worker's share does not change).
 - Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
 - A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
   already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
 
-One worker process, its READY handshake and its pipe are :class:`~steadytext_async._worker.handle.WorkerHandle`;
-this module is the dispatch. All methods run on one event loop (the runtime loop).
+One worker process, its READY handshake and its pipe are
+:class:`~steadytext_async._worker.parent.handle.WorkerHandle`; this module is the dispatch. All methods run on one
+event loop (the runtime loop).
 """
 
 from __future__ import annotations
@@ -34,12 +35,9 @@ import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from .._config import FAILURE_TTL
-from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
-from .affinity import Affinity, anchors
-from .budget import HostBudget
-from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
-from .protocol import (
+from ..._config import FAILURE_TTL
+from ..._exceptions import ConstraintError, ModelUnavailableError, WorkerError
+from ..protocol import (
     Cancel,
     Cancelled,
     DoneFrame,
@@ -52,6 +50,9 @@ from .protocol import (
     Shutdown,
     WorkerConfig,
 )
+from .affinity import Affinity, anchors
+from .budget import HostBudget
+from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
 from .threads import ThreadBudget, split
 
 __all__ = ["Done", "Pool", "WorkerHandle", "WorkerInfo", "WorkerPiece"]

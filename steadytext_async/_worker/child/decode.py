@@ -21,9 +21,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from .._exceptions import ConstraintError
-from .._textstream import Piece as TextPiece
-from .._textstream import TextAssembler
+from ..._exceptions import ConstraintError
+from ..._textstream import Piece as TextPiece
+from ..._textstream import TextAssembler
 from .sampling import Logits, Sampler, log_softmax_at, top_alternatives
 
 __all__ = ["Emitted", "Matcher", "SequenceDecoder", "TokenInfo", "Vocab"]

@@ -14,7 +14,7 @@ import json
 import weakref
 from collections.abc import Sequence
 
-from .protocol import DoneFrame, GenParams
+from ..protocol import DoneFrame, GenParams
 
 __all__ = ["Affinity", "anchors"]
 
