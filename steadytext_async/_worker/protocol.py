@@ -34,6 +34,8 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "DoneFrame",
+    "DoneTimings",
+    "DoneUsage",
     "ErrorFrame",
     "Fatal",
     "FromWorker",
@@ -46,7 +48,9 @@ __all__ = [
     "Shutdown",
     "ThreadsAck",
     "ToWorker",
+    "TokenInfo",
     "WorkerConfig",
+    "WorkerInfo",
     "child_argv",
     "child_env",
     "decode_from_worker",
@@ -146,8 +150,28 @@ class Shutdown:
 
 # -- child -> parent ---------------------------------------------------------------------------------------------
 @_message
+class WorkerInfo:
+    """What a worker reports about itself in :class:`Ready`; a :class:`BatchVerdict` later updates ``max_batch``
+    and the self-test fields. The llama.cpp fields go into each result's fingerprint."""
+
+    pid: int
+    llama_cpp_python_version: str
+    llama_cpp_system_info: str
+    cpu: str
+    n_ctx: int  # per sequence
+    n_batch: int
+    n_ubatch: int
+    n_vocab: int
+    max_batch: int  # requests decoded together now (1 until the batching self-test decides)
+    kernel: str  # llama.cpp settings that decide the bytes, "name=0|1" joined by commas
+    selftest_seconds: float
+    selftest_pending: bool
+    chat_template_sha256: str | None = None  # None: the model has no chat template
+
+
+@_message
 class Ready:
-    info: dict[str, Any]
+    info: WorkerInfo
 
 
 @_message
@@ -156,20 +180,50 @@ class Fatal:
 
 
 @_message
+class TokenInfo:
+    """One generated token's logprob record: its id, bytes and logprob, and the top alternatives as
+    ``(token_id, bytes, logprob)`` (plain tuples: up to 20 per token, and a tuple pickles smallest)."""
+
+    token_id: int
+    data: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...]
+
+
+@_message
 class PieceFrame:
     rid: int
     text: str
     token_ids: list[int]
-    tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
+    tokens: list[TokenInfo] | None  # one per token when logprobs were asked for
+
+
+@_message
+class DoneUsage:
+    prompt_tokens: int  # after truncation
+    completion_tokens: int
+    prompt_tokens_truncated: int = 0  # cut from the front to fit the context
+    prompt_tokens_cached: int = 0  # restored from a kept prefix instead of evaluated (see child/prefix.py)
+
+
+@_message
+class DoneTimings:
+    """Seconds spent on the prompt and on decoding, and what this request ran with (the worker's state may have
+    changed since: its thread share, and its batch limit once the self-test decided)."""
+
+    prompt_eval: float
+    decode: float
+    n_threads: int
+    max_batch: int  # the widest batch this request could be in
 
 
 @_message
 class DoneFrame:
     rid: int
     finish_reason: str
-    usage: dict[str, int]
-    timings: dict[str, float]
-    prefix_bytes: int = 0  # bytes of prompt-prefix state the worker keeps now (see prefix.py)
+    usage: DoneUsage
+    timings: DoneTimings
+    prefix_bytes: int = 0  # bytes of prompt-prefix state the worker keeps now (see child/prefix.py)
 
 
 @_message

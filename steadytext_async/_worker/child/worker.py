@@ -41,6 +41,7 @@ from ..protocol import (
     ThreadsAck,
     ToWorker,
     WorkerConfig,
+    WorkerInfo,
     read_frame_fd,
     write_frame_fd,
 )
@@ -113,7 +114,7 @@ class Worker:
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
 
-    def _system_info(self) -> dict[str, Any]:
+    def _system_info(self) -> dict[str, str]:
         lc = self.lc
         sysinfo = lc.llama_print_system_info()
         return {
@@ -174,25 +175,25 @@ class Worker:
             if self._selftest is not None and self._selftest.state == "waiting":
                 time.sleep(selftest.RECHECK)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> WorkerInfo:
         kernel = {**KERNEL, "n_seq_max": self.model.n_seq}
-        return {
-            "pid": os.getpid(),
-            **self._system_info(),
-            "n_ctx": self.model.n_ctx,
-            "n_batch": self.cfg.n_batch,
-            "n_ubatch": self.cfg.n_batch,
-            "n_vocab": self.model.n_vocab,
-            "max_batch": self.batch_max,
-            "kernel": ",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
-            "selftest_seconds": round(self.selftest_seconds, 3),
-            **self._template_info(),
-            "selftest_pending": self._selftest is not None,
-        }
-
-    def _template_info(self) -> dict[str, str]:
         template = self.chat_template
-        return {} if template is None else {"chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}
+        system = self._system_info()
+        return WorkerInfo(
+            pid=os.getpid(),
+            llama_cpp_python_version=system["llama_cpp_python_version"],
+            llama_cpp_system_info=system["llama_cpp_system_info"],
+            cpu=system["cpu"],
+            n_ctx=self.model.n_ctx,
+            n_batch=self.cfg.n_batch,
+            n_ubatch=self.cfg.n_batch,
+            n_vocab=self.model.n_vocab,
+            max_batch=self.batch_max,
+            kernel=",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
+            selftest_seconds=round(self.selftest_seconds, 3),
+            selftest_pending=self._selftest is not None,
+            chat_template_sha256=None if template is None else hashlib.sha256(template.encode()).hexdigest(),
+        )
 
     # -- requests -----------------------------------------------------------------------------------------------
     def _matcher(self, constraint: Any) -> Any:

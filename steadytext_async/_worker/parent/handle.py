@@ -20,7 +20,6 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from ..._exceptions import ModelUnavailableError
 from ..protocol import (
@@ -28,6 +27,8 @@ from ..protocol import (
     BatchVerdict,
     Cancelled,
     DoneFrame,
+    DoneTimings,
+    DoneUsage,
     ErrorFrame,
     Fatal,
     FromWorker,
@@ -36,8 +37,10 @@ from ..protocol import (
     Ready,
     Shutdown,
     ThreadsAck,
+    TokenInfo,
     ToWorker,
     WorkerConfig,
+    WorkerInfo,
     child_argv,
     child_env,
     decode_from_worker,
@@ -56,19 +59,16 @@ class WorkerPiece:
 
     text: str
     token_ids: list[int]
-    tokens: list[Any] | None  # (token_id, bytes, logprob, [(id, bytes, logprob), ...]) per token
+    tokens: list[TokenInfo] | None  # one per token when logprobs were asked for
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: str
-    usage: dict[str, int]
-    timings: dict[str, float]
+    usage: DoneUsage
+    timings: DoneTimings
     queue_wait: float
-    info: dict[str, Any]
-
-
-WorkerInfo = dict[str, Any]
+    info: WorkerInfo  # the worker's, when the request finished
 
 
 class Died(Exception):
@@ -87,12 +87,12 @@ class WorkerHandle:
     """The pool's handle on one worker process (the child's side is ``_worker.child.worker.Worker``)."""
 
     _ids = itertools.count(1)
+    info: WorkerInfo  # from its Ready, set by start() before anyone else sees the handle
 
     def __init__(self, proc: asyncio.subprocess.Process, model_key: str) -> None:
         self.id = next(self._ids)
         self.proc = proc
         self.model_key = model_key
-        self.info: WorkerInfo = {}
         self.streams: dict[int, asyncio.Queue[FromWorker | DiedEvent]] = {}  # by request id
         self.acks: dict[int, asyncio.Future[int]] = {}
         self.active = 0  # requests decoding here (up to ``capacity``, batched)
@@ -151,7 +151,7 @@ class WorkerHandle:
     @property
     def capacity(self) -> int:
         """Requests this worker decodes at once: its self-test's batch size (1 = no batching)."""
-        return max(1, int(self.info.get("max_batch", 1)))
+        return max(1, self.info.max_batch)
 
     def send(self, msg: ToWorker) -> None:
         if not self.alive or self.proc.stdin is None:
@@ -194,12 +194,12 @@ class WorkerHandle:
             while True:
                 msg = await self._read_frame()
                 if isinstance(msg, BatchVerdict):
-                    self.info = {
-                        **self.info,
-                        "max_batch": msg.max_batch,
-                        "selftest_seconds": msg.selftest_seconds,
-                        "selftest_pending": False,
-                    }
+                    self.info = dataclasses.replace(
+                        self.info,
+                        max_batch=msg.max_batch,
+                        selftest_seconds=msg.selftest_seconds,
+                        selftest_pending=False,
+                    )
                     if on_change is not None:
                         await on_change(self)
                 elif isinstance(msg, ThreadsAck):
