@@ -35,6 +35,7 @@ TIERS: list[dict[str, list[str]]] = [
             "_env",
             "_config",
             "_worker.limits",  # the worker pipe's size limits: request validation checks prompts against them
+            "_errorwire",  # errors across the pipe, the daemon and serve: one record, one registry
         ]
     },
     {"structured": ["structured"]},

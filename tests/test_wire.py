@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
+from steadytext_async import _errorwire
 from steadytext_async._worker import protocol
 from steadytext_async._worker.protocol import (
     HEADER,
@@ -22,6 +23,7 @@ from steadytext_async._worker.protocol import (
     DoneTimings,
     DoneUsage,
     ErrorFrame,
+    ErrorRecord,
     Fatal,
     FromWorker,
     PieceFrame,
@@ -33,6 +35,7 @@ from steadytext_async._worker.protocol import (
     encode_frame,
 )
 
+WIRE = {protocol.__name__, _errorwire.__name__}  # the modules a frame may name: the wire and its error record
 INFO = WorkerInfo(
     pid=4242,
     llama_cpp_python_version="0.3.36",
@@ -53,11 +56,11 @@ USAGE = DoneUsage(prompt_tokens=12, completion_tokens=24, prompt_tokens_truncate
 TIMINGS = DoneTimings(prompt_eval=0.0123456789, decode=0.456789123, n_threads=2, max_batch=4)
 FRAMES: list[FromWorker] = [
     Ready(INFO),
-    Fatal("ValueError: no such file"),
+    Fatal(ErrorRecord("ValueError", "no such file")),
     PieceFrame(7, " tok", [1234], None),
     PieceFrame(7, " tok tok", [1234, 1234], [TOKEN, TOKEN]),
     DoneFrame(7, "length", USAGE, TIMINGS, prefix_bytes=65536),
-    ErrorFrame(7, "ConstraintError", "budget ran out", "partial"),
+    ErrorFrame(7, ErrorRecord("ConstraintError", "budget ran out", "partial")),
     Cancelled(7),
     ThreadsAck(3, 1),
     BatchVerdict(4, 1.25),
@@ -82,7 +85,7 @@ def test_a_frame_round_trips_and_names_only_wire_classes(frame: FromWorker) -> N
     assert reader.load() == frame
     assert reader.named, "a message is a class of the wire"
     # before: a logprob record was the child's decode.TokenInfo, so reading one imported the decode loop's module
-    assert {n.rpartition(".")[0] for n in reader.named} == {protocol.__name__}
+    assert {n.rpartition(".")[0] for n in reader.named} <= WIRE
 
 
 def _untyped(hint: Any, seen: set[type]) -> list[str]:
@@ -98,7 +101,7 @@ def _untyped(hint: Any, seen: set[type]) -> list[str]:
         return [bad for arg in get_args(hint) if arg is not Ellipsis for bad in _untyped(arg, seen)]
     if dataclasses.is_dataclass(hint) and isinstance(hint, type) and hint not in seen:
         seen.add(hint)
-        assert hint.__module__ == protocol.__name__, f"{hint} is not a wire class"
+        assert hint.__module__ in WIRE, f"{hint} is not a wire class"
         params = hint.__dataclass_params__  # type: ignore[attr-defined]
         assert params.frozen and "__slots__" in hint.__dict__, f"{hint.__name__} is not a frozen slotted dataclass"
         hints = get_type_hints(hint)
@@ -110,7 +113,7 @@ def test_what_the_worker_sends_is_typed_all_the_way_down() -> None:
     # before: Ready.info and DoneFrame.usage/timings were dicts, PieceFrame.tokens a list of Any
     seen: set[type] = set()
     assert [bad for cls in get_args(FromWorker) for bad in _untyped(cls, seen)] == []
-    assert {WorkerInfo, TokenInfo, DoneUsage, DoneTimings} <= seen
+    assert {WorkerInfo, TokenInfo, DoneUsage, DoneTimings, ErrorRecord} <= seen
 
 
 def test_frames_stay_small() -> None:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
+from .._errorwire import ErrorRecord
 from .._exceptions import InvalidRequestError
 from .._options import DEFAULT_MIN_P, DEFAULT_SEED, DEFAULT_TOP_K, DEFAULT_TOP_LOGPROBS, DEFAULT_TOP_P
 from .limits import MAX_FRAME, MAX_PROMPT_BYTES
@@ -37,6 +38,7 @@ __all__ = [
     "DoneTimings",
     "DoneUsage",
     "ErrorFrame",
+    "ErrorRecord",
     "Fatal",
     "FromWorker",
     "GenParams",
@@ -176,7 +178,9 @@ class Ready:
 
 @_message
 class Fatal:
-    message: str
+    """The worker could not start (its model did not load): the parent reports ModelUnavailableError."""
+
+    error: ErrorRecord
 
 
 @_message
@@ -228,10 +232,10 @@ class DoneFrame:
 
 @_message
 class ErrorFrame:
+    """Request ``rid`` failed; the parent raises :func:`~steadytext_async._errorwire.from_record` of ``error``."""
+
     rid: int
-    kind: str
-    message: str
-    partial_text: str | None = None  # ConstraintError only
+    error: ErrorRecord
 
 
 @_message

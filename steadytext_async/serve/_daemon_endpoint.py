@@ -28,7 +28,7 @@ from ._engine import local_events, resolve_local
 from ._errors import HTTPError, log_failure
 from ._openai import MAX_TOP_LOGPROBS
 from ._policy import check_model
-from ._sse import or_stop, until
+from ._sse import ShuttingDown, or_stop, until
 from ._state import ServerState, read_json
 
 __all__ = ["handler"]
@@ -112,9 +112,9 @@ async def _lines(
                 state.metrics.record_generated(event.completion_tokens)
                 break
             event = await anext(events, None)
-    except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)
+    except Exception as exc:  # the caller raises the matching SteadyTextError (_errorwire.from_record)
         log_failure(exc)  # a server-side failure is in this server's log too, as on the other endpoints
-        yield encode_error(exc)
+        yield encode_error(exc, retryable=isinstance(exc, ShuttingDown))  # stopping: the caller resumes in-process
     finally:
         state.metrics.in_flight_generations -= 1
         await events.aclose()  # type: ignore[attr-defined]

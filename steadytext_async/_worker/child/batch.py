@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from ..._exceptions import ConstraintError
+from ..._errorwire import to_record
 from ..protocol import DoneFrame, DoneTimings, DoneUsage, ErrorFrame, FromWorker, PieceFrame
 from .decode import SequenceDecoder
 from .governor import ThreadGovernor
@@ -212,5 +212,4 @@ class Batcher:
     def _fail(self, slot: _Slot, exc: BaseException) -> None:
         if slot.rid in self.slots:
             self._leave(slot)
-        partial = exc.partial_text if isinstance(exc, ConstraintError) else None
-        self.send(ErrorFrame(slot.rid, type(exc).__name__, str(exc), partial))
+        self.send(ErrorFrame(slot.rid, to_record(exc)))

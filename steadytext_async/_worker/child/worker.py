@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..._errorwire import to_record
 from ..protocol import (
     BatchVerdict,
     Cancel,
@@ -262,7 +263,7 @@ class Worker:
             matcher = self._matcher(p.constraint) if p.constraint is not None else None
             tokens, truncated = self._prompt(p)
         except Exception as exc:  # report, keep serving
-            self.send(ErrorFrame(msg.rid, type(exc).__name__, str(exc)))
+            self.send(ErrorFrame(msg.rid, to_record(exc)))
             return
         sampler = Sampler(temperature=p.temperature, seed=p.seed, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
         decoder = SequenceDecoder(
@@ -348,7 +349,7 @@ def main() -> None:
     try:
         worker = Worker(init.cfg)
     except BaseException as exc:
-        _send(Fatal(f"{type(exc).__name__}: {exc}"))
+        _send(Fatal(to_record(exc)))
         os._exit(3)
     threading.Thread(target=_reader, args=(worker.inbox,), name="steadytext-reader", daemon=True).start()
     _send(Ready(worker.info()))

@@ -133,7 +133,7 @@ class WorkerHandle:
             raise ModelUnavailableError(f"worker failed to start for {cfg.model_path}: {exc!r}; {detail}") from None
         if not isinstance(first, Ready):
             await proc.wait()
-            message = first.message if isinstance(first, Fatal) else repr(first)
+            message = f"{first.error.kind}: {first.error.message}" if isinstance(first, Fatal) else repr(first)
             raise LoadFailed(f"could not load model {cfg.model_path}: {message}")
         worker.info = first.info
         worker.tasks.append(asyncio.create_task(worker._pump(on_exit, on_change)))

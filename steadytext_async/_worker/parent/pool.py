@@ -36,7 +36,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from ..._config import FAILURE_TTL
-from ..._exceptions import ConstraintError, ModelUnavailableError, WorkerError
+from ..._errorwire import from_record
+from ..._exceptions import ModelUnavailableError, WorkerError
 from ..protocol import (
     Cancel,
     Cancelled,
@@ -223,9 +224,7 @@ class Pool:
                     return
                 elif isinstance(msg, ErrorFrame) and msg.rid == rid:
                     finished = True
-                    if msg.kind == "ConstraintError":
-                        raise ConstraintError(msg.message, partial_text=msg.partial_text or "")
-                    raise WorkerError(f"worker failed: {msg.kind}: {msg.message}")
+                    raise from_record(msg.error, origin="worker")
                 elif isinstance(msg, DiedEvent):
                     finished = True
                     raise Died(worker.crash_detail())
