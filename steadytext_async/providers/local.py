@@ -10,7 +10,7 @@ from typing import get_args
 from .._config import Settings
 from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
-from .._worker.parent.pool import Done, Pool
+from .._worker.parent.pool import Done, Pool, PoolStats
 from .._worker.protocol import DoneTimings, GenParams, TokenInfo, WorkerInfo
 from .base import Capabilities, Provider, ProviderChunk, ProviderDone, ProviderInfo
 
@@ -86,6 +86,18 @@ class LocalProvider(Provider):
             self._pid = os.getpid()
             weakref.finalize(self, eng.retire_pool, pool)  # an owner dropped without aclose()
         return self._pool
+
+    def _started(self) -> Pool | None:
+        """This process's pool if one was started (without starting one)."""
+        return self._pool if self._pid == os.getpid() else None
+
+    def worker_pids(self) -> list[int]:
+        pool = self._started()
+        return pool.pids() if pool is not None else []
+
+    def stats(self) -> PoolStats:
+        pool = self._started()
+        return pool.stats() if pool is not None else PoolStats()
 
     def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
         if spec is not None and spec.prompt_format != "chat" and request.messages is not None:

@@ -56,9 +56,22 @@ from .budget import HostBudget
 from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
 from .threads import ThreadBudget, split
 
-__all__ = ["Done", "Pool", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
+__all__ = ["Done", "Pool", "PoolStats", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
 
 logger = logging.getLogger("steadytext_async")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool's counters (all zero for a pool not started yet)."""
+
+    workers_alive: int = 0
+    workers_busy: int = 0
+    generations: int = 0  # completed
+    respawns: int = 0  # workers that died unexpectedly and were replaced
+    prefix_hits: int = 0  # generations that restored a kept prompt prefix
+    prefix_tokens: int = 0  # prompt tokens they did not evaluate
+    prefix_bytes: int = 0  # prefix state the live workers keep
 
 
 class Pool:
@@ -118,6 +131,18 @@ class Pool:
 
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.alive]
+
+    def stats(self) -> PoolStats:
+        alive = [w for w in self._workers if w.alive]
+        return PoolStats(
+            workers_alive=len(alive),
+            workers_busy=sum(1 for w in alive if w.busy),
+            generations=self.generations,
+            respawns=self.respawns,
+            prefix_hits=self.affinity.hits,
+            prefix_tokens=self.affinity.reused,
+            prefix_bytes=self.affinity.held(alive),
+        )
 
     def spare_pids(self) -> list[int]:
         """The warm spare's pid, once it is ready (``spares=1``)."""
