@@ -37,7 +37,6 @@ from ..protocol import (
     Ready,
     Shutdown,
     ThreadsAck,
-    TokenInfo,
     ToWorker,
     WorkerConfig,
     WorkerInfo,
@@ -48,18 +47,9 @@ from ..protocol import (
     encode_frame,
 )
 
-__all__ = ["Died", "DiedEvent", "Done", "LoadFailed", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
+__all__ = ["Died", "DiedEvent", "Done", "LoadFailed", "WorkerHandle", "WorkerInfo"]
 
 logger = logging.getLogger("steadytext_async")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkerPiece:
-    """A piece of text as it arrived from a worker (the pool side of the pipe)."""
-
-    text: str
-    token_ids: list[int]
-    tokens: list[TokenInfo] | None  # one per token when logprobs were asked for
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

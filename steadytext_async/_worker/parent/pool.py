@@ -53,10 +53,10 @@ from ..protocol import (
 )
 from .affinity import Affinity, anchors
 from .budget import HostBudget
-from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
+from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo
 from .threads import ThreadBudget, split
 
-__all__ = ["Done", "Pool", "PoolStats", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
+__all__ = ["Done", "Pool", "PoolStats", "WorkerHandle", "WorkerInfo"]
 
 logger = logging.getLogger("steadytext_async")
 
@@ -157,14 +157,14 @@ class Pool:
             for _ in range(max(0, want - have)):
                 tg.create_task(self._spawn_idle(model_path))
 
-    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
-        """Run one generation; yield pieces then a final :class:`Done`."""
+    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[PieceFrame | Done]:
+        """Run one generation; yield its pieces as the worker sent them, then a final :class:`Done`."""
         delivered = ""
         for attempt in range(2):
             replay, replaying = "", bool(delivered)
             try:
                 async for event in self._attempt(model_path, params):
-                    if isinstance(event, WorkerPiece):
+                    if isinstance(event, PieceFrame):
                         if replaying:  # a retry: skip what the caller already has, checking it matches
                             replay += event.text
                             if len(replay) <= len(delivered):
@@ -226,7 +226,7 @@ class Pool:
         self._budget.forget_after_fork()
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
+    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[PieceFrame | Done]:
         t_queued = time.perf_counter()
         keys = anchors(params) if self.prefix_cache_bytes else []
         worker = await self._acquire(model_path, keys)
@@ -240,7 +240,7 @@ class Pool:
             while True:
                 msg = await events.get()
                 if isinstance(msg, PieceFrame) and msg.rid == rid:
-                    yield WorkerPiece(msg.text, msg.token_ids, msg.tokens)
+                    yield msg
                 elif isinstance(msg, DoneFrame) and msg.rid == rid:
                     finished = True
                     self.generations += 1
