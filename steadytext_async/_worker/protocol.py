@@ -7,6 +7,10 @@ one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and :class:`
 how many requests it decodes together. A worker may run several requests at once (batched decoding), so frames of
 different requests interleave; every request frame carries its ``rid``. Only our own child writes to the pipe, so pickle
 is safe here.
+
+This is the one module both sides import: the parent's (:mod:`.parent`: pool, handles, thread budget) and the worker
+process's (:mod:`.child`); it imports neither. Every message, and every part of one, is a frozen slotted dataclass of
+this module (errors: :class:`~steadytext_async._errorwire.ErrorRecord`), so reading a frame imports nothing else.
 """
 
 from __future__ import annotations
