@@ -62,7 +62,7 @@ class Harness:
         elif isinstance(msg, Cancelled):
             self.outs[msg.rid].finish = "cancelled"
         elif isinstance(msg, ErrorFrame):
-            raise AssertionError(f"request {msg.rid} failed: {msg.kind}: {msg.message}")
+            raise AssertionError(f"request {msg.rid} failed: {msg.error}")
         elif isinstance(msg, BatchVerdict):
             self.verdicts.append(msg.max_batch)
 

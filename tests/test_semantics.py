@@ -46,7 +46,7 @@ async def test_eos_token_ends_generation(model_spec: st.ModelSpec) -> None:
         assert done.finish_reason == "eos"
         pieces = [e for e in events if isinstance(e, PieceFrame)]
         ids = [t for p in pieces for t in p.token_ids]
-        assert done.usage["completion_tokens"] == len(ids) == 16
+        assert done.usage.completion_tokens == len(ids) == 16
         assert not {0, 2} & set(ids)  # <|endoftext|> and <|im_end|> never appear in the output
         assert "".join(p.text for p in pieces) == "Hello! How can I help you today? We can chat about something fun!"
     finally:
