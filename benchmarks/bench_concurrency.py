@@ -125,7 +125,7 @@ async def settle_batching(client: Any, rounds: int = 60) -> None:
     pool = client._local.pool
     for i in range(rounds):
         workers = [w for w in pool._workers if w.alive]
-        if workers and not any(w.info.get("selftest_pending") for w in workers):
+        if workers and not any(w.info.selftest_pending for w in workers):
             return
         await asyncio.gather(*(client.generate(f"Warm-up {i}.{j}", max_new_tokens=16) for j in range(4)))
     print("bench_concurrency: batching verdict still pending after the warm-up", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Structured decoding on the embedded model: llguidance vs outlines-core in the worker's kind of decode loop.
 
-Greedy, one thread, logits read with ``llama_get_logits_ith`` like ``_worker/child.py``. Prints one JSON line per
+Greedy, one thread, logits read with ``llama_get_logits_ith`` like ``_worker/child/worker.py``. Prints one JSON line per
 figure: tokenizer build time, compile time per grammar (cold, and cached for llguidance), tok/s constrained vs
 unconstrained, mask time per token (compute + apply), and whether the output validates.
 
@@ -22,9 +22,9 @@ from pydantic import BaseModel, Field
 
 from steadytext_async._exceptions import ConstraintError
 from steadytext_async._registry import embedded_model
-from steadytext_async._worker.decode import SequenceDecoder
-from steadytext_async._worker.llama import LlamaModel
-from steadytext_async._worker.sampling import Sampler
+from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.llama import LlamaModel
+from steadytext_async._worker.child.sampling import Sampler
 from steadytext_async.structured import Constraint, MatcherFactory, check_output, normalize
 from steadytext_async.structured.grammar import choices_regex
 

@@ -22,9 +22,9 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from steadytext_async._registry import embedded_model
 from steadytext_async._tools import plain_chat, tool_constraint
 from steadytext_async._validate import build_request
-from steadytext_async._worker.decode import SequenceDecoder
-from steadytext_async._worker.llama import LlamaModel
-from steadytext_async._worker.sampling import Sampler
+from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.llama import LlamaModel
+from steadytext_async._worker.child.sampling import Sampler
 from steadytext_async.structured import MatcherFactory
 
 if TYPE_CHECKING:

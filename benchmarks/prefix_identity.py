@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from steadytext_async._worker.llama import LlamaModel
+from steadytext_async._worker.child.llama import LlamaModel
 
 WORDS = (
     "the quick brown fox jumps over a lazy dog while seven wizards quietly hex bold jumbo zebras "

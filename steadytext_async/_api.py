@@ -179,7 +179,7 @@ async def agenerate(
     ``return_logprobs=True``, or with ``return_pydantic=True`` and a Pydantic model ``schema`` the validated
     instance. Same inputs give the same bytes. Options: see :mod:`._options`."""
     request = build_request(prompt, return_logprobs=return_logprobs, **options)
-    result = await default_client()._agenerate(request)
+    result = await default_client().run_request(request)
     instance = _pydantic(options.get("schema"), result) if return_pydantic else None
     return instance if instance is not None else _shape(result, request.logprobs)
 
@@ -202,7 +202,7 @@ async def agenerate_iter(
     """Stream text pieces (whole UTF-8 characters); with ``include_logprobs=True`` yield
     ``{"token": piece, "logprob": float}``. Joined, the pieces equal :func:`agenerate`'s text."""
     request = build_request(prompt, return_logprobs=include_logprobs, **options)
-    async for item in default_client()._astream(request):
+    async for item in default_client().stream_request(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
@@ -239,7 +239,7 @@ def generate(prompt: str | None = None, /, *args: Any, **options: Any) -> Any:
     options = legacy_options("generate", LEGACY_GENERATE, args, options)
     return_pydantic = options.pop("return_pydantic", False)
     request = build_request(prompt, **options)
-    result = default_client()._generate_blocking(request)
+    result = default_client().run_request_blocking(request)
     instance = _pydantic(options.get("schema"), result) if return_pydantic else None
     return instance if instance is not None else _shape(result, request.logprobs)
 
@@ -285,7 +285,7 @@ def generate_iter(prompt: str | None = None, /, *args: Any, **options: Any) -> I
 
 
 def _iter_sync(request: GenerationRequest, include_logprobs: bool) -> Iterator[str | dict[str, Any]]:
-    for item in default_client()._iterate_blocking(request):
+    for item in default_client().iterate_request_blocking(request):
         if isinstance(item, Chunk) and item.text:
             yield _item(item, include_logprobs)
 
@@ -300,7 +300,7 @@ async def agenerate_object(prompt: str | None = None, *, schema: Any, **kwargs: 
     from .structured.validate import to_value
 
     request = build_request(prompt, schema=schema, **kwargs)
-    result = await default_client()._agenerate(request)
+    result = await default_client().run_request(request)
     return to_value(schema, result.text)  # the client already checked the text against the schema
 
 
@@ -313,7 +313,7 @@ def generate_object(prompt: str | None = None, *, schema: Any, **kwargs: Unpack[
     from .structured.validate import to_value
 
     request = build_request(prompt, schema=schema, **kwargs)
-    result = default_client()._generate_blocking(request)
+    result = default_client().run_request_blocking(request)
     return to_value(schema, result.text)  # the client already checked the text against the schema
 
 
@@ -331,7 +331,7 @@ async def apreload_models(
 def preload_models(verbose: bool = False, size: str | None = None) -> None:
     """Blocking :func:`apreload_models` (original signature; ``verbose`` is accepted and ignored)."""
     request = build_request("", size=size)
-    engine().portal.run(default_client()._preload(request))
+    default_client().preload_blocking(request)
 
 
 async def _close_defaults() -> None:

@@ -47,7 +47,8 @@ from ._textstream import TextAssembler
 from ._tools import check_calls, parse_calls
 from ._validate import build_request
 from ._version import __version__
-from .providers.base import Provider, ProviderDone
+from ._worker.parent.pool import PoolStats
+from .providers.base import Provider, ProviderChunk, ProviderDone
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -140,8 +141,7 @@ class AsyncSteadyText:
 
     def worker_pids(self) -> list[int]:
         """PIDs of live local worker processes (for monitoring and tests)."""
-        pool = self._local._pool
-        return pool.pids() if pool is not None and self._local._pid == os.getpid() else []
+        return self._local.worker_pids()
 
     # -- public API ------------------------------------------------------------------------------------------
     async def generate(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
@@ -150,13 +150,13 @@ class AsyncSteadyText:
         Accepts the same keyword arguments as :func:`steadytext_async.agenerate` plus ``strict``; pass
         ``messages=[{"role": ..., "content": ...}, ...]`` instead of ``prompt`` for a conversation.
         """
-        return await self._agenerate(build_request(prompt, **kwargs))
+        return await self.run_request(build_request(prompt, **kwargs))
 
     async def stream(
         self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]
     ) -> AsyncIterator[Chunk | GenerationResult]:
         """Stream :class:`Chunk` objects, then the final :class:`GenerationResult`."""
-        async for item in self._astream(build_request(prompt, **kwargs)):
+        async for item in self.stream_request(build_request(prompt, **kwargs)):
             yield item
 
     async def preload(
@@ -171,8 +171,12 @@ class AsyncSteadyText:
         request = build_request("", model=model, size=size, model_repo=model_repo, model_filename=model_filename)
         return await engine().portal.call(self._preload(request))
 
-    # -- the crossing ----------------------------------------------------------------------------------------
-    async def _agenerate(self, request: GenerationRequest) -> GenerationResult:
+    # -- the package's doors ---------------------------------------------------------------------------------
+    # Declared for the module-level functions (_api), the blocking client (_sync) and the server (serve), which
+    # drive the client only through these and the public API. They take a request already validated
+    # (``build_request``); not part of the public API.
+    async def run_request(self, request: GenerationRequest) -> GenerationResult:
+        """:meth:`generate` of a validated request: a hot hit here, else one engine hop for a local model."""
         hot, route = self._lookup(request)
         if hot is not None:
             return hot[-1]  # type: ignore[return-value]
@@ -180,7 +184,7 @@ class AsyncSteadyText:
             return await self._generate(request, route=route)
         return await engine().portal.call(self._generate(request, route=route))
 
-    def _astream(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
+    def stream_request(self, request: GenerationRequest) -> AsyncIterator[StreamItem]:
         """The items of ``request`` on the caller's loop: a hot replay (no hop), a remote run, or via the engine."""
         hot, route = self._lookup(request)
         if hot is not None:
@@ -189,7 +193,7 @@ class AsyncSteadyText:
             return self._stream(request, route=route)
         return engine().portal.iterate(self._stream(request, route=route))
 
-    def _generate_blocking(self, request: GenerationRequest) -> GenerationResult:
+    def run_request_blocking(self, request: GenerationRequest) -> GenerationResult:
         """The sync shims' generate: a hot hit on the calling thread, else one engine hop (the engine's loop is the
         caller's loop of a blocking call)."""
         hot, route = self._lookup(request)
@@ -197,12 +201,58 @@ class AsyncSteadyText:
             return hot[-1]  # type: ignore[return-value]
         return engine().portal.run(self._generate(request, route=route))
 
-    def _iterate_blocking(self, request: GenerationRequest) -> Iterator[StreamItem]:
+    def iterate_request_blocking(self, request: GenerationRequest) -> Iterator[StreamItem]:
         """The sync shims' stream: a hot replay on the calling thread, else the engine's stream."""
         hot, route = self._lookup(request)
         if hot is not None:
             return iter(hot)
         return engine().portal.iterate_sync(self._stream(request, route=route))
+
+    def preload_blocking(self, request: GenerationRequest) -> ModelSpec:
+        """The sync shims' :meth:`preload` of a validated request."""
+        return engine().portal.run(self._preload(request))
+
+    def replay_blocking(
+        self,
+        recording: GenerationResult | Fingerprint | str | dict[str, Any],
+        *,
+        allow_remote: bool = False,
+        allow_download: bool = False,
+    ) -> ReplayReport:
+        """Blocking :meth:`replay`."""
+        fingerprint, text = load_recording(recording)
+        request = request_from_fingerprint(fingerprint, allow_remote=allow_remote, allow_download=allow_download)
+        return engine().portal.run(self._replay(fingerprint, text, request))
+
+    def close_blocking(self) -> None:
+        """Blocking :meth:`aclose` of what lives on the engine (the blocking client has no loop of its own)."""
+        engine().portal.run(self._aclose_engine_side())
+
+    # the server's: its daemon endpoint streams raw provider events of the local model, and its metrics
+    def check_local(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
+        """Refuse what the local provider cannot run (InvalidRequestError), before any work."""
+        self._local.check(request, spec)
+
+    async def resolve_local(self, request: GenerationRequest) -> ModelSpec:
+        """``request``'s local model, resolved (assembled, verified) by the engine loop's router."""
+
+        async def resolve() -> ModelSpec:
+            return await self._router.resolve_local(request)
+
+        return await engine().portal.call(resolve())
+
+    def stream_local(self, spec: ModelSpec, request: GenerationRequest) -> AsyncIterator[ProviderChunk | ProviderDone]:
+        """Raw provider events of one generation on this client's worker pool (never forwarded to a daemon)."""
+        return engine().portal.iterate(self._local.stream(spec, request))
+
+    def pool_stats(self) -> PoolStats:
+        """Counters of the local worker pool (zeros before the first local request in this process)."""
+        return self._local.stats()
+
+    @property
+    def result_cache(self) -> ResultCache | None:
+        """The engine's result cache this client uses (None when disabled)."""
+        return self._cache
 
     # -- implementation (on the engine's loop for local models, on the caller's for remote ones) ----------------
     async def _preload(self, request: GenerationRequest) -> ModelSpec:

@@ -27,6 +27,7 @@ __all__ = [
     "check_consent",
     "compare",
     "load_recording",
+    "recorded_constraint",
     "request_from_fingerprint",
 ]
 
@@ -148,7 +149,7 @@ def check_consent(fp: Fingerprint, *, allow_remote: bool = False, allow_download
         )
 
 
-def _constraint(canonical: str) -> Constraint:
+def recorded_constraint(canonical: str) -> Constraint:
     """The recorded constraint, re-validated like a caller's (a recording cannot smuggle in an invalid one)."""
     from .structured import normalize
 
@@ -208,7 +209,7 @@ def request_from_fingerprint(
         except ValueError as exc:
             raise InvalidRequestError(f"invalid recorded sampling settings: {str(exc)[:300]}") from None
     if fp.constraint is not None:
-        update["constraint"] = _constraint(fp.constraint)
+        update["constraint"] = recorded_constraint(fp.constraint)
     return request.model_copy(update=update)
 
 

@@ -13,10 +13,9 @@ from typing import Any, Unpack
 
 from ._client import AsyncSteadyText
 from ._config import Settings
-from ._engine import engine
 from ._models import Chunk, Fingerprint, GenerationResult, ModelSpec
 from ._options import ModelOptions, RequestOptions
-from ._replay import ReplayReport, load_recording, request_from_fingerprint
+from ._replay import ReplayReport
 from ._validate import build_request
 
 __all__ = ["SteadyText"]
@@ -41,17 +40,17 @@ class SteadyText:
         self.close()
 
     def close(self) -> None:
-        engine().portal.run(self._async._aclose_engine_side())
+        self._async.close_blocking()
 
     def generate(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> GenerationResult:
-        return self._async._generate_blocking(build_request(prompt, **kwargs))
+        return self._async.run_request_blocking(build_request(prompt, **kwargs))
 
     def stream(self, prompt: str | None = None, **kwargs: Unpack[RequestOptions]) -> Iterator[Chunk | GenerationResult]:
-        yield from self._async._iterate_blocking(build_request(prompt, **kwargs))
+        yield from self._async.iterate_request_blocking(build_request(prompt, **kwargs))
 
     def preload(self, **kwargs: Unpack[ModelOptions]) -> ModelSpec:
         request = build_request("", **kwargs)
-        return engine().portal.run(self._async._preload(request))
+        return self._async.preload_blocking(request)
 
     def replay(
         self,
@@ -61,9 +60,7 @@ class SteadyText:
         allow_download: bool = False,
     ) -> ReplayReport:
         """Blocking :meth:`AsyncSteadyText.replay`."""
-        fingerprint, text = load_recording(recording)
-        request = request_from_fingerprint(fingerprint, allow_remote=allow_remote, allow_download=allow_download)
-        return engine().portal.run(self._async._replay(fingerprint, text, request))
+        return self._async.replay_blocking(recording, allow_remote=allow_remote, allow_download=allow_download)
 
     def worker_pids(self) -> list[int]:
         return self._async.worker_pids()

@@ -1,7 +1,7 @@
 """The worker's constrained decode loop on the embedded base gemma-3-270m (raw prompts: the decode loop itself is under
 test, not a chat template), shared by the structured tests (one model per session).
 
-``Runner.generate`` runs the worker's own loop (``_worker.decode.SequenceDecoder``, driven by ``LlamaModel.run``
+``Runner.generate`` runs the worker's own loop (``_worker.child.decode.SequenceDecoder``, driven by ``LlamaModel.run``
 as the worker drives a request with no neighbours): the matcher chooses each token with the tokens remaining (the
 budget rule), and the end maps to the same finish reasons and ConstraintError.
 """
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from steadytext_async._config import Settings
 from steadytext_async._modelref import ModelRef
 from steadytext_async._registry import GEMMA_BASE, resolve_model
-from steadytext_async._worker.decode import SequenceDecoder
-from steadytext_async._worker.llama import LlamaModel
-from steadytext_async._worker.sampling import Sampler
+from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.llama import LlamaModel
+from steadytext_async._worker.child.sampling import Sampler
 from steadytext_async.structured import Constraint, MatcherFactory
 
 

@@ -94,7 +94,7 @@ def _shared_batch_verdicts(request: pytest.FixtureRequest, monkeypatch: pytest.M
     if module is not None and module.__name__.rpartition(".")[2] == "test_batching":
         return
     from steadytext_async._engine.engine import Engine
-    from steadytext_async._worker.pool import Pool
+    from steadytext_async._worker.parent.pool import Pool
 
     new_pool = Engine.new_pool
 

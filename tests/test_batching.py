@@ -1,6 +1,6 @@
 """Batched decoding is byte-identical to decoding alone: every request, every batch composition.
 
-One in-process worker (the real ``_worker.child.Worker``: self-test, batcher, decoder) with up to 7 sequences,
+One in-process worker (the real ``_worker.child.worker.Worker``: self-test, batcher, decoder) with up to 7 sequences,
 driven tick by tick so that neighbours can join, finish, or be cancelled at chosen steps. Each request's text,
 token ids and logprobs (floats compared exactly) must equal its own alone run, and the greedy texts the goldens.
 """
@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from test_determinism import GOLDEN
 
-from steadytext_async._worker import selftest
-from steadytext_async._worker.child import Worker
+from steadytext_async._worker.child import selftest
+from steadytext_async._worker.child.worker import Worker
 from steadytext_async._worker.protocol import (
     BatchVerdict,
     Cancel,
@@ -62,7 +62,7 @@ class Harness:
         elif isinstance(msg, Cancelled):
             self.outs[msg.rid].finish = "cancelled"
         elif isinstance(msg, ErrorFrame):
-            raise AssertionError(f"request {msg.rid} failed: {msg.kind}: {msg.message}")
+            raise AssertionError(f"request {msg.rid} failed: {msg.error}")
         elif isinstance(msg, BatchVerdict):
             self.verdicts.append(msg.max_batch)
 
@@ -136,8 +136,8 @@ def test_self_test_finds_the_largest_identical_batch_and_caches_it(harness: Harn
     w = harness.worker
     assert w.batch_max == B and w.selftest_seconds > 0 and harness.verdicts == [B]
     info = w.info()
-    assert info["max_batch"] == B and info["selftest_pending"] is False
-    assert info["kernel"] == "flash_attn=0,kv_unified=0,n_seq_max=7,repack=0,tiled_mm=0"
+    assert info.max_batch == B and info.selftest_pending is False
+    assert info.kernel == "flash_attn=0,kv_unified=0,n_seq_max=7,repack=0,tiled_mm=0"
     assert w.cfg.verdict_path is not None
     key = selftest.verdict_key(w.cfg.model_path, w._system_info(), 1, B, 512)
     assert selftest.load_verdict(Path(w.cfg.verdict_path), key, B) == B
@@ -253,14 +253,14 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     w = h.worker
     info = w.info()
     assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
-    assert info["max_batch"] == 1 and info["selftest_pending"] is True and not verdicts.exists()
+    assert info.max_batch == 1 and info.selftest_pending is True and not verdicts.exists()
     limits: list[float] = []
     widths: list[int] = []
     orig = h.collect
 
     def collect(msg: FromWorker) -> None:
         if isinstance(msg, DoneFrame):
-            limits.append(msg.timings["max_batch"])
+            limits.append(msg.timings.max_batch)
         orig(msg)
 
     h.collect = collect  # type: ignore[method-assign]
@@ -281,7 +281,7 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     assert min(widths) == -1 and max(widths) > 1  # one at a time before the verdict, several after
     assert limits[0] == 1.0 and limits[-1] == 4.0
     assert selftest.load_verdict(verdicts, _key(h), 4) == 4
-    assert w.info()["selftest_pending"] is False
+    assert w.info().selftest_pending is False
     w.model.close()
 
 
@@ -301,7 +301,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         w = h.worker
         out = h.run({0: [TARGETS[0]]})[0]
         assert out.finish == "length" and w.batch_max == 1 and h.verdicts == []
-        assert w.info()["selftest_pending"] is True and not verdicts.exists()  # it never ran the test meanwhile
+        assert w.info().selftest_pending is True and not verdicts.exists()  # it never ran the test meanwhile
         selftest.store_verdict(verdicts, _key(h), 3)  # the lock holder's verdict
         w.finish_selftest()
         assert h.verdicts == [3] and w.batch_max == 3 and w.selftest_seconds == 0.0
@@ -374,7 +374,7 @@ def test_an_out_of_range_cached_verdict_is_not_used(gemma_spec: Any, tmp_path: P
     probe.worker.model.close()
     selftest.store_verdict(verdicts, key, 4096)
     h = _worker(gemma_spec, verdicts, max_batch=2)
-    assert h.worker.batch_max == 1 and h.worker.info()["selftest_pending"] is True
+    assert h.worker.batch_max == 1 and h.worker.info().selftest_pending is True
     h.worker.finish_selftest()
     assert h.verdicts == [2] and h.worker.batcher.per_call == 2 and len(h.worker.batcher.free) == 2
     assert selftest.load_verdict(verdicts, key, 2) == 2
@@ -394,7 +394,7 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
         # a fresh cache: the first request is served unbatched at once, while the self-test runs beside it
         first = await client.generate(prompts[0], max_new_tokens=12, return_logprobs=True)
         pool = client._local.pool
-        assert first.fingerprint.max_batch == 1 and pool._workers[0].info["selftest_seconds"] == 0
+        assert first.fingerprint.max_batch == 1 and pool._workers[0].info.selftest_seconds == 0
         await warm_batching(client, 4)
         got = await asyncio.gather(*(client.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts))
         assert len(pool.pids()) == 1 and pool.peak_batch == 4  # six requests, one worker, four decoding at once
@@ -466,9 +466,9 @@ def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
     """llama.cpp splits a step at each gap or inversion of sequence ids into separately costed micro-batches (8
     sequences in reverse order ran 2.4x slower): the batcher keeps ids ascending and fills gaps left by requests
     that finished early."""
-    from steadytext_async._worker.batch import Batcher
-    from steadytext_async._worker.decode import SequenceDecoder
-    from steadytext_async._worker.sampling import Sampler
+    from steadytext_async._worker.child.batch import Batcher
+    from steadytext_async._worker.child.decode import SequenceDecoder
+    from steadytext_async._worker.child.sampling import Sampler
 
     model = _StepRecorder()
     batcher = model.batcher = Batcher(model, slots=6, per_call=6, threads=1, send=lambda msg: None)  # type: ignore[arg-type]
@@ -500,12 +500,12 @@ async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> No
 
     async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
         await client.preload()
-        ready = [dict(w.info) for w in client._local.pool._workers]  # ready without the test: unbatched
+        ready = [w.info for w in client._local.pool._workers]  # ready without the test: unbatched
         await warm_batching(client, 4)
         infos = [w.info for w in client._local.pool._workers]
-    assert [(i["max_batch"], i["selftest_pending"]) for i in ready] == [(1, True), (1, True)]
-    assert len(infos) == 2 and all(i["max_batch"] == 4 for i in infos)
-    assert sorted(i["selftest_seconds"] > 0 for i in infos) == [False, True]
+    assert [(i.max_batch, i.selftest_pending) for i in ready] == [(1, True), (1, True)]
+    assert len(infos) == 2 and all(i.max_batch == 4 for i in infos)
+    assert sorted(i.selftest_seconds > 0 for i in infos) == [False, True]
     key = next(iter(json.loads((tmp_path / "batch-verdicts.json").read_text())))
     assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 4) == 4
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from test_batching import warm_batching
 
 import steadytext_async as st
-from steadytext_async._worker.budget import HostBudget
+from steadytext_async._worker.parent.budget import HostBudget
 
 
 def test_slots_are_exclusive_across_processes_and_freed_when_the_holder_dies(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_slots_are_exclusive_across_processes_and_freed_when_the_holder_dies(tmp
                 f"""
                 import sys, time
                 from pathlib import Path
-                from steadytext_async._worker.budget import HostBudget
+                from steadytext_async._worker.parent.budget import HostBudget
                 b = HostBudget(Path({str(tmp_path)!r}), 2)
                 held = [b.try_acquire(), b.try_acquire()]
                 print(sum(t is not None for t in held), flush=True)
@@ -97,7 +97,7 @@ async def test_a_batch_that_started_short_of_threads_takes_them_once_freed(tmp_p
     would stay on one thread; the pool's watcher takes the freed token (nobody else waits) and re-splits."""
     slots = str(tmp_path / "cores-2")
     code = (
-        "import sys; from pathlib import Path; from steadytext_async._worker.budget import HostBudget; "
+        "import sys; from pathlib import Path; from steadytext_async._worker.parent.budget import HostBudget; "
         f"t = HostBudget(Path({slots!r}), 2).try_acquire(); print(t is not None, flush=True); sys.stdin.readline()"
     )
     outsider = await asyncio.create_subprocess_exec(
@@ -150,7 +150,7 @@ async def test_closing_a_client_mid_request_gives_its_host_cores_back(tmp_path: 
         await task
     assert pool._budget.tokens == []
     code = (
-        "from pathlib import Path; from steadytext_async._worker.budget import HostBudget; "
+        "from pathlib import Path; from steadytext_async._worker.parent.budget import HostBudget; "
         f"b = HostBudget(Path({str(tmp_path / 'cores-2')!r}), 2); "
         "print(sum(b.try_acquire() is not None for _ in range(2)))"
     )

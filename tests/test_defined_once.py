@@ -20,7 +20,7 @@ def _trees() -> dict[str, ast.Module]:
 
 
 def test_no_constant_is_written_in_two_modules() -> None:
-    # Before: FAILURE_TTL = 30.0 in _router.py and in _worker/pool.py.
+    # Before: FAILURE_TTL = 30.0 in _router.py and in _worker/parent/pool.py.
     where: dict[str, list[str]] = collections.defaultdict(list)
     for path, tree in _trees().items():
         for node in tree.body:

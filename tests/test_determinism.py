@@ -15,7 +15,7 @@ from steadytext_async._options import ModelOptions
 from steadytext_async._registry import EMBEDDED, GEMMA_BASE
 
 # Golden outputs (max_new_tokens=24, greedy) pinned to each GGUF's sha256, with the worker's kernel settings (CPU
-# repack, flash attention and ggml's tiled K-quant matmul off; see _worker/llama.py). They are checked against
+# repack, flash attention and ggml's tiled K-quant matmul off; see _worker/child/llama.py). They are checked against
 # llama-cpp-python's own greedy decode (tests/_oracle.py) in the two *_oracle tests below.
 #
 # Raw continuation: the base gemma-3-270m, by name.

@@ -1,4 +1,4 @@
-from steadytext_async._worker.governor import ThreadGovernor
+from steadytext_async._worker.child.governor import ThreadGovernor
 
 
 def drive(gov: ThreadGovernor, share: int, cost: dict[int, float], steps: int) -> list[int]:
@@ -41,9 +41,9 @@ def test_work_after_idleness_measures_the_full_share_again() -> None:
     used to keep the next lone request on one thread (24 instead of 42 tok/s)."""
     from test_batching import _StepRecorder
 
-    from steadytext_async._worker.batch import Batcher
-    from steadytext_async._worker.decode import SequenceDecoder
-    from steadytext_async._worker.sampling import Sampler
+    from steadytext_async._worker.child.batch import Batcher
+    from steadytext_async._worker.child.decode import SequenceDecoder
+    from steadytext_async._worker.child.sampling import Sampler
 
     model = _StepRecorder()
     batcher = model.batcher = Batcher(model, slots=4, per_call=4, threads=2, send=lambda msg: None)  # type: ignore[arg-type]

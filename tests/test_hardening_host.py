@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from steadytext_async._exceptions import InvalidRequestError, ModelNotFoundError
-from steadytext_async._worker.budget import HostBudget
-from steadytext_async._worker.threads import ThreadBudget
+from steadytext_async._worker.parent.budget import HostBudget
+from steadytext_async._worker.parent.threads import ThreadBudget
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from steadytext_async._worker.budget import HostBudget
+from steadytext_async._worker.parent.budget import HostBudget
 budget = HostBudget(Path(sys.argv[1]), int(sys.argv[2]))
 tokens = [budget.try_acquire() for _ in range(int(sys.argv[2]))]
 assert all(tokens)
@@ -170,7 +170,7 @@ def test_a_child_forked_while_waiting_does_not_keep_announcing_a_waiter(tmp_path
     import os
     import time
 
-    from steadytext_async._worker.budget import HostBudget
+    from steadytext_async._worker.parent.budget import HostBudget
 
     budget = HostBudget(tmp_path, 2)
     started, ready = os.pipe()

@@ -27,7 +27,7 @@ from steadytext_async._models import GenerationRequest, ModelSpec
 from steadytext_async._validate import build_request
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
 from steadytext_async.providers.daemon import DAEMON_PATH
-from steadytext_async.serve import ServeConfig, _daemon_endpoint, create_app
+from steadytext_async.serve import ServeConfig, create_app
 from steadytext_async.serve import _app as serve_app
 
 SETTINGS = Settings(cache_disabled=True, workers=1, threads=1)
@@ -69,7 +69,7 @@ def resolved(monkeypatch: pytest.MonkeyPatch) -> list[GenerationRequest]:
         calls.append(request)
         raise ModelUnavailableError("resolution reached")
 
-    monkeypatch.setattr(_daemon_endpoint, "resolve_local", resolve)
+    monkeypatch.setattr(AsyncSteadyText, "resolve_local", resolve)  # the client's door serve uses
     return calls
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,13 +35,17 @@ TIERS: list[dict[str, list[str]]] = [
             "_env",
             "_config",
             "_worker.limits",  # the worker pipe's size limits: request validation checks prompts against them
+            "_errorwire",  # errors across the pipe, the daemon and serve: one record, one registry
         ]
     },
     {"structured": ["structured"]},
     # what a request is: validated values, model references, the model registry
     {"request": ["_tools", "_messages", "_modelref", "_models", "_registry", "_validate"]},
-    # the two backends the engine owns: worker processes and the result cache (independent of each other)
-    {"worker": ["_worker"], "cache": ["_cache"]},
+    # the one wire module between the parent's and the worker process's side of the pipe
+    {"wire": ["_worker.protocol"]},
+    # the two backends the engine owns (independent of each other): worker processes, split by process (the
+    # parent's pool side and the child's side never import each other; they share only the wire), and the cache
+    {"parent": ["_worker.parent"], "child": ["_worker.child"], "cache": ["_cache"]},
     {"engine": ["_engine"]},
     {"providers": ["providers"]},
     {"routing": ["_router", "_results", "_replay"]},
@@ -170,12 +176,94 @@ def test_no_upward_imports() -> None:
 @pytest.mark.parametrize(
     ("module", "target", "upward"),
     [
-        ("_worker.pool", "_engine.engine", True),
-        ("_cache.key", "_worker.pool", True),  # same tier, another group
+        ("_worker.parent.pool", "_engine.engine", True),
+        ("_cache.key", "_worker.parent.pool", True),  # same tier, another group
         ("structured.local", "_client", True),
         ("_client", "_cache", False),
-        ("_worker.pool", "_worker.handle", False),
+        ("_worker.parent.pool", "_worker.parent.handle", False),
+        ("_worker.parent.pool", "_worker.protocol", False),
+        ("_worker.child.batch", "_worker.protocol", False),
+        ("_worker.child.worker", "_worker.parent.handle", True),  # the two sides of the pipe
+        ("_worker.parent.handle", "_worker.child.worker", True),
+        ("_worker.protocol", "_worker.parent.pool", True),  # the wire imports neither side
+        ("_worker.protocol", "_worker.child.decode", True),
     ],
 )
 def test_the_rule_itself(module: str, target: str, upward: bool) -> None:
     assert is_upward(f"{NAME}.{module}", f"{NAME}.{target}") is upward
+
+
+@pytest.mark.parametrize(
+    ("module", "other"),
+    [
+        ("steadytext_async._worker.child.worker", "steadytext_async._worker.parent"),  # what a worker process runs
+        ("steadytext_async.providers.local", "steadytext_async._worker.child"),  # the parent's whole pool side
+    ],
+)
+def test_each_side_of_the_pipe_loads_without_the_other(module: str, other: str) -> None:
+    """At run time, not only in the source: importing one side loads no module of the other."""
+    code = "import importlib, sys; importlib.import_module(sys.argv[1]); print('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code, module], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert module in loaded
+    assert [m for m in loaded if m == other or m.startswith(other + ".")] == []
+
+
+# -- one door into the engine --------------------------------------------------------------------------------------
+# The module-level functions, the blocking client and the server drive the SDK through the client's declared methods
+# (public, or documented as the package's own), never through another object's private members.
+FRONT_DOORS = ["_api.py", "_sync.py", *sorted(f"serve/{p.name}" for p in (PACKAGE / "serve").glob("*.py"))]
+PRIVATE_REACH_ALLOWED: dict[str, str] = {}  # "file: expression" -> why it cannot be avoided
+
+
+def _is_module(name: str) -> bool:
+    rel = Path(*name.split(".")[1:])
+    return (PACKAGE / rel).with_suffix(".py").is_file() or (PACKAGE / rel / "__init__.py").is_file()
+
+
+def private_reaches(rel: str) -> list[str]:
+    """``obj._name`` where ``obj`` is not ``self``, ``cls`` or a module, and ``from module import _name`` of a
+    name that is not a module, in the file ``rel`` of the package."""
+    path = PACKAGE / rel
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = _module_name(path).rpartition(".")[0]
+    modules: set[str] = set()  # local names bound to modules
+    found: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.asname or alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
+            target = ".".join([*base, *([node.module] if node.module else [])])
+            for alias in node.names:
+                is_module = target.startswith(NAME) and _is_module(f"{target}.{alias.name}")
+                if is_module:
+                    modules.add(alias.asname or alias.name)
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{rel}: from {target} import {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value
+            if isinstance(owner, ast.Name) and (owner.id in ("self", "cls") or owner.id in modules):
+                continue
+            found.append(f"{rel}: {ast.unparse(node)}")
+    return [f for f in found if f not in PRIVATE_REACH_ALLOWED]
+
+
+def test_the_front_doors_reach_no_private_member() -> None:
+    # before: default_client()._agenerate, self._async._preload, client._local._pool, pool._workers, ...
+    assert [reach for rel in FRONT_DOORS for reach in private_reaches(rel)] == []
+
+
+def test_a_private_reach_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = "import os\nfrom .._replay import _constraint\nx = client._local._pool\ny = self._own\nz = os._exit\n"
+    fake = tmp_path / NAME / "serve"
+    fake.mkdir(parents=True)
+    (fake / "_sample.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / NAME)
+    assert private_reaches("serve/_sample.py") == [
+        "serve/_sample.py: from steadytext_async._replay import _constraint",
+        "serve/_sample.py: client._local._pool",
+        "serve/_sample.py: client._local",
+    ]

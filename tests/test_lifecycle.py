@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import steadytext_async as st
-from steadytext_async._worker import pool as pool_module
+from steadytext_async._worker.parent import pool as pool_module
 
 
 async def test_closed_clients_are_freed() -> None:

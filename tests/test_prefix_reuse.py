@@ -2,7 +2,7 @@
 reuse off, across batch compositions, stream and whole, message lists and raw prompts, sampled and constrained
 requests; the kept states never exceed the byte cap.
 
-One in-process worker (the real ``_worker.child.Worker``) with a small ``n_batch`` (32) so that prompts of a few
+One in-process worker (the real ``_worker.child.worker.Worker``) with a small ``n_batch`` (32) so that prompts of a few
 hundred tokens span many chunks; reuse is switched off by detaching its :class:`PrefixStore` from the batcher.
 """
 
@@ -19,11 +19,11 @@ from test_batching import Harness as BatchHarness
 from test_batching import Out
 
 import steadytext_async as st
-from steadytext_async._worker.affinity import Affinity, anchors
-from steadytext_async._worker.child import Worker
-from steadytext_async._worker.decode import SequenceDecoder
-from steadytext_async._worker.prefix import PrefixStore
-from steadytext_async._worker.protocol import DoneFrame, FromWorker, GenParams, WorkerConfig
+from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.prefix import PrefixStore
+from steadytext_async._worker.child.worker import Worker
+from steadytext_async._worker.parent.affinity import Affinity, anchors
+from steadytext_async._worker.protocol import DoneFrame, DoneTimings, DoneUsage, FromWorker, GenParams, WorkerConfig
 from steadytext_async.structured import normalize
 
 N_BATCH = 32
@@ -71,7 +71,7 @@ class Harness(BatchHarness):
     def collect(self, msg: FromWorker) -> None:
         super().collect(msg)
         if isinstance(msg, DoneFrame):
-            self.usage[msg.rid] = Usage(msg.usage["prompt_tokens_cached"], msg.usage["prompt_tokens"])
+            self.usage[msg.rid] = Usage(msg.usage.prompt_tokens_cached, msg.usage.prompt_tokens)
             assert msg.prefix_bytes == (self.store.held if self.worker.batcher.prefix else 0)
 
     def run(  # type: ignore[override]
@@ -294,8 +294,9 @@ def test_affinity_scores_the_leading_text_a_worker_saw() -> None:
     k_msgs = anchors(GenParams(prompt="", messages=msgs, max_new_tokens=1))
     aff.sent(w2, k_msgs)
     assert aff.score(w2, anchors(GenParams(prompt="", messages=(*msgs, msgs[1]), max_new_tokens=1))) == len(k_msgs)
-    aff.done(w2, DoneFrame(1, "length", {"prompt_tokens_cached": 64}, {}, prefix_bytes=123))
-    aff.done(w1, DoneFrame(2, "length", {"prompt_tokens_cached": 0}, {}, prefix_bytes=7))
+    timings = DoneTimings(prompt_eval=0.1, decode=0.2, n_threads=1, max_batch=1)
+    aff.done(w2, DoneFrame(1, "length", DoneUsage(80, 8, prompt_tokens_cached=64), timings, prefix_bytes=123))
+    aff.done(w1, DoneFrame(2, "length", DoneUsage(80, 8), timings, prefix_bytes=7))
     assert (aff.hits, aff.reused, aff.held([w1, w2])) == (1, 64, 130)
 
 

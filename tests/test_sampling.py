@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import numpy.typing as npt
 
-from steadytext_async._worker.sampling import Sampler, log_softmax_at, top_alternatives
+from steadytext_async._worker.child.sampling import Sampler, log_softmax_at, top_alternatives
 
 
 def logits(seed: int = 0, n: int = 1000) -> npt.NDArray[np.float32]:

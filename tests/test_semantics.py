@@ -6,8 +6,8 @@ import pydantic
 import pytest
 
 import steadytext_async as st
-from steadytext_async._worker.pool import Done, Pool, WorkerPiece
-from steadytext_async._worker.protocol import GenParams
+from steadytext_async._worker.parent.pool import Done, Pool
+from steadytext_async._worker.protocol import GenParams, PieceFrame
 
 PROMPT = "The capital of France is"
 
@@ -44,9 +44,9 @@ async def test_eos_token_ends_generation(model_spec: st.ModelSpec) -> None:
         done = events[-1]
         assert isinstance(done, Done)
         assert done.finish_reason == "eos"
-        pieces = [e for e in events if isinstance(e, WorkerPiece)]
+        pieces = [e for e in events if isinstance(e, PieceFrame)]
         ids = [t for p in pieces for t in p.token_ids]
-        assert done.usage["completion_tokens"] == len(ids) == 16
+        assert done.usage.completion_tokens == len(ids) == 16
         assert not {0, 2} & set(ids)  # <|endoftext|> and <|im_end|> never appear in the output
         assert "".join(p.text for p in pieces) == "Hello! How can I help you today? We can chat about something fun!"
     finally:

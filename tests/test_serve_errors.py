@@ -14,7 +14,7 @@ from steadytext_async._config import Settings
 from steadytext_async._models import GenerationRequest, ModelSpec
 from steadytext_async.providers.base import ProviderChunk, ProviderDone
 from steadytext_async.providers.daemon import DAEMON_PATH
-from steadytext_async.serve import ServeConfig, _daemon_endpoint, create_app
+from steadytext_async.serve import ServeConfig, create_app
 
 SETTINGS = Settings(cache_disabled=True, workers=1, threads=1)
 SECRET = "boom at /srv/secret/path"
@@ -73,8 +73,8 @@ async def test_the_daemon_endpoint_logs_a_failure_once(
         yield ProviderChunk("piece", [1])
         raise RuntimeError(SECRET)
 
-    monkeypatch.setattr(_daemon_endpoint, "resolve_local", resolve)
-    monkeypatch.setattr(_daemon_endpoint, "local_events", events)
+    monkeypatch.setattr(AsyncSteadyText, "resolve_local", resolve)  # the client's door serve uses
+    monkeypatch.setattr(AsyncSteadyText, "stream_local", events)
     caplog.set_level(logging.WARNING, logger="steadytext_async")
     body = {
         "request": {"prompt": "Hi", "max_new_tokens": 4},

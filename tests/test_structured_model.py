@@ -1,4 +1,4 @@
-"""Local enforcement end to end on the embedded gemma-3-270m: a decode loop shaped like ``_worker/child.py``.
+"""Local enforcement end to end on the embedded gemma-3-270m: a decode loop shaped like ``_worker/child/worker.py``.
 
 The model and the llguidance tokenizer are built once for this module (one thread). Hypothesis draws schemas,
 regexes and choice lists from subsets whose outputs are bounded, so each example finishes within a token budget

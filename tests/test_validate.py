@@ -121,7 +121,7 @@ def test_first_attribute_and_request_stay_light() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     loaded = set(json.loads(out.stdout))
     heavy = {"asyncio", "steadytext_async._client", "steadytext_async._engine", "steadytext_async._cache"}
-    heavy |= {"steadytext_async._worker.pool", "steadytext_async._router", "steadytext_async._replay"}
+    heavy |= {"steadytext_async._worker.parent.pool", "steadytext_async._router", "steadytext_async._replay"}
     heavy |= {"steadytext_async._config", "steadytext_async._worker.protocol"}  # settings, the wire's dataclasses
     assert not loaded & heavy, sorted(loaded & heavy)
 

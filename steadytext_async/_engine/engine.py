@@ -5,7 +5,7 @@ touched from the caller's loop:
 
 - the private loop thread (:class:`~steadytext_async._engine.portal.Portal`) that the worker pools and result
   caches live on;
-- the host-wide decode-thread budget (:class:`~steadytext_async._worker.budget.HostBudget`) that every pool of
+- the host-wide decode-thread budget (:class:`~steadytext_async._worker.parent.budget.HostBudget`) that every pool of
   every process draws from;
 - the result caches, one per cache configuration, shared by every client of the process;
 - the list of live pools, so that interpreter exit stops every worker.
@@ -26,14 +26,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._worker.budget import HostBudget
+from .._worker.parent.budget import HostBudget
 from .portal import Portal
 
 if TYPE_CHECKING:
     from .._cache.frontend import ResultCache
     from .._config import Settings
     from .._loopexit import Closable
-    from .._worker.pool import Pool
+    from .._worker.parent.pool import Pool
 
 __all__ = ["Engine", "engine"]
 
@@ -74,7 +74,7 @@ class Engine:
 
     # -- pools -----------------------------------------------------------------------------------------------
     def new_pool(self, settings: Settings) -> Pool:
-        from .._worker.pool import Pool
+        from .._worker.parent.pool import Pool
 
         s = settings
         pool = Pool(

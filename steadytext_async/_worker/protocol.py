@@ -7,6 +7,10 @@ one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and :class:`
 how many requests it decodes together. A worker may run several requests at once (batched decoding), so frames of
 different requests interleave; every request frame carries its ``rid``. Only our own child writes to the pipe, so pickle
 is safe here.
+
+This is the one module both sides import: the parent's (:mod:`.parent`: pool, handles, thread budget) and the worker
+process's (:mod:`.child`); it imports neither. Every message, and every part of one, is a frozen slotted dataclass of
+this module (errors: :class:`~steadytext_async._errorwire.ErrorRecord`), so reading a frame imports nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, dataclass_transform
 
+from .._errorwire import ErrorRecord
 from .._exceptions import InvalidRequestError
 from .._options import DEFAULT_MIN_P, DEFAULT_SEED, DEFAULT_TOP_K, DEFAULT_TOP_LOGPROBS, DEFAULT_TOP_P
 from .limits import MAX_FRAME, MAX_PROMPT_BYTES
@@ -34,7 +39,10 @@ __all__ = [
     "Cancel",
     "Cancelled",
     "DoneFrame",
+    "DoneTimings",
+    "DoneUsage",
     "ErrorFrame",
+    "ErrorRecord",
     "Fatal",
     "FromWorker",
     "GenParams",
@@ -46,7 +54,9 @@ __all__ = [
     "Shutdown",
     "ThreadsAck",
     "ToWorker",
+    "TokenInfo",
     "WorkerConfig",
+    "WorkerInfo",
     "child_argv",
     "child_env",
     "decode_from_worker",
@@ -146,13 +156,46 @@ class Shutdown:
 
 # -- child -> parent ---------------------------------------------------------------------------------------------
 @_message
+class WorkerInfo:
+    """What a worker reports about itself in :class:`Ready`; a :class:`BatchVerdict` later updates ``max_batch``
+    and the self-test fields. The llama.cpp fields go into each result's fingerprint."""
+
+    pid: int
+    llama_cpp_python_version: str
+    llama_cpp_system_info: str
+    cpu: str
+    n_ctx: int  # per sequence
+    n_batch: int
+    n_ubatch: int
+    n_vocab: int
+    max_batch: int  # requests decoded together now (1 until the batching self-test decides)
+    kernel: str  # llama.cpp settings that decide the bytes, "name=0|1" joined by commas
+    selftest_seconds: float
+    selftest_pending: bool
+    chat_template_sha256: str | None = None  # None: the model has no chat template
+
+
+@_message
 class Ready:
-    info: dict[str, Any]
+    info: WorkerInfo
 
 
 @_message
 class Fatal:
-    message: str
+    """The worker could not start (its model did not load): the parent reports ModelUnavailableError."""
+
+    error: ErrorRecord
+
+
+@_message
+class TokenInfo:
+    """One generated token's logprob record: its id, bytes and logprob, and the top alternatives as
+    ``(token_id, bytes, logprob)`` (plain tuples: up to 20 per token, and a tuple pickles smallest)."""
+
+    token_id: int
+    data: bytes
+    logprob: float
+    top: tuple[tuple[int, bytes, float], ...]
 
 
 @_message
@@ -160,24 +203,43 @@ class PieceFrame:
     rid: int
     text: str
     token_ids: list[int]
-    tokens: list[Any] | None  # decode.TokenInfo per token when logprobs were asked for
+    tokens: list[TokenInfo] | None  # one per token when logprobs were asked for
+
+
+@_message
+class DoneUsage:
+    prompt_tokens: int  # after truncation
+    completion_tokens: int
+    prompt_tokens_truncated: int = 0  # cut from the front to fit the context
+    prompt_tokens_cached: int = 0  # restored from a kept prefix instead of evaluated (see child/prefix.py)
+
+
+@_message
+class DoneTimings:
+    """Seconds spent on the prompt and on decoding, and what this request ran with (the worker's state may have
+    changed since: its thread share, and its batch limit once the self-test decided)."""
+
+    prompt_eval: float
+    decode: float
+    n_threads: int
+    max_batch: int  # the widest batch this request could be in
 
 
 @_message
 class DoneFrame:
     rid: int
     finish_reason: str
-    usage: dict[str, int]
-    timings: dict[str, float]
-    prefix_bytes: int = 0  # bytes of prompt-prefix state the worker keeps now (see prefix.py)
+    usage: DoneUsage
+    timings: DoneTimings
+    prefix_bytes: int = 0  # bytes of prompt-prefix state the worker keeps now (see child/prefix.py)
 
 
 @_message
 class ErrorFrame:
+    """Request ``rid`` failed; the parent raises :func:`~steadytext_async._errorwire.from_record` of ``error``."""
+
     rid: int
-    kind: str
-    message: str
-    partial_text: str | None = None  # ConstraintError only
+    error: ErrorRecord
 
 
 @_message

@@ -40,13 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._config import Settings, redact_url
 from .._env import serve_token
-from .._exceptions import (
-    ConstraintError,
-    InvalidRequestError,
-    ModelUnavailableError,
-    SteadyTextError,
-    WorkerError,
-)
+from .._errorwire import ErrorRecord, from_record, to_record
+from .._exceptions import WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .base import Capabilities, Provider, ProviderChunk, ProviderDone
 from .local import LocalProvider
@@ -68,11 +63,6 @@ logger = logging.getLogger("steadytext_async")
 
 DAEMON_PATH = "/_steadytext/v1/provider-stream"  # private: not part of the OpenAI-compatible surface
 RETRY_AFTER = 30.0
-_ERRORS: dict[str, type[SteadyTextError]] = {
-    "InvalidRequestError": InvalidRequestError,
-    "ModelUnavailableError": ModelUnavailableError,
-    "WorkerError": WorkerError,
-}
 
 
 class DaemonRefused(Exception):
@@ -91,19 +81,16 @@ def encode_event(event: ProviderChunk | ProviderDone) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
-def encode_error(exc: BaseException) -> bytes:
-    partial = exc.partial_text if isinstance(exc, ConstraintError) else None
-    body = {"error": {"type": type(exc).__name__, "message": str(exc), "partial_text": partial}}
+def encode_error(exc: BaseException, *, retryable: bool = False) -> bytes:
+    """The error line for ``exc`` (``retryable``: the daemon is stopping, the caller should run it elsewhere)."""
+    body = {"error": to_record(exc, retryable=retryable).to_json()}
     return json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def raise_remote_error(error: dict[str, Any]) -> None:
-    kind, message = str(error.get("type")), str(error.get("message"))
-    if kind == "ShuttingDown":  # the daemon is going away: generate in-process, resuming where it stopped
-        raise DaemonRefused(message)
-    if kind == "ConstraintError":
-        raise ConstraintError(message, partial_text=str(error.get("partial_text") or ""))
-    raise _ERRORS.get(kind, WorkerError)(f"daemon: {message}")
+def raise_remote_error(error: ErrorRecord) -> None:
+    if error.retryable:  # the daemon is going away: generate in-process, resuming where it stopped
+        raise DaemonRefused(error.message)
+    raise from_record(error, origin="daemon")
 
 
 _FINISH_REASONS = frozenset(typing.get_args(FinishReason))
@@ -127,9 +114,9 @@ def decode_event(line: bytes) -> ProviderChunk | ProviderDone:
             if done.finish_reason not in _FINISH_REASONS:
                 raise ValueError(f"unknown finish_reason {done.finish_reason!r:.40}")
             return done
-        error = body.get("error")
-        if not isinstance(error, dict):
+        if "error" not in body:
             raise TypeError("neither a chunk, a result nor an error")
+        error = ErrorRecord.from_json(body["error"])
     except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:  # ValidationError: a ValueError
         raise DaemonRefused(f"malformed daemon event ({type(exc).__name__}): {line[:80]!r}") from None
     raise_remote_error(error)

@@ -1,17 +1,17 @@
-"""Local provider: llama.cpp worker processes (see :mod:`steadytext_async._worker.pool`)."""
+"""Local provider: llama.cpp worker processes (see :mod:`steadytext_async._worker.parent.pool`)."""
 
 from __future__ import annotations
 
 import os
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any, cast, get_args
+from typing import get_args
 
 from .._config import Settings
 from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
-from .._worker.pool import Done, Pool
-from .._worker.protocol import GenParams
+from .._worker.parent.pool import Done, Pool, PoolStats
+from .._worker.protocol import DoneTimings, GenParams, TokenInfo, WorkerInfo
 from .base import Capabilities, Provider, ProviderChunk, ProviderDone, ProviderInfo
 
 __all__ = ["LocalProvider"]
@@ -27,25 +27,36 @@ def _finish(reason: str) -> FinishReason:
     raise WorkerError(f"worker reported an unknown finish reason {reason!r}")
 
 
-def _ran(timings: dict[str, float]) -> dict[str, int]:
-    """What this request ran with, as opposed to the worker's state now: its thread count, and its batch limit (a
-    worker serves unbatched until its self-test decides, then batches)."""
-    return {k: int(timings[k]) for k in ("n_threads", "max_batch") if k in timings}
+def _provider_info(worker: WorkerInfo, ran: DoneTimings) -> ProviderInfo:
+    """The worker's llama.cpp setup, with what this request ran with as opposed to the worker's state now: its
+    thread count, and its batch limit (a worker serves unbatched until its self-test decides, then batches)."""
+    info = ProviderInfo(
+        llama_cpp_python_version=worker.llama_cpp_python_version,
+        llama_cpp_system_info=worker.llama_cpp_system_info,
+        n_ctx=worker.n_ctx,
+        n_batch=worker.n_batch,
+        n_ubatch=worker.n_ubatch,
+        n_threads=ran.n_threads,
+        max_batch=ran.max_batch,
+        kernel=worker.kernel,
+        cpu=worker.cpu,
+    )
+    if worker.chat_template_sha256 is not None:
+        info["chat_template_sha256"] = worker.chat_template_sha256
+    return info
 
 
-def _token_logprobs(raw: list[Any]) -> list[TokenLogprob]:
-    out = []
-    for token_id, data, logprob, tops in raw:
-        out.append(
-            TokenLogprob(
-                token=_text(data),
-                token_id=token_id,
-                bytes=list(data),
-                logprob=logprob,
-                top_logprobs=[TopLogprob(token=_text(b), token_id=t, bytes=list(b), logprob=v) for t, b, v in tops],
-            )
+def _token_logprobs(raw: list[TokenInfo]) -> list[TokenLogprob]:
+    return [
+        TokenLogprob(
+            token=_text(t.data),
+            token_id=t.token_id,
+            bytes=list(t.data),
+            logprob=t.logprob,
+            top_logprobs=[TopLogprob(token=_text(b), token_id=i, bytes=list(b), logprob=v) for i, b, v in t.top],
         )
-    return out
+        for t in raw
+    ]
 
 
 class LocalProvider(Provider):
@@ -75,6 +86,18 @@ class LocalProvider(Provider):
             self._pid = os.getpid()
             weakref.finalize(self, eng.retire_pool, pool)  # an owner dropped without aclose()
         return self._pool
+
+    def _started(self) -> Pool | None:
+        """This process's pool if one was started (without starting one)."""
+        return self._pool if self._pid == os.getpid() else None
+
+    def worker_pids(self) -> list[int]:
+        pool = self._started()
+        return pool.pids() if pool is not None else []
+
+    def stats(self) -> PoolStats:
+        pool = self._started()
+        return pool.stats() if pool is not None else PoolStats()
 
     def check(self, request: GenerationRequest, spec: ModelSpec | None = None) -> None:
         if spec is not None and spec.prompt_format != "chat" and request.messages is not None:
@@ -118,17 +141,17 @@ class LocalProvider(Provider):
         )
         async for event in self.pool.stream(spec.path, params):
             if isinstance(event, Done):
-                usage = event.usage
+                usage, timings = event.usage, event.timings
                 yield ProviderDone(
                     finish_reason=_finish(event.finish_reason),
-                    prompt_tokens=usage["prompt_tokens"],
-                    completion_tokens=usage["completion_tokens"],
-                    prompt_tokens_truncated=usage["prompt_tokens_truncated"],
-                    prompt_tokens_cached=usage.get("prompt_tokens_cached", 0),
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    prompt_tokens_truncated=usage.prompt_tokens_truncated,
+                    prompt_tokens_cached=usage.prompt_tokens_cached,
                     queue_wait=event.queue_wait,
-                    prompt_eval=event.timings["prompt_eval"],
-                    decode=event.timings["decode"],
-                    info=cast(ProviderInfo, {**event.info, **_ran(event.timings)}),
+                    prompt_eval=timings.prompt_eval,
+                    decode=timings.decode,
+                    info=_provider_info(event.info, timings),
                 )
             else:
                 tokens = _token_logprobs(event.tokens) if event.tokens is not None else None

@@ -27,7 +27,6 @@ from .._validate import build_request
 from .._version import __version__
 from ..providers.daemon import DAEMON_PATH
 from . import _daemon_endpoint
-from ._engine import generate_request, stream_request
 from ._errors import HTTPError, error_response
 from ._openai import DEFAULT_MODEL, Envelope, Kind, ParsedRequest, parse_request, response_body
 from ._policy import check_model
@@ -94,10 +93,10 @@ def _generation(state: ServerState, kind: Kind) -> Handler:
         try:
             sdk_request = await _validated(state, req)
             if not req.stream:
-                result = await or_stop(generate_request(state.sdk, sdk_request), state.stop, request)
+                result = await or_stop(state.sdk.run_request(sdk_request), state.stop, request)
                 _record(state, result)
                 return JSONResponse(response_body(env, result))
-            items = until(stream_request(state.sdk, sdk_request), state.stop)
+            items = until(state.sdk.stream_request(sdk_request), state.stop)
             try:  # errors before the first piece still get their HTTP status; a client gone meanwhile cancels it
                 first = await or_stop(anext(items), state.stop, request)
             except BaseException:

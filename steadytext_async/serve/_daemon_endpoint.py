@@ -20,15 +20,14 @@ from starlette.responses import Response, StreamingResponse
 
 from .._exceptions import InvalidRequestError
 from .._models import GenerationRequest
-from .._replay import _constraint
+from .._replay import recorded_constraint
 from .._validate import build_request
 from ..providers.base import ProviderChunk, ProviderDone
 from ..providers.daemon import encode_error, encode_event
-from ._engine import local_events, resolve_local
 from ._errors import HTTPError, log_failure
 from ._openai import MAX_TOP_LOGPROBS
 from ._policy import check_model
-from ._sse import or_stop, until
+from ._sse import ShuttingDown, or_stop, until
 from ._state import ServerState, read_json
 
 __all__ = ["handler"]
@@ -44,7 +43,7 @@ def _parse(body: Any) -> GenerationRequest:
         raise InvalidRequestError(f"malformed request: {str(exc)[:500]}") from None
     if given.model_ref.kind in ("remote", "hub", "file"):
         raise HTTPError(409, "the daemon serves registry models only", code="daemon_mismatch")
-    constraint = _constraint(given.constraint.canonical) if given.constraint is not None else None
+    constraint = recorded_constraint(given.constraint.canonical) if given.constraint is not None else None
     if constraint is not None and given.eos_string != "[EOS]":
         raise InvalidRequestError("eos_string cannot be combined with a constraint")
     if not 0 <= given.top_logprobs <= MAX_TOP_LOGPROBS:
@@ -82,14 +81,14 @@ def handler(state: ServerState) -> Any:
             )
         check_model(req.model_ref, allow_download=state.config.allow_download)  # before anything resolves
         client = state.sdk
-        client._local.check(req)  # what needs no model (max_new_tokens < n_ctx), before resolving one
-        spec = await resolve_local(client, req)
+        client.check_local(req)  # what needs no model (max_new_tokens < n_ctx), before resolving one
+        spec = await client.resolve_local(req)
         if (spec.sha256, spec.prompt_format) != (body.get("model_sha256"), body.get("prompt_format")):
             raise HTTPError(
                 409, f"the daemon resolves this request to another model ({spec.name})", code="daemon_mismatch"
             )
-        client._local.check(req, spec)
-        events = until(local_events(client, spec, req), state.stop)
+        client.check_local(req, spec)
+        events = until(client.stream_local(spec, req), state.stop)
         try:  # a caller gone while its request waits for a worker or its prompt cancels it
             first = await or_stop(anext(events), state.stop, request)
         except BaseException:
@@ -112,9 +111,9 @@ async def _lines(
                 state.metrics.record_generated(event.completion_tokens)
                 break
             event = await anext(events, None)
-    except Exception as exc:  # the caller raises the matching SteadyTextError (WorkerError if unknown)
+    except Exception as exc:  # the caller raises the matching SteadyTextError (_errorwire.from_record)
         log_failure(exc)  # a server-side failure is in this server's log too, as on the other endpoints
-        yield encode_error(exc)
+        yield encode_error(exc, retryable=isinstance(exc, ShuttingDown))  # stopping: the caller resumes in-process
     finally:
         state.metrics.in_flight_generations -= 1
         await events.aclose()  # type: ignore[attr-defined]

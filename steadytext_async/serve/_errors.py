@@ -10,16 +10,8 @@ import logging
 import uuid
 from typing import Any
 
-from .._exceptions import (
-    ConstraintError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    ModelUnavailableError,
-    RemoteError,
-    RemoteStatusError,
-    UnsafeModeRequiredError,
-    WorkerError,
-)
+from .._errorwire import kind_of
+from .._exceptions import ConstraintError, RemoteStatusError
 
 __all__ = ["HTTPError", "error_response", "log_failure"]
 
@@ -37,24 +29,13 @@ class HTTPError(Exception):
 
 
 def _classify(exc: BaseException) -> tuple[int, str, str | None]:
+    """Status, OpenAI type and code: the server's own errors', else the error registry's (_errorwire.KINDS)."""
     if isinstance(exc, HTTPError):
         return exc.status, exc.type, exc.code
-    if isinstance(exc, ModelNotFoundError):
-        return 404, "invalid_request_error", "model_not_found"
-    if isinstance(exc, InvalidRequestError):
-        return 400, "invalid_request_error", None
-    if isinstance(exc, UnsafeModeRequiredError):
-        return 403, "permission_error", "remote_disabled"
-    if isinstance(exc, ConstraintError):
-        return 422, "constraint_error", "constraint_incomplete"
-    if isinstance(exc, ModelUnavailableError):
-        return 503, "model_unavailable", None
-    if isinstance(exc, WorkerError):
-        return 503, "worker_error", None
-    if isinstance(exc, RemoteStatusError):
-        return 502, "upstream_error", str(exc.status_code)
-    if isinstance(exc, RemoteError):
-        return 502, "upstream_error", None
+    kind = kind_of(exc)
+    if kind is not None:
+        code = str(exc.status_code) if isinstance(exc, RemoteStatusError) else kind.code
+        return kind.status, kind.type, code
     if isinstance(exc, NotImplementedError):
         return 501, "not_implemented", None
     return 500, "internal_error", None

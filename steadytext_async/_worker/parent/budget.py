@@ -26,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._exceptions import InvalidRequestError
+from ..._exceptions import InvalidRequestError
 
 __all__ = ["Holder", "HostBudget", "Token"]
 

@@ -14,7 +14,7 @@ import json
 import weakref
 from collections.abc import Sequence
 
-from .protocol import DoneFrame, GenParams
+from ..protocol import DoneFrame, GenParams
 
 __all__ = ["Affinity", "anchors"]
 
@@ -60,7 +60,7 @@ class Affinity:
             seen.popitem(last=False)
 
     def done(self, worker: object, msg: DoneFrame) -> None:
-        cached = msg.usage.get("prompt_tokens_cached", 0)
+        cached = msg.usage.prompt_tokens_cached
         self.hits += cached > 0
         self.reused += cached
         self._held[worker] = msg.prefix_bytes

@@ -4,22 +4,23 @@
   batching verdict is ready unbatched (capacity 1) and reports its verdict later (``BatchVerdict``), when its
   capacity grows; ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
-  (``max_batch``; see ``_worker/batch.py``): a new request joins the least loaded decoding worker's batch while
+  (``max_batch``; see ``_worker/child/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
   one worker with both threads decoding a batch of 2-4 gave 17-45 % more tokens/s than two 1-thread workers with
   half the batch each; docs/guide/batching.md). The ``threads`` budget is split among decoding workers (not
   requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
   share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
-- With a :class:`~steadytext_async._worker.budget.HostBudget`, every decode thread also needs one host token, so
-  all pools of all processes on the host together stay within the cores (how many threads the pool may use now:
-  :class:`~steadytext_async._worker.threads.ThreadBudget`). Joining a running batch needs no token (the worker's
-  share does not change).
+- With a :class:`~steadytext_async._worker.parent.budget.HostBudget`, every decode thread also needs one host
+  token, so all pools of all processes on the host together stay within the cores (how many threads the pool may use
+  now: :class:`~steadytext_async._worker.parent.threads.ThreadBudget`). Joining a running batch needs no token (the
+  worker's share does not change).
 - Cancelling a request sends ``cancel``; a worker that does not acknowledge within ``cancel_timeout`` is killed.
 - A worker that dies mid-request is replaced; the request is retried once (outputs are deterministic, so text
   already delivered is skipped and checked) and otherwise fails with :class:`WorkerError`.
 
-One worker process, its READY handshake and its pipe are :class:`~steadytext_async._worker.handle.WorkerHandle`;
-this module is the dispatch. All methods run on one event loop (the runtime loop).
+One worker process, its READY handshake and its pipe are
+:class:`~steadytext_async._worker.parent.handle.WorkerHandle`; this module is the dispatch. All methods run on one
+event loop (the runtime loop).
 """
 
 from __future__ import annotations
@@ -34,12 +35,10 @@ import signal
 import time
 from collections.abc import AsyncIterator, Sequence
 
-from .._config import FAILURE_TTL
-from .._exceptions import ConstraintError, ModelUnavailableError, WorkerError
-from .affinity import Affinity, anchors
-from .budget import HostBudget
-from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo, WorkerPiece
-from .protocol import (
+from ..._config import FAILURE_TTL
+from ..._errorwire import from_record
+from ..._exceptions import ModelUnavailableError, WorkerError
+from ..protocol import (
     Cancel,
     Cancelled,
     DoneFrame,
@@ -52,11 +51,27 @@ from .protocol import (
     Shutdown,
     WorkerConfig,
 )
+from .affinity import Affinity, anchors
+from .budget import HostBudget
+from .handle import Died, DiedEvent, Done, LoadFailed, WorkerHandle, WorkerInfo
 from .threads import ThreadBudget, split
 
-__all__ = ["Done", "Pool", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
+__all__ = ["Done", "Pool", "PoolStats", "WorkerHandle", "WorkerInfo"]
 
 logger = logging.getLogger("steadytext_async")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A snapshot of a pool's counters (all zero for a pool not started yet)."""
+
+    workers_alive: int = 0
+    workers_busy: int = 0
+    generations: int = 0  # completed
+    respawns: int = 0  # workers that died unexpectedly and were replaced
+    prefix_hits: int = 0  # generations that restored a kept prompt prefix
+    prefix_tokens: int = 0  # prompt tokens they did not evaluate
+    prefix_bytes: int = 0  # prefix state the live workers keep
 
 
 class Pool:
@@ -119,6 +134,18 @@ class Pool:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers if w.alive]
 
+    def stats(self) -> PoolStats:
+        alive = [w for w in self._workers if w.alive]
+        return PoolStats(
+            workers_alive=len(alive),
+            workers_busy=sum(1 for w in alive if w.busy),
+            generations=self.generations,
+            respawns=self.respawns,
+            prefix_hits=self.affinity.hits,
+            prefix_tokens=self.affinity.reused,
+            prefix_bytes=self.affinity.held(alive),
+        )
+
     def spare_pids(self) -> list[int]:
         """The warm spare's pid, once it is ready (``spares=1``)."""
         spare = self._spare
@@ -132,14 +159,14 @@ class Pool:
             for _ in range(max(0, want - have)):
                 tg.create_task(self._spawn_idle(model_path))
 
-    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
-        """Run one generation; yield pieces then a final :class:`Done`."""
+    async def stream(self, model_path: str, params: GenParams) -> AsyncIterator[PieceFrame | Done]:
+        """Run one generation; yield its pieces as the worker sent them, then a final :class:`Done`."""
         delivered = ""
         for attempt in range(2):
             replay, replaying = "", bool(delivered)
             try:
                 async for event in self._attempt(model_path, params):
-                    if isinstance(event, WorkerPiece):
+                    if isinstance(event, PieceFrame):
                         if replaying:  # a retry: skip what the caller already has, checking it matches
                             replay += event.text
                             if len(replay) <= len(delivered):
@@ -201,7 +228,7 @@ class Pool:
         self._budget.forget_after_fork()
 
     # -- one attempt -----------------------------------------------------------------------------------------
-    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[WorkerPiece | Done]:
+    async def _attempt(self, model_path: str, params: GenParams) -> AsyncIterator[PieceFrame | Done]:
         t_queued = time.perf_counter()
         keys = anchors(params) if self.prefix_cache_bytes else []
         worker = await self._acquire(model_path, keys)
@@ -215,7 +242,7 @@ class Pool:
             while True:
                 msg = await events.get()
                 if isinstance(msg, PieceFrame) and msg.rid == rid:
-                    yield WorkerPiece(msg.text, msg.token_ids, msg.tokens)
+                    yield msg
                 elif isinstance(msg, DoneFrame) and msg.rid == rid:
                     finished = True
                     self.generations += 1
@@ -224,9 +251,7 @@ class Pool:
                     return
                 elif isinstance(msg, ErrorFrame) and msg.rid == rid:
                     finished = True
-                    if msg.kind == "ConstraintError":
-                        raise ConstraintError(msg.message, partial_text=msg.partial_text or "")
-                    raise WorkerError(f"worker failed: {msg.kind}: {msg.message}")
+                    raise from_record(msg.error, origin="worker")
                 elif isinstance(msg, DiedEvent):
                     finished = True
                     raise Died(worker.crash_detail())

@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-from .._exceptions import ConstraintError
-from .._textstream import Piece as TextPiece
-from .._textstream import TextAssembler
+from ..._exceptions import ConstraintError
+from ..._textstream import Piece as TextPiece
+from ..._textstream import TextAssembler
+from ..protocol import TokenInfo
 from .sampling import Logits, Sampler, log_softmax_at, top_alternatives
 
-__all__ = ["Emitted", "Matcher", "SequenceDecoder", "TokenInfo", "Vocab"]
+__all__ = ["Emitted", "Matcher", "SequenceDecoder", "Vocab"]
 
 Pick = Callable[[Logits], int]
 IsEnd = Callable[[int], bool]
@@ -56,15 +57,6 @@ class Matcher(Protocol):
     def choose(self, logits: Logits, pick: Pick, is_end: IsEnd, *, remaining: int | None = None) -> int | None: ...
 
     def advance(self, token: int) -> None: ...
-
-
-class TokenInfo(NamedTuple):
-    """One generated token's logprob record (sent over the wire as is)."""
-
-    token_id: int
-    data: bytes
-    logprob: float
-    top: list[tuple[int, bytes, float]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -138,8 +130,8 @@ class SequenceDecoder:
         data = self.vocab.piece(token)
         if self.want_lp:
             lp, lse = log_softmax_at(raw, token)
-            tops = [(t, self.vocab.piece(t), v) for t, v in top_alternatives(raw, self.top_n, lse)]
-            self.info.append(TokenInfo(token, data, lp, tops))
+            tops = tuple((t, self.vocab.piece(t), v) for t, v in top_alternatives(raw, self.top_n, lse))
+            self.info.append(TokenInfo(token, data, lp, tops))  # the wire's record: sent as is
         self._emit(self.asm.feed(len(self.ids) - 1, data))
         if self.asm.stopped:
             self._finish("stop_string")

@@ -8,7 +8,7 @@
   ``on_exit`` callback runs.
 - A second task keeps the last lines of the worker's stderr for crash messages.
 
-The child's side of the pipe is :class:`steadytext_async._worker.child.Worker`.
+The child's side of the pipe is :class:`steadytext_async._worker.child.worker.Worker`.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from .._exceptions import ModelUnavailableError
-from .protocol import (
+from ..._exceptions import ModelUnavailableError
+from ..protocol import (
     HEADER,
     BatchVerdict,
     Cancelled,
     DoneFrame,
+    DoneTimings,
+    DoneUsage,
     ErrorFrame,
     Fatal,
     FromWorker,
@@ -38,6 +39,7 @@ from .protocol import (
     ThreadsAck,
     ToWorker,
     WorkerConfig,
+    WorkerInfo,
     child_argv,
     child_env,
     decode_from_worker,
@@ -45,30 +47,18 @@ from .protocol import (
     encode_frame,
 )
 
-__all__ = ["Died", "DiedEvent", "Done", "LoadFailed", "WorkerHandle", "WorkerInfo", "WorkerPiece"]
+__all__ = ["Died", "DiedEvent", "Done", "LoadFailed", "WorkerHandle", "WorkerInfo"]
 
 logger = logging.getLogger("steadytext_async")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class WorkerPiece:
-    """A piece of text as it arrived from a worker (the pool side of the pipe)."""
-
-    text: str
-    token_ids: list[int]
-    tokens: list[Any] | None  # (token_id, bytes, logprob, [(id, bytes, logprob), ...]) per token
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
 class Done:
     finish_reason: str
-    usage: dict[str, int]
-    timings: dict[str, float]
+    usage: DoneUsage
+    timings: DoneTimings
     queue_wait: float
-    info: dict[str, Any]
-
-
-WorkerInfo = dict[str, Any]
+    info: WorkerInfo  # the worker's, when the request finished
 
 
 class Died(Exception):
@@ -84,15 +74,15 @@ class LoadFailed(Exception):
 
 
 class WorkerHandle:
-    """The pool's handle on one worker process (the child's side is ``_worker.child.Worker``)."""
+    """The pool's handle on one worker process (the child's side is ``_worker.child.worker.Worker``)."""
 
     _ids = itertools.count(1)
+    info: WorkerInfo  # from its Ready, set by start() before anyone else sees the handle
 
     def __init__(self, proc: asyncio.subprocess.Process, model_key: str) -> None:
         self.id = next(self._ids)
         self.proc = proc
         self.model_key = model_key
-        self.info: WorkerInfo = {}
         self.streams: dict[int, asyncio.Queue[FromWorker | DiedEvent]] = {}  # by request id
         self.acks: dict[int, asyncio.Future[int]] = {}
         self.active = 0  # requests decoding here (up to ``capacity``, batched)
@@ -133,7 +123,7 @@ class WorkerHandle:
             raise ModelUnavailableError(f"worker failed to start for {cfg.model_path}: {exc!r}; {detail}") from None
         if not isinstance(first, Ready):
             await proc.wait()
-            message = first.message if isinstance(first, Fatal) else repr(first)
+            message = f"{first.error.kind}: {first.error.message}" if isinstance(first, Fatal) else repr(first)
             raise LoadFailed(f"could not load model {cfg.model_path}: {message}")
         worker.info = first.info
         worker.tasks.append(asyncio.create_task(worker._pump(on_exit, on_change)))
@@ -151,7 +141,7 @@ class WorkerHandle:
     @property
     def capacity(self) -> int:
         """Requests this worker decodes at once: its self-test's batch size (1 = no batching)."""
-        return max(1, int(self.info.get("max_batch", 1)))
+        return max(1, self.info.max_batch)
 
     def send(self, msg: ToWorker) -> None:
         if not self.alive or self.proc.stdin is None:
@@ -194,12 +184,12 @@ class WorkerHandle:
             while True:
                 msg = await self._read_frame()
                 if isinstance(msg, BatchVerdict):
-                    self.info = {
-                        **self.info,
-                        "max_batch": msg.max_batch,
-                        "selftest_seconds": msg.selftest_seconds,
-                        "selftest_pending": False,
-                    }
+                    self.info = dataclasses.replace(
+                        self.info,
+                        max_batch=msg.max_batch,
+                        selftest_seconds=msg.selftest_seconds,
+                        selftest_pending=False,
+                    )
                     if on_change is not None:
                         await on_change(self)
                 elif isinstance(msg, ThreadsAck):

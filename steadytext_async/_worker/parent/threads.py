@@ -1,6 +1,6 @@
 """A pool's decode-thread budget: how many threads its decoding workers may use now, and the host tokens behind them.
 
-- Without a :class:`~steadytext_async._worker.budget.HostBudget` the pool uses all its ``threads`` while it has
+- Without a :class:`~steadytext_async._worker.parent.budget.HostBudget` the pool uses all its ``threads`` while it has
   active requests.
 - With one, every decode thread also needs one host token. The pool holds tokens only while it has active
   requests; it takes spare tokens only while no other pool waits, and a watcher hands the extra back once another
@@ -10,7 +10,7 @@
   holders; when they are all stopped (a Ctrl-Z'd run holds its tokens but no core), or after ``hard_limit``
   seconds in any case, it runs one request on one thread without a token rather than wait forever.
 
-The pool (``_worker/pool.py``) splits the total among its decoding workers with :func:`split`.
+The pool (``_worker/parent/pool.py``) splits the total among its decoding workers with :func:`split`.
 """
 
 from __future__ import annotations

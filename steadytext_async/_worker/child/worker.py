@@ -1,11 +1,11 @@
 """Worker process: loads one GGUF model with llama.cpp and decodes up to ``max_batch`` requests together.
 
-Run as ``python -m steadytext_async._worker.child``. Frames arrive on stdin and leave on the original stdout (fd 1 is
-then pointed at stderr so stray prints cannot corrupt the frame stream). A reader thread queues incoming frames so the
-decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls. A worker whose batching self-test
-(:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its own steps and then serves up to
-that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The process exits when stdin closes
-or its parent dies (PR_SET_PDEATHSIG).
+Run as ``python -m steadytext_async._worker.child`` (its ``__main__`` calls :func:`main`). Frames arrive on stdin and
+leave on the original stdout (fd 1 is then pointed at stderr so stray prints cannot corrupt the frame stream). A reader
+thread queues incoming frames so the decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls.
+A worker whose batching self-test (:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its
+own steps and then serves up to that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The
+process exits when stdin closes or its parent dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import selftest
-from .batch import Batcher
-from .decode import SequenceDecoder
-from .llama import KERNEL, LlamaModel
-from .prefix import PrefixStore
-from .protocol import (
+from ..._errorwire import to_record
+from ..protocol import (
     BatchVerdict,
     Cancel,
     Cancelled,
@@ -46,9 +42,15 @@ from .protocol import (
     ThreadsAck,
     ToWorker,
     WorkerConfig,
+    WorkerInfo,
     read_frame_fd,
     write_frame_fd,
 )
+from . import selftest
+from .batch import Batcher
+from .decode import SequenceDecoder
+from .llama import KERNEL, LlamaModel
+from .prefix import PrefixStore
 from .sampling import Sampler
 
 _OUT_FD = -1
@@ -113,7 +115,7 @@ class Worker:
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
 
-    def _system_info(self) -> dict[str, Any]:
+    def _system_info(self) -> dict[str, str]:
         lc = self.lc
         sysinfo = lc.llama_print_system_info()
         return {
@@ -174,31 +176,31 @@ class Worker:
             if self._selftest is not None and self._selftest.state == "waiting":
                 time.sleep(selftest.RECHECK)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> WorkerInfo:
         kernel = {**KERNEL, "n_seq_max": self.model.n_seq}
-        return {
-            "pid": os.getpid(),
-            **self._system_info(),
-            "n_ctx": self.model.n_ctx,
-            "n_batch": self.cfg.n_batch,
-            "n_ubatch": self.cfg.n_batch,
-            "n_vocab": self.model.n_vocab,
-            "max_batch": self.batch_max,
-            "kernel": ",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
-            "selftest_seconds": round(self.selftest_seconds, 3),
-            **self._template_info(),
-            "selftest_pending": self._selftest is not None,
-        }
-
-    def _template_info(self) -> dict[str, str]:
         template = self.chat_template
-        return {} if template is None else {"chat_template_sha256": hashlib.sha256(template.encode()).hexdigest()}
+        system = self._system_info()
+        return WorkerInfo(
+            pid=os.getpid(),
+            llama_cpp_python_version=system["llama_cpp_python_version"],
+            llama_cpp_system_info=system["llama_cpp_system_info"],
+            cpu=system["cpu"],
+            n_ctx=self.model.n_ctx,
+            n_batch=self.cfg.n_batch,
+            n_ubatch=self.cfg.n_batch,
+            n_vocab=self.model.n_vocab,
+            max_batch=self.batch_max,
+            kernel=",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
+            selftest_seconds=round(self.selftest_seconds, 3),
+            selftest_pending=self._selftest is not None,
+            chat_template_sha256=None if template is None else hashlib.sha256(template.encode()).hexdigest(),
+        )
 
     # -- requests -----------------------------------------------------------------------------------------------
     def _matcher(self, constraint: Any) -> Any:
         """A fresh token matcher for ``constraint`` (a ``structured.Constraint``); compiled grammars are cached."""
         if self._matchers is None:
-            from ..structured.local import MatcherFactory
+            from ...structured.local import MatcherFactory
 
             self._matchers = MatcherFactory(self.model.model)
         return self._matchers.matcher(constraint)
@@ -226,7 +228,7 @@ class Worker:
 
     def _render(self, p: GenParams) -> str:
         """The conversation through the chat template (with tools: see :func:`.._tools.render`)."""
-        from .._tools import render
+        from ..._tools import render
 
         assert p.messages is not None and self.chat_template is not None
         return render(self._formatter, self.chat_template, p.messages, p.tools, p.tool_choice)
@@ -261,7 +263,7 @@ class Worker:
             matcher = self._matcher(p.constraint) if p.constraint is not None else None
             tokens, truncated = self._prompt(p)
         except Exception as exc:  # report, keep serving
-            self.send(ErrorFrame(msg.rid, type(exc).__name__, str(exc)))
+            self.send(ErrorFrame(msg.rid, to_record(exc)))
             return
         sampler = Sampler(temperature=p.temperature, seed=p.seed, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
         decoder = SequenceDecoder(
@@ -347,12 +349,8 @@ def main() -> None:
     try:
         worker = Worker(init.cfg)
     except BaseException as exc:
-        _send(Fatal(f"{type(exc).__name__}: {exc}"))
+        _send(Fatal(to_record(exc)))
         os._exit(3)
     threading.Thread(target=_reader, args=(worker.inbox,), name="steadytext-reader", daemon=True).start()
     _send(Ready(worker.info()))
     worker.serve()
-
-
-if __name__ == "__main__":
-    main()

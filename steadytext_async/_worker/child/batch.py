@@ -12,12 +12,12 @@ import dataclasses
 import time
 from collections.abc import Callable
 
-from .._exceptions import ConstraintError
+from ..._errorwire import to_record
+from ..protocol import DoneFrame, DoneTimings, DoneUsage, ErrorFrame, FromWorker, PieceFrame
 from .decode import SequenceDecoder
 from .governor import ThreadGovernor
 from .llama import LlamaModel, Logits
 from .prefix import PrefixStore
-from .protocol import DoneFrame, ErrorFrame, FromWorker, PieceFrame
 
 __all__ = ["Batcher"]
 
@@ -190,18 +190,18 @@ class Batcher:
         if dec.finish_reason is not None:
             self._leave(slot)
             t_end = time.perf_counter()
-            usage = {
-                "prompt_tokens": len(slot.prompt),
-                "completion_tokens": len(dec.ids),
-                "prompt_tokens_truncated": slot.truncated,
-                "prompt_tokens_cached": slot.cached,
-            }
-            timings = {
-                "prompt_eval": slot.t_prompt - slot.t_start,
-                "decode": t_end - slot.t_prompt,
-                "n_threads": float(self.n_threads),
-                "max_batch": float(self.per_call),  # only ever grows: the widest batch this request could be in
-            }
+            usage = DoneUsage(
+                prompt_tokens=len(slot.prompt),
+                completion_tokens=len(dec.ids),
+                prompt_tokens_truncated=slot.truncated,
+                prompt_tokens_cached=slot.cached,
+            )
+            timings = DoneTimings(
+                prompt_eval=slot.t_prompt - slot.t_start,
+                decode=t_end - slot.t_prompt,
+                n_threads=self.n_threads,
+                max_batch=self.per_call,  # only ever grows: the widest batch this request could be in
+            )
             held = self.prefix.held if self.prefix is not None else 0
             self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings, prefix_bytes=held))
 
@@ -212,5 +212,4 @@ class Batcher:
     def _fail(self, slot: _Slot, exc: BaseException) -> None:
         if slot.rid in self.slots:
             self._leave(slot)
-        partial = exc.partial_text if isinstance(exc, ConstraintError) else None
-        self.send(ErrorFrame(slot.rid, type(exc).__name__, str(exc), partial))
+        self.send(ErrorFrame(slot.rid, to_record(exc)))
