@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from peers import llama_server as native  # noqa: E402
 from peers.chat_prompt import prompt_texts  # noqa: E402
 
+from steadytext_async._config import _default_cache_dir  # noqa: E402
 from steadytext_async._registry import embedded_model  # noqa: E402
 
 WARMUP = "Warm up"
@@ -111,11 +113,19 @@ def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
 
 @contextlib.contextmanager
 def steadytext_server(tmp: Path, threads: int, cache: bool) -> Iterator[str]:
+    cache_dir = tmp / f"cache-{time.monotonic_ns()}"
+    # A fresh cache directory has no batching verdict: the workers would serve unbatched while their self-test runs,
+    # and that would be measured as serve's speed. Start from the user's verdicts (their key names the model, build,
+    # CPU and settings, so one that does not apply is tested again).
+    verdicts = _default_cache_dir() / "batch-verdicts.json"
+    if verdicts.exists():
+        cache_dir.mkdir(parents=True)
+        shutil.copyfile(verdicts, cache_dir / verdicts.name)
     env = {
         **os.environ,
         "STEADYTEXT_THREADS": str(threads),
         "STEADYTEXT_WORKERS": str(threads),
-        "STEADYTEXT_CACHE_DIR": str(tmp / f"cache-{time.monotonic_ns()}"),
+        "STEADYTEXT_CACHE_DIR": str(cache_dir),
         "STEADYTEXT_DISABLE_CACHE": "0" if cache else "1",
     }
     env.pop("STEADYTEXT_DAEMON_URL", None)
