@@ -245,3 +245,37 @@ async def test_a_killed_worker_is_replaced_by_the_warm_spare_under_load() -> Non
         assert children() == set(client.worker_pids()) | new_spare and len(children()) == 3
         assert pool.respawns == 1
     assert not children()
+
+
+async def test_a_request_on_a_worker_whose_reader_is_cancelled_is_ended_not_left_waiting() -> None:
+    """Regression: ``Pool.aclose`` cancels each worker's pipe reader after the process exits. A reader cancelled
+    before it had read the end of the pipe left the requests still streaming from that worker waiting forever (a
+    client closed mid-request then hung in ``await``; seen as a 300 s timeout in ``test_budget``)."""
+    from steadytext_async._worker.parent.handle import Died, DiedEvent, WorkerHandle
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import time; time.sleep(30)", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        worker = WorkerHandle(proc, "model.gguf")
+        events: asyncio.Queue[object] = asyncio.Queue()
+        worker.streams[7] = events  # type: ignore[assignment]
+        ack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        worker.acks[1] = ack
+        exits: list[WorkerHandle] = []
+
+        async def on_exit(w: WorkerHandle) -> None:
+            exits.append(w)
+
+        pump = asyncio.create_task(worker._pump(on_exit, None))
+        await asyncio.sleep(0.05)  # the reader is waiting for a frame that never comes
+        assert events.empty() and not pump.done()
+        pump.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pump
+        assert isinstance(events.get_nowait(), DiedEvent)
+        assert isinstance(ack.exception(), Died) and not worker.alive
+        assert exits == []  # the pool is closing: no replacement is started
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -181,6 +181,15 @@ class WorkerHandle:
         on_change: Callable[[WorkerHandle], Awaitable[None]] | None,
     ) -> None:
         try:
+            await self._read_until_closed(on_change)
+            self.alive = False
+            await self.proc.wait()
+        finally:  # also when the pool cancels this task on close: nobody may wait forever on this worker
+            self._fail_waiters()
+        await on_exit(self)
+
+    async def _read_until_closed(self, on_change: Callable[[WorkerHandle], Awaitable[None]] | None) -> None:
+        try:
             while True:
                 msg = await self._read_frame()
                 if isinstance(msg, BatchVerdict):
@@ -202,15 +211,16 @@ class WorkerHandle:
                         stream.put_nowait(msg)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
+
+    def _fail_waiters(self) -> None:
+        """The worker is gone or no longer read: fail its pending acknowledgements and end its requests' streams."""
         self.alive = False
-        await self.proc.wait()
         for fut in self.acks.values():
             if not fut.done():
                 fut.set_exception(Died())
         self.acks.clear()
         for stream in self.streams.values():
             stream.put_nowait(DiedEvent())
-        await on_exit(self)
 
     async def _drain_stderr(self) -> None:
         stderr = self.proc.stderr
