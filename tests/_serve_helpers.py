@@ -130,6 +130,13 @@ def sse_events(raw: bytes) -> list[Any]:
     return out
 
 
+# What the worker happened to run under, recorded but not part of the output: the threads it had then, and the batch
+# limit (1 while its batching self-test had not decided yet, the verdict after).
+_CIRCUMSTANCES = ("n_threads", "max_batch")
+
+
 def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Fingerprints equal except ``n_threads`` (how many threads the worker had then; outputs do not depend on it)."""
-    return {k: v for k, v in a.items() if k != "n_threads"} == {k: v for k, v in b.items() if k != "n_threads"}
+    """Fingerprints equal except what the worker ran under (``_CIRCUMSTANCES``; outputs do not depend on it)."""
+    return {k: v for k, v in a.items() if k not in _CIRCUMSTANCES} == {
+        k: v for k, v in b.items() if k not in _CIRCUMSTANCES
+    }
