@@ -48,7 +48,7 @@ from ._tools import check_calls, parse_calls
 from ._validate import build_request
 from ._version import __version__
 from ._worker.parent.pool import PoolStats
-from .providers.base import Provider, ProviderChunk, ProviderDone
+from .providers.base import ProviderChunk, ProviderDone, ProviderLike
 from .providers.local import LocalProvider
 from .structured.validate import check_output
 
@@ -72,7 +72,7 @@ class AsyncSteadyText:
         self,
         settings: Settings | None = None,
         *,
-        providers: Mapping[str, Provider] | None = None,
+        providers: Mapping[str, ProviderLike] | None = None,
         **overrides: Any,
     ) -> None:
         shared_local = overrides.pop("_shared_local", None)

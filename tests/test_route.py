@@ -127,3 +127,6 @@ def test_a_duck_typed_provider_gets_the_optional_members() -> None:
     with st.SteadyText(providers={"duck": Duck()}) as client:
         result = client.generate("hi", model="duck:m", max_new_tokens=3)
     assert result.provider == "duck" and result.usage.completion_tokens == 3
+    # and it type-checks (mypy --strict runs over the tests): the client takes the required members only
+    typed = st.AsyncSteadyText(providers={"duck": Duck()})
+    assert typed.settings is not None

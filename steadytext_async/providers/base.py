@@ -15,7 +15,7 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob
 from .._tools import ToolCall
 
-__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo", "as_provider"]
+__all__ = ["Capabilities", "Provider", "ProviderChunk", "ProviderDone", "ProviderInfo", "ProviderLike", "as_provider"]
 
 
 class ProviderInfo(TypedDict, total=False):
@@ -64,6 +64,20 @@ class ProviderDone:
     decode: float = 0.0
     info: ProviderInfo = dataclasses.field(default_factory=lambda: ProviderInfo())
     tool_calls: list[ToolCall] | None = None  # remote providers: the calls the response made
+
+
+class ProviderLike(Protocol):
+    """What a provider given to a client must have: :class:`Provider`'s required members (the optional ones get
+    their defaults from :func:`as_provider`). ``AsyncSteadyText(providers=...)`` takes this."""
+
+    name: str
+    capabilities: Capabilities
+
+    def stream(
+        self, spec: ModelSpec, request: GenerationRequest, *, sse: bool | None = None
+    ) -> AsyncIterator[ProviderChunk | ProviderDone]: ...
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
