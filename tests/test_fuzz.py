@@ -107,6 +107,14 @@ def constraint_or_typed_error(**kwargs: Any) -> Any:
         return None
 
 
+def test_an_unknown_meta_schema_validates_against_the_latest_draft_without_a_warning() -> None:
+    """Regression (found by test_fuzz_schema_dicts): ``{"$schema": ""}`` passed the request check, then output
+    validation called jsonschema's ``validator_for`` without a default, whose DeprecationWarning is an error here."""
+    constraint = constraint_or_typed_error(schema={"$schema": ""})
+    assert constraint is not None
+    check_output(constraint, "{}")  # valid: no ConstraintError, and no warning (warnings are errors)
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_fuzz_schema_dicts(scale: int) -> None:
     def check(schema: Any) -> None:

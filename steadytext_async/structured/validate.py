@@ -21,7 +21,8 @@ T = TypeVar("T")
 def _schema_errors(schema: dict[str, Any], value: Any) -> str | None:
     from jsonschema import validators  # type: ignore[import-untyped]
 
-    cls = validators.validator_for(schema)
+    # an unknown $schema is checked against the latest draft, as normalize.py does (without jsonschema's warning)
+    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
     validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     if error is None:
