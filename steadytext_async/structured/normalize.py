@@ -110,18 +110,26 @@ def _schema_constraint(schema: object, *, name: str | None = None) -> Constraint
     return Constraint("json_schema", text)
 
 
+def validator_class(schema: Any) -> Any:
+    """The jsonschema validator class for ``schema``: its ``$schema`` draft, or the latest draft when that is unknown
+    (jsonschema's own fallback, without its deprecation warning). The request check and output validation both use
+    this, so a schema is never checked against one draft and its output against another."""
+    from jsonschema import validators  # type: ignore[import-untyped]
+
+    return validators.validator_for(schema, default=validators.Draft202012Validator)
+
+
 @functools.lru_cache(maxsize=512)
 def _schema_problem(text: str) -> str | None:
     """What is wrong with a canonical json_schema constraint (metaschema check, then grammar), memoised."""
-    from jsonschema import exceptions, validators  # type: ignore[import-untyped]
+    from jsonschema import exceptions
 
     schema = json.loads(text)["schema"]
     meta = schema.get("$schema") if isinstance(schema, dict) else None
     if meta is not None and not isinstance(meta, str):
         return f"$schema must be a meta-schema URI string, got {type(meta).__name__}"
     try:
-        # An unknown $schema is checked against the latest draft (jsonschema's own fallback, without its warning).
-        validators.validator_for(schema, default=validators.Draft202012Validator).check_schema(schema)
+        validator_class(schema).check_schema(schema)
     except exceptions.SchemaError as exc:
         return f"invalid JSON schema: {exc.message[:500]}"
     problem = grammar_problem(Constraint("json_schema", text))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .._exceptions import ConstraintError
 from ._constraint import Constraint
-from .normalize import _is_type_form, normalize
+from .normalize import _is_type_form, normalize, validator_class
 
 if TYPE_CHECKING:
     from llguidance import LLTokenizer
@@ -19,10 +19,7 @@ T = TypeVar("T")
 
 
 def _schema_errors(schema: dict[str, Any], value: Any) -> str | None:
-    from jsonschema import validators  # type: ignore[import-untyped]
-
-    # an unknown $schema is checked against the latest draft, as normalize.py does (without jsonschema's warning)
-    cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+    cls = validator_class(schema)
     validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))), None)
     if error is None:
