@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,32 @@ def _shared_batch_verdicts(request: pytest.FixtureRequest, monkeypatch: pytest.M
         return pool
 
     monkeypatch.setattr(Engine, "new_pool", shared)
+
+
+def reap(pid: int, timeout: float = 60.0) -> int:
+    """The exit code of the forked child ``pid``. One that has not exited within ``timeout`` seconds is killed and
+    the test fails: a hung child must neither hang the test nor outlive the run."""
+    deadline, pause = time.monotonic() + timeout, 0.001
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"forked child {pid} did not exit within {timeout:.0f} s")
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Kill multiprocessing children a failed test left behind: the interpreter's exit joins every one of them, so a
+    hung child would hang the run after its summary (and CI with it)."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(5)
 
 
 def alive(pid: int) -> bool:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 from _cache_helpers import stream_items
+from conftest import reap
 
 from steadytext_async._cache import NO_CLAIM, CachedEntry, CacheStats, Claim, ResultCache, SqliteBackend, StreamItem
 from steadytext_async._models import GenerationResult
@@ -352,17 +351,7 @@ def test_a_forked_child_gets_a_fresh_connection(sqlite_path: Path) -> None:
             code = 0 if asyncio.run(asyncio.wait_for(child(), 20)) else 1
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 30
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("forked child hung")
-        time.sleep(0.05)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert reap(pid, 30) == 0
 
     async def parent_check() -> None:
         got = await collect(cache, "k2", Producer())

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from _cache_helpers import entry, stream_items
 from _redis_server import PASSWORD, RedisServer, redis_server_fixture  # noqa: F401 - the "server" fixture
+from conftest import reap
 
 from steadytext_async._cache import ResultCache, SqliteBackend, StreamItem
 from steadytext_async._cache.codec import FORMAT, MAGIC, encode_entry, pack_entry
@@ -382,8 +383,7 @@ def test_a_forked_child_never_uses_the_parents_connection(server: RedisServer, t
             code = 0 if asyncio.run(asyncio.wait_for(child(), 20)) else 1
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert reap(pid, 30) == 0
 
     async def parent_check() -> None:
         fresh = cache(server.url, tmp_path, "b")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
-import aiosqlite
 import pytest
 from _cache_helpers import entry
+from conftest import reap
 
 from steadytext_async._cache import CachedEntry, SqliteBackend
 from steadytext_async._cache.codec import encode_entry
@@ -266,12 +269,12 @@ async def test_read_only_database_degrades_to_no_cache(
     b = backend(tmp_path)
     await b.put("k", entry("a"))
     await b.aclose()
-    real_connect = aiosqlite.connect
+    real_connect = sqlite3.connect
 
-    def read_only(database: object, **kwargs: object) -> aiosqlite.Connection:
-        return real_connect(f"file:{database}?mode=ro", uri=True, **kwargs)  # type: ignore[arg-type]
+    def read_only(database: str, *, timeout: float, isolation_level: None) -> sqlite3.Connection:
+        return real_connect(f"file:{database}?mode=ro", uri=True, timeout=timeout, isolation_level=isolation_level)
 
-    monkeypatch.setattr(aiosqlite, "connect", read_only)
+    monkeypatch.setattr(sqlite3, "connect", read_only)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         await b.put("k2", entry("b"))
         await b.account({"k": 1}, 1)
@@ -372,3 +375,53 @@ async def test_opening_proceeds_unserialised_when_the_lock_is_held_too_long(tmp_
         holder.kill()
         await asyncio.to_thread(holder.wait)
         await b.aclose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forks_beside_a_busy_backend_never_hang_or_find_the_file_broken(tmp_path: Path) -> None:
+    """``gunicorn --preload``, ``multiprocessing``: a process forks while its cache writes, and each child opens the
+    same file at once. Without the fork gate (``_cache/sqlite_connection.py``) about 2 % of these children hung on a
+    SQLite mutex the parent's writer thread held at the fork (measured: 5 and 6 of 300)."""
+    b = backend(tmp_path)
+    stop = threading.Event()
+    written = [0]
+
+    async def write_until_stopped() -> None:
+        while not stop.is_set():  # large entries: the writer thread spends most of its time inside SQLite
+            await b.put(f"k{written[0]}", entry(f"text {written[0]}", pad=200_000))
+            written[0] += 1
+        await b.aclose()
+
+    writer = threading.Thread(target=asyncio.run, args=(write_until_stopped(),))
+    writer.start()
+    failed: list[tuple[int, int]] = []
+    try:
+        while not written[0]:
+            time.sleep(0.01)
+        for n in range(300):
+            pid = os.fork()
+            if pid == 0:  # the child: a plain sqlite3 read of the same file, under a watchdog
+                code = 1
+                try:
+                    signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not pytest-timeout's handler
+                    signal.alarm(10)
+                    con = sqlite3.connect(b.path, timeout=5, isolation_level=None)
+                    if con.execute("SELECT count(*) FROM entries").fetchone()[0] > 0:
+                        code = 0
+                    con.close()
+                finally:
+                    os._exit(code)
+            code = reap(pid, 20)
+            if code:
+                failed.append((n, code))
+    finally:
+        stop.set()
+        writer.join(30)
+    assert not failed, failed  # (fork number, exit code): -14 is a hang the watchdog ended
+    assert written[0] > 1
+    con = sqlite3.connect(b.path)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        con.close()
+    assert not broken_copies(b.path)

@@ -7,9 +7,12 @@ right, nothing wrong may reach the cache, and nothing may hang (each child is bo
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import multiprocessing
 import os
 import sqlite3
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,40 @@ N = 8
 
 def _expected() -> dict[str, str]:
     return {p: st.generate(p, max_new_tokens=N) for p in PROMPTS}
+
+
+CHILD_LIMIT = 200.0  # seconds a forked child may run before its watchdog prints every thread's stack and exits it
+
+
+def _run_children(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]], during: Callable[[], None]
+) -> list[Any]:
+    """Fork one ``multiprocessing`` child per ``args`` running ``target(*a, queue)``, call ``during()`` meanwhile, and
+    return what each put on the queue. Each child runs under a watchdog, and whatever still runs when this returns or
+    raises is killed: a hung child must fail its test, not hang the run (the interpreter's exit joins it)."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_watched, args=(target, *a, queue)) for a in args]
+    try:
+        for proc in procs:
+            proc.start()
+        during()
+        deadline = time.monotonic() + CHILD_LIMIT + 30
+        results = [queue.get(timeout=max(1.0, deadline - time.monotonic())) for _ in procs]
+        for proc in procs:
+            proc.join(60)
+            assert proc.exitcode == 0, (proc.pid, proc.exitcode)
+        return results
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def _watched(target: Callable[..., None], *args: Any) -> None:
+    faulthandler.dump_traceback_later(CHILD_LIMIT, exit=True)  # a hang prints where every thread is, then exits
+    target(*args)
 
 
 def _child_generate(prompt: str, queue: Any) -> None:
@@ -47,17 +84,11 @@ def test_multiprocessing_fork_after_generating(tmp_path: Path, monkeypatch: pyte
     expected = _expected()  # the parent has generated: its pool, pipes and request ids exist now
     parent_pids = st.default_client().worker_pids()
     assert parent_pids
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_child_generate, args=(p, queue)) for p in PROMPTS[:2]]
-    for proc in procs:
-        proc.start()
-    # the parent keeps generating while its children do
-    assert {p: st.generate(p, max_new_tokens=N) for p in PROMPTS} == expected
-    results = [queue.get(timeout=240) for _ in procs]
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+
+    def parent_generates() -> None:  # the parent keeps generating while its children do
+        assert {p: st.generate(p, max_new_tokens=N) for p in PROMPTS} == expected
+
+    results = _run_children(_child_generate, [(p,) for p in PROMPTS[:2]], parent_generates)
     for prompt, text, text2, _pid, default_pids, client_pids in results:
         assert text == expected[prompt], (prompt, text)
         assert text2 == expected[prompt], (prompt, text2)
@@ -99,15 +130,7 @@ def test_preload_then_fork_server_pattern_keeps_the_cache_right(tmp_path: Path) 
         return client
 
     parent_client = asyncio.run(warm())
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_fork_worker_with_cache, args=(str(tmp_path), p, queue)) for p in PROMPTS]
-    for proc in procs:
-        proc.start()
-    results = dict(queue.get(timeout=240) for _ in procs)
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+    results = dict(_run_children(_fork_worker_with_cache, [(str(tmp_path), p) for p in PROMPTS], lambda: None))
 
     async def again() -> str:
         r = await parent_client.generate(PROMPTS[1], max_new_tokens=N)

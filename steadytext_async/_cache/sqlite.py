@@ -8,7 +8,8 @@ Frecency: each entry has ``rank = log2(score) + t / half_life`` where ``score`` 
 every ``half_life`` seconds. Comparing ranks compares decayed scores at any common time, so the lowest rank is
 the coldest entry and the column never needs rewriting as time passes.
 
-The file's format, creating and checking it, and moving a broken one aside are :mod:`.sqlite_file`.
+The file's format, creating and checking it, and moving a broken one aside are :mod:`.sqlite_file`; the connection,
+safe to fork around, is :mod:`.sqlite_connection`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import aiosqlite
 
 from .base import NO_CLAIM, CachedEntry, CacheStats, Claim
 from .codec import CodecError, decode_entry, encode_entry
+from .sqlite_connection import connect
 from .sqlite_file import (
     APPLICATION_ID,
     CACHE_FILENAME,
@@ -259,11 +261,7 @@ class SqliteBackend:
         # processes creating or converting the same new file at once otherwise meet SQLITE_BUSY.
         lock = await asyncio.to_thread(prepare_file, self.path, self.busy_timeout)
         try:
-            pending = aiosqlite.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
-            with contextlib.suppress(AttributeError):
-                # aiosqlite's worker thread is not a daemon: an unclosed connection would hang interpreter exit.
-                pending._thread.daemon = True
-            conn = await pending
+            conn = await connect(self.path, timeout=self.busy_timeout)
             try:
                 await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 await check_schema(conn, self._lock())  # before WAL: a foreign file is moved aside unmodified
