@@ -10,7 +10,6 @@ the process; a forked child starts its own on first use) and the engine's result
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from ._models import Chunk, GenerationRequest, GenerationResult
 from ._options import LEGACY_GENERATE, LEGACY_GENERATE_ITER, GenerateOptions, StreamOptions, legacy_options
+from ._process import on_fork
 from ._validate import build_request
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _forget_defaults() -> None:
     _defaults.clear()
 
 
-os.register_at_fork(after_in_child=_forget_defaults)
+on_fork(child=_forget_defaults)
 
 
 class GeneratedText(str):

@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -41,6 +40,7 @@ from ._models import (
     sha256_text,
 )
 from ._options import RequestOptions
+from ._process import Lifetime, current
 from ._replay import ReplayReport, compare, load_recording, request_from_fingerprint
 from ._router import Route, Router, input_key, runs_on_callers_loop
 from ._textstream import TextAssembler
@@ -83,7 +83,7 @@ class AsyncSteadyText:
         self._given = dict(providers or {})
         self._resolved: dict[ModelRef, ModelSpec] = {}  # local models resolved by any of this client's routers
         self._routers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Router] = weakref.WeakKeyDictionary()
-        self._cache_ref: tuple[int, ResultCache | None] | None = None  # (pid, cache) held from the engine
+        self._cache_ref: tuple[Lifetime, ResultCache | None] | None = None  # (process, cache) held from the engine
         self._fallback_warned: set[str] = set()
 
     # -- per-loop and per-process state ----------------------------------------------------------------------
@@ -95,7 +95,7 @@ class AsyncSteadyText:
         except RuntimeError:
             loop = engine().portal.loop
         router = self._routers.get(loop)
-        if router is None or router.pid != os.getpid():
+        if router is None or not router.lifetime.here:
             router = self._routers[loop] = Router(self.settings, self._local, self._given, self._resolved)
             eng = engine()
             if loop is eng.portal.loop:  # a caller's loop closes its own at shutdown (_loopexit); this one lives on
@@ -106,8 +106,8 @@ class AsyncSteadyText:
     def _cache(self) -> ResultCache | None:
         """The engine's result cache for these settings (taken once per process; None when disabled)."""
         ref = self._cache_ref
-        if ref is None or ref[0] != os.getpid():
-            ref = self._cache_ref = (os.getpid(), engine().cache(self.settings))
+        if ref is None or not ref[0].here:
+            ref = self._cache_ref = (current(), engine().cache(self.settings))
         return ref[1]
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ class AsyncSteadyText:
 
     async def _aclose_engine_side(self) -> None:
         ref, self._cache_ref = self._cache_ref, None
-        if ref is not None and ref[1] is not None and ref[0] == os.getpid():
+        if ref is not None and ref[1] is not None and ref[0].here:
             await engine().release_cache(self.settings)
         if not self._local.shared:
             await self._local.aclose()

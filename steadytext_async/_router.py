@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import os
 import time
 from collections.abc import Mapping, MutableMapping
 
@@ -32,6 +31,7 @@ from ._exceptions import (
 from ._loopexit import close_at_loop_exit
 from ._modelref import ModelRef
 from ._models import GenerationRequest, ModelSpec
+from ._process import current
 from ._registry import resolve_model
 from .providers.base import Provider, as_provider
 from .providers.daemon import DaemonProvider, local_provider_for
@@ -96,7 +96,7 @@ class Router:
         self._resolved: MutableMapping[ModelRef, ModelSpec] = resolved if resolved is not None else {}
         self._failed: dict[ModelRef, tuple[float, ModelUnavailableError]] = {}
         self._lock = asyncio.Lock()
-        self.pid = os.getpid()  # a router (and its connections) made before a fork belongs to the parent
+        self.lifetime = current()  # a router (and its connections) made before a fork belongs to the parent
         if self.local_target is not local:
             close_at_loop_exit(self.local_target)  # the daemon provider's connections
 

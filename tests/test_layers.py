@@ -36,6 +36,7 @@ TIERS: list[dict[str, list[str]]] = [
             "_config",
             "_worker.limits",  # the worker pipe's size limits: request validation checks prompts against them
             "_errorwire",  # errors across the pipe, the daemon and serve: one record, one registry
+            "_process",  # this process and its forks: lifetimes and the fork hooks
         ]
     },
     {"structured": ["structured"]},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 import weakref
 from collections import OrderedDict, deque
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 
 from .._config import redact_url
 from .._models import Chunk, GenerationResult
+from .._process import on_fork
 from .base import NO_CLAIM, CacheBackend, CachedEntry, CacheStats, Claim, StreamItem
 from .flight import Flight
 
@@ -385,5 +385,4 @@ def _reset_after_fork() -> None:
         cache._after_fork()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+on_fork(child=_reset_after_fork)

@@ -9,16 +9,15 @@ loop, 8 to 13 children failed that way, 1 of them hung; with :data:`GATE` none d
 This is what ``gunicorn --preload`` and ``multiprocessing`` do to a process whose client has a sqlite cache.
 
 Each call an aiosqlite thread makes (connecting, every statement, closing) holds :data:`GATE` shared; a fork
-takes it exclusively (an ``os.register_at_fork`` hook): it waits until no call is in flight and lets none start
-until the fork is done. A call lasts at most the busy timeout and its own work; a fork waits at most
-:data:`FORK_WAIT` seconds and then proceeds with a warning.
+takes it exclusively (a :func:`~steadytext_async._process.on_fork` hook): it waits until no call is in flight and
+lets none start until the fork is done. A call lasts at most the busy timeout and its own work; a fork waits at
+most :data:`FORK_WAIT` seconds and then proceeds with a warning.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
+from .._process import on_fork
 
 __all__ = ["FORK_WAIT", "GATE", "ForkGate", "connect"]
 
@@ -81,9 +82,7 @@ class ForkGate:
 
 
 GATE = ForkGate()
-os.register_at_fork(
-    before=GATE.before_fork, after_in_parent=GATE.after_fork_in_parent, after_in_child=GATE.after_fork_in_child
-)
+on_fork(before=GATE.before_fork, parent=GATE.after_fork_in_parent, child=GATE.after_fork_in_child)
 
 
 def _gated(fn: Callable[..., T]) -> Callable[..., T]:

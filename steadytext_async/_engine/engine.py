@@ -21,11 +21,11 @@ import atexit
 import contextlib
 import dataclasses
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._process import current, on_fork
 from .._worker.parent.budget import HostBudget
 from .portal import Portal
 
@@ -53,7 +53,7 @@ def _default_budget_dir() -> Path:
 class Engine:
     def __init__(self) -> None:
         self.portal = Portal()
-        self.pid = os.getpid()
+        self.lifetime = current()
         self._lock = threading.Lock()
         self._budgets: dict[tuple[Path, int], HostBudget] = {}
         self._caches: dict[tuple[Any, ...], tuple[ResultCache, int]] = {}
@@ -106,7 +106,7 @@ class Engine:
     def close_later(self, resource: Closable) -> None:
         """Close ``resource`` on the engine loop without waiting: its owner was
         collected, possibly in another thread or during a garbage collection."""
-        if not (self.portal.started and os.getpid() == self.pid):
+        if not (self.portal.started and self.lifetime.here):
             return
         coro = resource.aclose()
         try:
@@ -176,7 +176,7 @@ class Engine:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop every worker and flush every cache (registered with atexit; idempotent)."""
-        if os.getpid() != self.pid or not self.portal.started:
+        if not self.lifetime.here or not self.portal.started:
             return
         if not self.portal.in_portal():
             fut = self.portal.submit(self._aclose_all())
@@ -220,4 +220,4 @@ def _after_fork_in_child() -> None:
         _engine = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+on_fork(child=_after_fork_in_child)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import AsyncIterator
 from typing import get_args
@@ -10,6 +9,7 @@ from typing import get_args
 from .._config import Settings
 from .._exceptions import InvalidRequestError, WorkerError
 from .._models import FinishReason, GenerationRequest, ModelSpec, TokenLogprob, TopLogprob
+from .._process import current
 from .._worker.parent.pool import Done, Pool, PoolStats
 from .._worker.protocol import DoneTimings, GenParams, TokenInfo, WorkerInfo
 from .base import Capabilities, Provider, ProviderChunk, ProviderDone, ProviderInfo
@@ -74,22 +74,22 @@ class LocalProvider(Provider):
         self.settings = settings
         self.shared = shared
         self._pool: Pool | None = None
-        self._pid = os.getpid()
+        self._lifetime = current()  # the process self._pool belongs to
 
     @property
     def pool(self) -> Pool:
         from .._engine import engine
 
-        if self._pool is None or self._pid != os.getpid():
+        if self._pool is None or not self._lifetime.here:
             eng = engine()
             self._pool = pool = eng.new_pool(self.settings)
-            self._pid = os.getpid()
+            self._lifetime = current()
             weakref.finalize(self, eng.retire_pool, pool)  # an owner dropped without aclose()
         return self._pool
 
     def _started(self) -> Pool | None:
         """This process's pool if one was started (without starting one)."""
-        return self._pool if self._pid == os.getpid() else None
+        return self._pool if self._lifetime.here else None
 
     def worker_pids(self) -> list[int]:
         pool = self._started()
@@ -160,7 +160,7 @@ class LocalProvider(Provider):
     async def aclose(self) -> None:
         from .._engine import engine
 
-        if self._pool is not None and self._pid == os.getpid():
+        if self._pool is not None and self._lifetime.here:
             pool, self._pool = self._pool, None
             await pool.aclose()
             engine().retire_pool(pool)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..._exceptions import InvalidRequestError
+from ..._process import on_fork
 
 __all__ = ["Holder", "HostBudget", "Token"]
 
@@ -169,8 +170,4 @@ def _after_fork_in_child() -> None:
     _WAITING_FDS.clear()
 
 
-os.register_at_fork(
-    before=lambda: _FORK_GUARD.acquire(),
-    after_in_parent=lambda: _FORK_GUARD.release(),
-    after_in_child=_after_fork_in_child,
-)
+on_fork(before=lambda: _FORK_GUARD.acquire(), parent=lambda: _FORK_GUARD.release(), child=_after_fork_in_child)
