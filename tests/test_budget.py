@@ -44,6 +44,7 @@ def test_slots_are_exclusive_across_processes_and_freed_when_the_holder_dies(tmp
     finally:
         holder.kill()
         holder.wait()
+        holder.stdout.close()  # type: ignore[union-attr]
     budget = HostBudget(tmp_path, 2)
     tokens = [budget.try_acquire(), budget.try_acquire()]
     assert all(t is not None for t in tokens)  # the kernel released the dead holder's locks

@@ -42,6 +42,7 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     finally:
         proc.kill()
         proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
 
 
 def _poll(budget: ThreadBudget, seconds: float) -> bool:

@@ -130,16 +130,15 @@ def test_interpreter_exit_leaves_no_child_processes() -> None:
 
 
 def test_workers_die_with_a_killed_parent() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         _script("st.preload_models()\nprint(*st.default_client().worker_pids(), flush=True)\ntime.sleep(600)"),
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    pids = [int(p) for p in proc.stdout.readline().split()]
-    assert pids and all(alive(p) for p in pids)
-    proc.kill()
-    proc.wait()
+    ) as proc:
+        assert proc.stdout is not None
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids and all(alive(p) for p in pids)
+        proc.kill()
     deadline = time.monotonic() + 10
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
