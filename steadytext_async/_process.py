@@ -13,9 +13,9 @@ through this module:
   :func:`on_fork`. So does a guard the parent holds across a fork (no fork while a thread is inside SQLite or
   holds the budget's probe lock), with ``before`` and ``parent``.
 
-One ``os.register_at_fork`` runs every registered hook. ``before`` hooks run in registration order, and ``parent``
-and ``child`` hooks in reverse. So the first one registered is taken first and released last. A hook that raises
-is logged, and the others still run.
+One ``os.register_at_fork`` runs every registered hook. ``before`` hooks run by ascending ``order`` (then in
+registration order), and ``parent`` and ``child`` hooks in reverse. So the first one taken is released last. A hook
+that raises is logged, and the others still run.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class Lifetime:
 
 
 _current = Lifetime()
-_hooks: list[tuple[Hook | None, Hook | None, Hook | None]] = []  # (before, parent, child), in registration order
+Hooks = tuple[Hook | None, Hook | None, Hook | None]  # (before, parent, child)
+_hooks: list[tuple[int, Hooks]] = []  # (order, hooks), in registration order
 
 
 def current() -> Lifetime:
@@ -57,13 +58,20 @@ def current() -> Lifetime:
     return _current
 
 
-def on_fork(*, child: Hook | None = None, before: Hook | None = None, parent: Hook | None = None) -> None:
+def on_fork(
+    *, child: Hook | None = None, before: Hook | None = None, parent: Hook | None = None, order: int = 0
+) -> None:
     """Run ``before`` in the forking thread before each fork, then ``parent`` in the parent and ``child`` in the
-    child, before anything else of theirs runs (see the module docstring for the order)."""
-    _hooks.append((before, parent, child))
+    child, before anything else of theirs runs. A lower ``order`` runs its ``before`` earlier (a guard that may
+    wait goes first, so that it waits before the others take theirs)."""
+    _hooks.append((order, (before, parent, child)))
 
 
-def _run(which: int, order: list[tuple[Hook | None, Hook | None, Hook | None]]) -> None:
+def _ordered() -> list[Hooks]:
+    return [hooks for _, hooks in sorted(_hooks, key=lambda item: item[0])]  # stable: registration order within
+
+
+def _run(which: int, order: list[Hooks]) -> None:
     for hooks in order:
         hook = hooks[which]
         if hook is not None:
@@ -74,17 +82,17 @@ def _run(which: int, order: list[tuple[Hook | None, Hook | None, Hook | None]]) 
 
 
 def _before() -> None:
-    _run(0, _hooks)
+    _run(0, _ordered())
 
 
 def _in_parent() -> None:
-    _run(1, _hooks[::-1])
+    _run(1, _ordered()[::-1])
 
 
 def _in_child() -> None:
     global _current
     _current = Lifetime()
-    _run(2, _hooks[::-1])
+    _run(2, _ordered()[::-1])
 
 
 os.register_at_fork(before=_before, after_in_parent=_in_parent, after_in_child=_in_child)

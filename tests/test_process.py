@@ -35,6 +35,7 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_others(
         before=lambda: seen.append("before b"), parent=lambda: seen.append("parent b"), child=lambda: child("b")
     )
     _process.on_fork(child=lambda: child("c"))
+    _process.on_fork(before=lambda: seen.append("before first"), parent=lambda: seen.append("parent first"), order=-1)
     parent_lifetime = _process.current()
     with caplog.at_level(logging.ERROR, logger="steadytext_async"):
         pid = os.fork()
@@ -50,7 +51,8 @@ def test_hooks_run_in_order_and_a_failing_one_does_not_stop_the_others(
     assert reap(pid, 30) == 0
     with os.fdopen(read) as f:
         assert f.read() == "c,b,new lifetime,"
-    assert seen == ["before a", "before b", "parent b", "parent a"]  # the first taken is released last
+    # by order, then registration; the first taken is released last
+    assert seen == ["before first", "before a", "before b", "parent b", "parent a", "parent first"]
     assert [r.getMessage().startswith("fork hook") for r in caplog.records] == [True, True]  # before and parent
     assert parent_lifetime.here and _process.current() is parent_lifetime
 

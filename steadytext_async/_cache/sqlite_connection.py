@@ -82,7 +82,8 @@ class ForkGate:
 
 
 GATE = ForkGate()
-on_fork(before=GATE.before_fork, parent=GATE.after_fork_in_parent, child=GATE.after_fork_in_child)
+# order -1: the gate waits for SQLite calls before any other guard is taken (none is held while it waits)
+on_fork(before=GATE.before_fork, parent=GATE.after_fork_in_parent, child=GATE.after_fork_in_child, order=-1)
 
 
 def _gated(fn: Callable[..., T]) -> Callable[..., T]:
