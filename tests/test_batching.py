@@ -495,7 +495,7 @@ def test_every_step_has_contiguous_ascending_sequence_ids() -> None:
 
 async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> None:
     """A pool's preload starts its workers at once: one runs the self-test, the others serve unbatched meanwhile
-    and take its verdict."""
+    and take its verdict (the lock passes on only when its holder idles, see below)."""
     import steadytext_async as st
 
     async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
@@ -505,8 +505,12 @@ async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> No
         infos = [w.info for w in client._local.pool._workers]
     assert [(i.max_batch, i.selftest_pending) for i in ready] == [(1, True), (1, True)]
     assert len(infos) == 2 and all(i.max_batch == 4 for i in infos)
-    assert sorted(i.selftest_seconds > 0 for i in infos) == [False, True]
-    key = next(iter(json.loads((tmp_path / "batch-verdicts.json").read_text())))
+    # One worker runs the test. A holder idle for IDLE_GRACE hands the lock over, so on a loaded machine (seen under
+    # pytest-xdist) the other may run part of a test of its own before the first verdict lands: one verdict either way.
+    assert any(i.selftest_seconds > 0 for i in infos)
+    verdicts = json.loads((tmp_path / "batch-verdicts.json").read_text())
+    assert len(verdicts) == 1
+    key = next(iter(verdicts))
     assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 4) == 4
 
 
