@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import reap
 
 from steadytext_async._exceptions import InvalidRequestError, ModelNotFoundError
 from steadytext_async._worker.parent.budget import HostBudget
@@ -187,4 +188,4 @@ def test_a_child_forked_while_waiting_does_not_keep_announcing_a_waiter(tmp_path
     try:
         assert not budget.others_waiting()  # before the fix: True until the child exited
     finally:
-        os.waitpid(pid, 0)
+        assert reap(pid, 30) == 0

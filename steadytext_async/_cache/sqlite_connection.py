@@ -42,6 +42,9 @@ class ForkGate:
     """Shared holds for SQLite calls, an exclusive one for a fork."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._calls = 0  # SQLite calls in flight
         self._forks = 0  # forks in progress (each between its before and after hooks)
@@ -78,7 +81,7 @@ class ForkGate:
 
     def after_fork_in_child(self) -> None:
         """The parent's calls and forks are not this process's: start afresh (the condition may be held)."""
-        self.__init__()  # type: ignore[misc]
+        self._reset()
 
 
 GATE = ForkGate()
