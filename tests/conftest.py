@@ -164,28 +164,12 @@ def mock_text(prompt: str, max_new_tokens: int, **kw: Any) -> str:
     return "".join(default_tokens(st.GenerationRequest(prompt=prompt, max_new_tokens=max_new_tokens, **kw)))
 
 
-# -- every fast async test runs on asyncio and on uvloop and fails if it blocks its loop (as anyio's plugin does) ----
-# Every loop is in debug mode (`asyncio_debug` in pyproject.toml). Model-backed tests keep one asyncio loop and only
-# log slow callbacks: they are slow on a loaded machine anyway. Mark a test `blocks_loop` to keep both loops and debug
-# mode but allow a slow callback (a sync call from inside a loop, on purpose).
-FAST_MODULES = {
-    "test_cache_frontend",
-    "test_cache_integration",
-    "test_cache_sqlite",
-    "test_config",
-    "test_governor",
-    "test_mock_provider",
-    "test_remote_cache",
-    "test_remote_faults",
-    "test_remote_router",
-    "test_remote_unit",
-    "test_structured_normalize",
-    "test_structured_remote",
-    "test_structured_validate",
-    "test_sync",
-    "test_textstream",
-    "test_validate",
-}
+# -- every async test runs on asyncio and on uvloop and fails if it blocks its loop (as anyio's plugin does) --------
+# Every loop is in debug mode (`asyncio_debug` in pyproject.toml). Tests that drive the embedded model through worker
+# processes are marked `model` (a module's `pytestmark`, or the `model_spec`/`gemma_spec`/`sdk` fixtures): they keep
+# one asyncio loop and only log slow callbacks, since they are slow on a loaded machine anyway. Mark a test
+# `blocks_loop` to keep both loops and debug mode but allow a slow callback (a sync call inside a loop, on purpose).
+MODEL_FIXTURES = frozenset({"model_spec", "gemma_spec", "sdk"})
 SLOW_CALLBACK = 0.5  # seconds a callback may hold the loop (generous: the machine is shared)
 
 
@@ -205,9 +189,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _fast(item: pytest.Item) -> bool:
-    module = getattr(item, "module", None)
-    name = module.__name__.rpartition(".")[2] if module is not None else ""
-    return name in FAST_MODULES and item.get_closest_marker("model") is None
+    """True unless the test needs the model's worker processes (see above)."""
+    if item.get_closest_marker("model") is not None:
+        return False
+    return not MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ()))
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:

@@ -33,6 +33,8 @@ from steadytext_async._worker.protocol import (
 )
 from steadytext_async.structured import normalize
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 B = 7
 
 

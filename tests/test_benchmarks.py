@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -10,10 +10,13 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from test_batching import warm_batching
 
 import steadytext_async as st
 from steadytext_async._worker.parent.budget import HostBudget
+
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
 
 
 def test_slots_are_exclusive_across_processes_and_freed_when_the_holder_dies(tmp_path: Path) -> None:

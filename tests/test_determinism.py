@@ -14,6 +14,8 @@ import steadytext_async as st
 from steadytext_async._options import ModelOptions
 from steadytext_async._registry import EMBEDDED, GEMMA_BASE
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 # Golden outputs (max_new_tokens=24, greedy) pinned to each GGUF's sha256, with the worker's kernel settings (CPU
 # repack, flash attention and ggml's tiled K-quant matmul off; see _worker/child/llama.py). They are checked against
 # llama-cpp-python's own greedy decode (tests/_oracle.py) in the two *_oracle tests below.

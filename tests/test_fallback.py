@@ -7,6 +7,8 @@ import pytest
 import steadytext_async as st
 from steadytext_async._fallback import fallback_words
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 
 def test_fallback_words_are_deterministic_and_seed_dependent() -> None:
     a = "".join(fallback_words("test prompt", 42, 20))

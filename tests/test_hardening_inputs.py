@@ -25,6 +25,8 @@ from steadytext_async._worker.protocol import MAX_FRAME, MAX_PROMPT_BYTES, Gener
 from steadytext_async.structured.normalize import MAX_SCHEMA_DEPTH, normalize
 from steadytext_async.structured.validate import check_output, regex_fullmatch
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 CLI = [sys.executable, "-m", "steadytext_async"]
 
 

@@ -13,6 +13,8 @@ import pytest
 import steadytext_async as st
 from steadytext_async._worker.parent import pool as pool_module
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 
 async def test_closed_clients_are_freed() -> None:
     refs = []

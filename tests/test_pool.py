@@ -12,6 +12,8 @@ from conftest import alive
 
 import steadytext_async as st
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 PROMPT = "Once upon a time"
 
 

@@ -26,6 +26,8 @@ from steadytext_async._worker.parent.affinity import Affinity, anchors
 from steadytext_async._worker.protocol import DoneFrame, DoneTimings, DoneUsage, FromWorker, GenParams, WorkerConfig
 from steadytext_async.structured import normalize
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 N_BATCH = 32
 SYSTEM = (
     "You are a careful assistant for a shipping company. Answer in one short sentence. Parcels up to 2 kg cost 4 "

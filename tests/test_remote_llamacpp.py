@@ -27,6 +27,8 @@ from steadytext_async.providers.base import ProviderChunk, ProviderDone
 from steadytext_async.providers.openai_compat import OpenAICompatProvider
 from steadytext_async.providers.presets import get_preset, register_provider, unregister_provider
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 PROMPT = "The capital of France is"
 MAX = 12
 MAX_LP = 5  # tokens when logprobs are requested

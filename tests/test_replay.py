@@ -12,6 +12,8 @@ from steadytext_async._cache.key import cache_key
 from steadytext_async._registry import EMBEDDED
 from steadytext_async._replay import request_from_fingerprint
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 # sha256 of the chat template in the SmolLM2-135M-Instruct GGUF (ChatML with a default system line)
 SMOLLM2_TEMPLATE_SHA256 = "872be49dbb638044ad01b60388f48d469ff2980e5f0dccdc22ec907db54d0788"
 

@@ -9,6 +9,8 @@ import steadytext_async as st
 from steadytext_async._worker.parent.pool import Done, Pool
 from steadytext_async._worker.protocol import GenParams, PieceFrame
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 PROMPT = "The capital of France is"
 
 

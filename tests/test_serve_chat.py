@@ -12,6 +12,8 @@ from _serve_helpers import ServeProcess, same_fingerprint, serve
 
 from steadytext_async._sync import SteadyText
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 CONVERSATION: list[Any] = [
     {"role": "system", "content": "You are a geography teacher. Answer in one short sentence."},
     {"role": "user", "content": "What is the capital of France?"},

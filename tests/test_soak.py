@@ -29,7 +29,7 @@ from steadytext_async import AsyncSteadyText, Chunk, GenerationResult, WorkerErr
 from steadytext_async._options import RequestOptions
 from steadytext_async.providers.presets import register_provider, unregister_provider
 
-pytestmark = pytest.mark.filterwarnings("error::ResourceWarning")
+pytestmark = [pytest.mark.filterwarnings("error::ResourceWarning"), pytest.mark.model]
 
 
 def rss_bytes() -> int:

@@ -9,6 +9,8 @@ from pydantic import BaseModel
 import steadytext_async as st
 from steadytext_async._options import ModelOptions
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 
 class Person(BaseModel):
     name: str

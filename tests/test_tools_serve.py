@@ -14,6 +14,8 @@ from _tools_data import ASK, WEATHER
 
 from steadytext_async._sync import SteadyText
 
+pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
+
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionAssistantMessageParam, ChatCompletionMessageParam
 
