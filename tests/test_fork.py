@@ -139,8 +139,7 @@ def test_preload_then_fork_server_pattern_keeps_the_cache_right(tmp_path: Path) 
 
     assert asyncio.run(again()) == expected[PROMPTS[1]]
     assert results == expected
-    stored = _cache_texts(tmp_path)
-    # Every entry is right (a write that loses a lock race under load may be dropped, never corrupted), and the
-    # parent's own entry survived its children.
-    assert stored and all(text in expected.values() for text in stored), stored
-    assert len(stored) == len(set(stored)) and expected[PROMPTS[0]] in stored
+    # Every child's entry is stored and right, and the parent's own survived its children. Before the fork gate held
+    # whole transactions, children forked while the parent's first write was open lost every write after waiting
+    # out two busy timeouts each (this test took 19 s instead of 5).
+    assert sorted(_cache_texts(tmp_path)) == sorted(expected.values())
