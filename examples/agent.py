@@ -50,6 +50,7 @@ TOOLS: list[dict[str, Any]] = [
     },
 ]
 MAX_STEPS = 3
+QUESTION = "What is the capital of Japan? Then compute 12 times 7."
 
 
 def run_tool(name: str, arguments: dict[str, Any]) -> str:
@@ -84,10 +85,14 @@ async def agent(client: AsyncSteadyText, question: str, max_new_tokens: int = 64
 
 async def main() -> list[dict[str, Any]]:
     async with AsyncSteadyText() as client:
-        transcript = await agent(client, "What is the capital of Japan? Then compute 12 times 7.")
-    for message in transcript:
-        print(json.dumps(message, ensure_ascii=False, sort_keys=True))
+        transcript = await agent(client, QUESTION)
+    print(render(transcript), end="")
     return transcript
+
+
+def render(transcript: list[dict[str, Any]]) -> str:
+    """One JSON object per line, as ``main`` prints it."""
+    return "".join(json.dumps(message, ensure_ascii=False, sort_keys=True) + "\n" for message in transcript)
 
 
 if __name__ == "__main__":

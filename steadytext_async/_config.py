@@ -13,7 +13,7 @@ environment (``environ``) from which API keys, ``STEADYTEXT_<NAME>_BASE_URL`` an
 | STEADYTEXT_N_CTX          | context window (prompt + generated tokens)                       | 4096               |
 | STEADYTEXT_N_BATCH        | prompt-evaluation batch size (part of the determinism contract) | 512                |
 | STEADYTEXT_MAX_BATCH      | requests one worker decodes together (capped by its self-test; 1 = off) | 8          |
-| STEADYTEXT_DISPATCH       | batch: a request joins a decoding batch first; spread: an idle worker first | batch   |
+| STEADYTEXT_DISPATCH       | spread: an idle worker first; batch: a request joins a decoding batch first | spread  |
 | STEADYTEXT_STRICT         | 1: raise ModelUnavailableError instead of falling back           | 0                  |
 | STEADYTEXT_LLAMA_LOG      | 1: let llama.cpp write its log to stderr                         | 0                  |
 | STEADYTEXT_UNSAFE_MODE    | 1: allow remote (best-effort deterministic) models without unsafe_mode=True | 0      |
@@ -117,7 +117,7 @@ class Settings:
     n_ctx: int = 4096
     n_batch: int = 512
     max_batch: int = 8
-    dispatch: str = "batch"  # where a new request goes first: a decoding batch ("batch") or an idle worker ("spread")
+    dispatch: str = "spread"  # where a new request goes first: an idle worker ("spread") or a decoding batch ("batch")
     prefix_cache_mb: int = 256  # per worker: kept prompt-prefix states (0: no prefix reuse)
     strict: bool = False
     unsafe_mode: bool = False  # allow remote (best-effort deterministic) models without unsafe_mode=True per call
@@ -205,7 +205,7 @@ class Settings:
             "n_ctx": env_int(e, "STEADYTEXT_N_CTX", 4096, minimum=16),
             "n_batch": env_int(e, "STEADYTEXT_N_BATCH", 512),
             "max_batch": env_int(e, "STEADYTEXT_MAX_BATCH", 8),
-            "dispatch": e.get("STEADYTEXT_DISPATCH", "batch").strip().lower() or "batch",
+            "dispatch": e.get("STEADYTEXT_DISPATCH", "spread").strip().lower() or "spread",
             "prefix_cache_mb": env_int(e, "STEADYTEXT_PREFIX_CACHE_MB", 256, minimum=0),
             "strict": env_bool(e, "STEADYTEXT_STRICT", False),
             "unsafe_mode": env_bool(e, "STEADYTEXT_UNSAFE_MODE", False),

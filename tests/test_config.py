@@ -64,8 +64,8 @@ def test_daemon_url_scheme_is_checked() -> None:
 
 
 def test_dispatch_from_env_and_checked() -> None:
-    assert Settings.from_env({}).dispatch == "batch"
-    assert Settings.from_env({"STEADYTEXT_DISPATCH": " Spread "}).dispatch == "spread"
+    assert Settings.from_env({}).dispatch == "spread" == Settings().dispatch
+    assert Settings.from_env({"STEADYTEXT_DISPATCH": " Batch "}).dispatch == "batch"
     for bad in ("", "round-robin", "BATCH", 1):
         with pytest.raises(InvalidRequestError, match="dispatch"):
             Settings(dispatch=bad)  # type: ignore[arg-type]

@@ -166,17 +166,20 @@ def test_a_tool_result_turn_is_rendered_and_answered(sdk: SteadyText) -> None:
 
 
 def test_the_agent_example_transcript_is_the_same_bytes() -> None:
-    runs = [
-        subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "agent.py")],
-            capture_output=True,
-            timeout=600,
-            check=True,
-            cwd=ROOT,
-            env={**os.environ, "STEADYTEXT_DISABLE_CACHE": "1"},
-        ).stdout
-        for _ in range(2)
-    ]
+    """In a fresh process (the example as users run it) and on the session's warm default client."""
+    import steadytext_async
+    from examples.agent import QUESTION, agent, render
+
+    fresh = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "agent.py")],
+        capture_output=True,
+        timeout=600,
+        check=True,
+        cwd=ROOT,
+        env={**os.environ, "STEADYTEXT_DISABLE_CACHE": "1"},
+    ).stdout
+    warm = render(asyncio.run(agent(steadytext_async.default_client(), QUESTION))).encode()
+    runs = [fresh, warm]
     assert runs[0] == runs[1]
     lines = [json.loads(line) for line in runs[0].decode().splitlines()]
     assert lines[-1]["role"] == "assistant" and lines[-1]["content"]

@@ -347,7 +347,7 @@ class Pool:
         """True when a request may start on a worker of its own: a host token is free and a worker of its model is
         idle, or one more may be spawned. On a small model and few cores, two 1-thread workers decode more than one
         2-thread worker batching two sequences (docs/guide/batching.md has the figures), so ``dispatch="spread"``
-        (opt-in; "batch" is the default) fills the workers before it batches; the bytes are the same either way."""
+        (the default) fills the workers before it batches; the bytes are the same either way."""
         if active >= self.max_active or not self._budget.has_token(active):
             return False
         alive = [w for w in self._workers if w.alive]
