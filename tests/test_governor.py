@@ -52,6 +52,7 @@ def test_work_after_idleness_measures_the_full_share_again() -> None:
     assert gov.choose(2) == 1
     sampler = Sampler(temperature=0.0, seed=0, top_k=0, top_p=1.0, min_p=0.0)
     batcher.admit(1, [1, 2], 0, SequenceDecoder(model, max_new_tokens=4, sampler=sampler))
+    assert gov.best(2) == 2  # the prompt is evaluated on the full share too (it used to take the 1-thread estimate)
     assert gov.ewma == {1: 0.040} and gov.choose(2) == 2  # the full share is measured again, first
     gov.ewma[2] = 0.020
     batcher.admit(2, [1, 2], 0, SequenceDecoder(model, max_new_tokens=4, sampler=sampler))  # joins: not idle

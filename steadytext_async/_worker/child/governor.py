@@ -32,8 +32,14 @@ class ThreadGovernor:
         return sorted({max(1, share), max(1, share // 2), 1}, reverse=True)
 
     def best(self, share: int) -> int:
-        known = [(self.ewma[n], -n) for n in self.candidates(share) if n in self.ewma]
-        return -min(known)[1] if known else max(1, share)
+        """The fastest count known; the full share while it has no estimate (never measured, or forgotten after
+        idleness), as :meth:`choose` measures it first. A prompt after idleness used to go to whichever other count
+        still had an estimate: one thread, 0.24 instead of 0.125 s for a 42-token prompt, 7 % of a 96-token
+        request."""
+        cands = self.candidates(share)
+        if cands[0] not in self.ewma:
+            return cands[0]
+        return -min((self.ewma[n], -n) for n in cands if n in self.ewma)[1]
 
     def choose(self, share: int) -> int:
         """Thread count for the next decode step (never more than ``share``)."""
