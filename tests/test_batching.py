@@ -30,6 +30,7 @@ from steadytext_async._worker.protocol import (
     GenParams,
     PieceFrame,
     WorkerConfig,
+    WorkerInfo,
 )
 from steadytext_async.structured import normalize
 
@@ -50,6 +51,7 @@ class Harness:
         self.outs: dict[int, Out] = {}
         self.rid = 0
         self.verdicts: list[int] = []
+        self.reports: list[WorkerInfo] = []  # every BatchVerdict's report, in order
 
     def collect(self, msg: FromWorker) -> None:
         if isinstance(msg, PieceFrame):
@@ -64,7 +66,9 @@ class Harness:
         elif isinstance(msg, ErrorFrame):
             raise AssertionError(f"request {msg.rid} failed: {msg.error}")
         elif isinstance(msg, BatchVerdict):
-            self.verdicts.append(msg.max_batch)
+            self.reports.append(msg.info)
+            if not (msg.info.selftest_pending or msg.info.widening):  # settled: the verdict, in the wide context
+                self.verdicts.append(msg.max_batch)
 
     def run(self, schedule: dict[int, list[GenParams]], cancel: dict[int, list[int]] | None = None) -> list[Out]:
         """Submit ``schedule[t]`` before tick ``t``; cancel request numbers ``cancel[t]`` (submission order)."""
@@ -97,7 +101,7 @@ def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     box.append(Harness(worker))
     worker.finish_selftest()
     yield box[0]
-    worker.model.close()
+    worker.close()
 
 
 def greedy(prompt: str, n: int = 24, **kw: Any) -> GenParams:
@@ -277,12 +281,12 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
         w.work()
         widths.append(len(w.batcher.slots) * (1 if h.verdicts else -1))  # negative: before the verdict
     check([h.outs[r] for r in rids], batch, alone)
-    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0
+    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0, h.reports
     assert min(widths) == -1 and max(widths) > 1  # one at a time before the verdict, several after
     assert limits[0] == 1.0 and limits[-1] == 4.0
     assert selftest.load_verdict(verdicts, _key(h), 4) == 4
     assert w.info().selftest_pending is False
-    w.model.close()
+    w.close()
 
 
 def test_a_held_verdict_lock_never_blocks_a_worker(
@@ -305,7 +309,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         selftest.store_verdict(verdicts, _key(h), 3)  # the lock holder's verdict
         w.finish_selftest()
         assert h.verdicts == [3] and w.batch_max == 3 and w.selftest_seconds == 0.0
-        w.model.close()
+        w.close()
 
         monkeypatch.setattr(selftest, "LOCK_PATIENCE", 0.3)
         h2 = _worker(gemma_spec, tmp_path / "other" / "batch-verdicts.json")
@@ -316,7 +320,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         finally:
             lock2.release()
         assert h2.verdicts == [4] and h2.worker.selftest_seconds > 0
-        h2.worker.model.close()
+        h2.worker.close()
     finally:
         lock.release()
 
@@ -371,14 +375,14 @@ def test_an_out_of_range_cached_verdict_is_not_used(gemma_spec: Any, tmp_path: P
     verdicts = tmp_path / "batch-verdicts.json"
     probe = _worker(gemma_spec, tmp_path / "probe.json", max_batch=2)
     key = _key(probe)
-    probe.worker.model.close()
+    probe.worker.close()
     selftest.store_verdict(verdicts, key, 4096)
     h = _worker(gemma_spec, verdicts, max_batch=2)
     assert h.worker.batch_max == 1 and h.worker.info().selftest_pending is True
     h.worker.finish_selftest()
     assert h.verdicts == [2] and h.worker.batcher.per_call == 2 and len(h.worker.batcher.free) == 2
     assert selftest.load_verdict(verdicts, key, 2) == 2
-    h.worker.model.close()
+    h.worker.close()
 
 
 # -- through the pool ----------------------------------------------------------------------------------------------
@@ -432,6 +436,7 @@ class _StepRecorder:
 
     n_seq = 6
     n_batch = 64
+    kernel = "n_seq_max=6"
 
     def __init__(self) -> None:
         self.steps: list[tuple[list[int], list[int], list[int]]] = []

@@ -20,6 +20,7 @@ from test_batching import Out
 
 import steadytext_async as st
 from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.llama import SeqState
 from steadytext_async._worker.child.prefix import PrefixStore
 from steadytext_async._worker.child.worker import Worker
 from steadytext_async._worker.parent.affinity import Affinity, anchors
@@ -107,7 +108,7 @@ def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
     box.append(Harness(worker))
     yield box[0]
-    worker.model.close()
+    worker.close()
 
 
 def chat(turns: int, n: int = 12, **kw: Any) -> GenParams:
@@ -227,13 +228,13 @@ class FakeStates:
     def state_size(self, seq: int) -> int:
         return 4 * len(self.seqs[seq])
 
-    def save_state(self, seq: int, size: int) -> ctypes.Array[ctypes.c_uint8]:
+    def save_state(self, seq: int, size: int) -> SeqState:
         data = b"".join(t.to_bytes(4, "little") for t in self.seqs[seq])
         assert len(data) == size
-        return (ctypes.c_uint8 * size).from_buffer_copy(data)
+        return SeqState((ctypes.c_uint8 * size).from_buffer_copy(data), 1, (size,))
 
-    def load_state(self, seq: int, state: ctypes.Array[ctypes.c_uint8], keep: int) -> None:
-        raw_ = bytes(state)
+    def load_state(self, seq: int, state: SeqState, keep: int) -> None:
+        raw_ = bytes(state.data)
         self.seqs[seq] = [int.from_bytes(raw_[i : i + 4], "little") for i in range(0, len(raw_), 4)][:keep]
         self.loads.append((seq, keep))
 
