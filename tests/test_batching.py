@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -258,6 +259,7 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     info = w.info()
     assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
     assert info.max_batch == 1 and info.selftest_pending is True and not verdicts.exists()
+    assert info.widening is True and "n_seq_max=1," in info.kernel  # Ready before its wide context exists
     limits: list[float] = []
     widths: list[int] = []
     orig = h.collect
@@ -286,6 +288,64 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     assert limits[0] == 1.0 and limits[-1] == 4.0
     assert selftest.load_verdict(verdicts, _key(h), 4) == 4
     assert w.info().selftest_pending is False
+    w.close()
+
+
+def test_ready_with_one_sequence_then_batches_in_its_wide_context(
+    gemma_spec: Any, tmp_path: Path, harness: Harness, alone: dict[int, Out], held_builds: threading.Event
+) -> None:
+    """Issue 22: Ready came only after a context of max_batch x n_ctx KV cells was made and cleared (most of a fresh
+    preload). Now, with a cached verdict: Ready with one sequence's context, serving one request at a time; the wide
+    context is built beside it; a request in flight when it arrives moves over (its KV cells copied) and every
+    request's bytes equal its alone run; then requests batch, and the pool hears of it once."""
+    verdicts = tmp_path / "batch-verdicts.json"
+    selftest.store_verdict(
+        verdicts, selftest.verdict_key(str(gemma_spec.path), harness.worker._system_info(), 1, 4, 512), 4
+    )
+    h = _worker(gemma_spec, verdicts)
+    w = h.worker
+    info = w.info()
+    assert (info.max_batch, info.selftest_pending, info.widening) == (1, False, True)
+    assert info.kernel == "flash_attn=0,kv_unified=0,n_seq_max=1,repack=0,tiled_mm=0" and w.model.n_seq == 1
+    finished_in: dict[int, tuple[str | None, int]] = {}
+    orig = h.collect
+
+    def collect(msg: FromWorker) -> None:
+        if isinstance(msg, DoneFrame):
+            finished_in[msg.rid] = (msg.timings.kernel, msg.timings.max_batch)
+        orig(msg)
+
+    h.collect = collect  # type: ignore[method-assign]
+    batch = [TARGETS[0], NEIGHBOURS[0], TARGETS[1], NEIGHBOURS[2]]
+    h.outs.clear()
+    rids = []
+    for p in batch[:2]:
+        h.rid += 1
+        rids.append(h.rid)
+        h.outs[h.rid] = Out()
+        w.handle(Generate(h.rid, p))
+    for _ in range(6):  # the first is a few tokens in, alone; the second waits for the one slot
+        w.work()
+    first = w.batcher.slots[rids[0]]
+    assert first.next_token is not None and len(first.decoder.ids) >= 4 and len(w.waiting) == 1
+    assert w.model.n_seq == 1 and h.reports == []
+    held_builds.set()
+    assert w._wide is not None
+    w._wide.wait()
+    for p in batch[2:]:
+        h.rid += 1
+        rids.append(h.rid)
+        h.outs[h.rid] = Out()
+        w.handle(Generate(h.rid, p))
+    widths = []
+    while w.batcher.busy or w.waiting:
+        w.work()
+        widths.append(len(w.batcher.slots))
+    check([h.outs[r] for r in rids], batch, alone)
+    assert max(widths) == 4 and w.model.n_seq == 4 and w.batch_max == 4
+    assert [(r.max_batch, r.widening, r.selftest_pending) for r in h.reports] == [(4, False, False)]
+    assert h.reports[0].kernel == "flash_attn=0,kv_unified=0,n_seq_max=4,repack=0,tiled_mm=0"
+    assert all(finished_in[r] == (h.reports[0].kernel, 4) for r in rids)  # the first moved, then finished there
     w.close()
 
 
