@@ -482,7 +482,14 @@ async def warm_batching(client: Any, want: int, rounds: int = 80) -> None:
     for i in range(rounds):
         workers = [w for w in pool._workers if w.alive]
         if workers and all(w.capacity == want for w in workers):
-            return
+            # a worker leaves its last warm-up request a moment after the caller has the result: wait for that, so
+            # the test's own requests find every worker idle (a worker widens only after Ready, so warm-up requests
+            # run even with a cached verdict)
+            for _ in range(200):
+                if not any(w.busy for w in workers):
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"workers still busy after the warm-up: {[w.active for w in workers]}")
         n = max(1, len(workers))
         # a request that asks for a long answer decodes all 16 tokens (a short chat answer ends at once)
         warm = [client.generate(f"Write a long story about the number {i}{j}.", max_new_tokens=16) for j in range(n)]
