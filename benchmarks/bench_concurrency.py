@@ -120,12 +120,13 @@ async def sdk_texts(client: Any, tokens: int, c: int) -> tuple[float, list[float
 
 
 async def settle_batching(client: Any, rounds: int = 60) -> None:
-    """Concurrent warm-up requests until every worker has its batching verdict: a worker without a cached verdict
-    serves unbatched at first and tests while it decodes, which would otherwise be measured as the SDK's speed."""
+    """Concurrent warm-up requests until every worker has its batching verdict and its wide context: a worker serves
+    unbatched at first (and, without a cached verdict, tests while it decodes), which would otherwise be measured as
+    the SDK's speed."""
     pool = client._local.pool
     for i in range(rounds):
         workers = [w for w in pool._workers if w.alive]
-        if workers and not any(w.info.selftest_pending for w in workers):
+        if workers and not any(w.info.selftest_pending or w.info.widening for w in workers):
             return
         await asyncio.gather(*(client.generate(f"Warm-up {i}.{j}", max_new_tokens=16) for j in range(4)))
     print("bench_concurrency: batching verdict still pending after the warm-up", file=sys.stderr)

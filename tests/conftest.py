@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -225,3 +226,18 @@ def _fail_on_blocked_loop(request: pytest.FixtureRequest) -> Iterator[None]:
         logger.removeHandler(handler)
     if handler.seen and _fast(request.node) and request.node.get_closest_marker("blocks_loop") is None:
         pytest.fail("blocking call on the event loop:\n" + "\n".join(handler.seen), pytrace=False)
+
+
+@pytest.fixture
+def held_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Every wide context a worker builds from now on waits until the event is set (set at teardown)."""
+    from steadytext_async._worker.child.widen import ContextBuild  # sets GGML_CPU_TILED_MM: only when used
+
+    gate = threading.Event()
+
+    def held(build: Any) -> ContextBuild:
+        return ContextBuild(lambda: (gate.wait(120), build())[1])
+
+    monkeypatch.setattr("steadytext_async._worker.child.worker.ContextBuild", held)
+    yield gate
+    gate.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from steadytext_async._worker.protocol import (
     GenParams,
     PieceFrame,
     WorkerConfig,
+    WorkerInfo,
 )
 from steadytext_async.structured import normalize
 
@@ -52,6 +54,7 @@ class Harness:
         self.outs: dict[int, Out] = {}
         self.rid = 0
         self.verdicts: list[int] = []
+        self.reports: list[WorkerInfo] = []  # every BatchVerdict's report, in order
 
     def collect(self, msg: FromWorker) -> None:
         if isinstance(msg, PieceFrame):
@@ -66,7 +69,9 @@ class Harness:
         elif isinstance(msg, ErrorFrame):
             raise AssertionError(f"request {msg.rid} failed: {msg.error}")
         elif isinstance(msg, BatchVerdict):
-            self.verdicts.append(msg.max_batch)
+            self.reports.append(msg.info)
+            if not (msg.info.selftest_pending or msg.info.widening):  # settled: the verdict, in the wide context
+                self.verdicts.append(msg.max_batch)
 
     def run(self, schedule: dict[int, list[GenParams]], cancel: dict[int, list[int]] | None = None) -> list[Out]:
         """Submit ``schedule[t]`` before tick ``t``; cancel request numbers ``cancel[t]`` (submission order)."""
@@ -99,7 +104,7 @@ def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     box.append(Harness(worker))
     worker.finish_selftest()
     yield box[0]
-    worker.model.close()
+    worker.close()
 
 
 def greedy(prompt: str, n: int = 24, **kw: Any) -> GenParams:
@@ -256,6 +261,7 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     info = w.info()
     assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
     assert info.max_batch == 1 and info.selftest_pending is True and not verdicts.exists()
+    assert info.widening is True and "n_seq_max=1," in info.kernel  # Ready before its wide context exists
     limits: list[float] = []
     widths: list[int] = []
     orig = h.collect
@@ -279,12 +285,70 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
         w.work()
         widths.append(len(w.batcher.slots) * (1 if h.verdicts else -1))  # negative: before the verdict
     check([h.outs[r] for r in rids], batch, alone)
-    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0
+    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0, h.reports
     assert min(widths) == -1 and max(widths) > 1  # one at a time before the verdict, several after
     assert limits[0] == 1.0 and limits[-1] == 4.0
     assert selftest.load_verdict(verdicts, _key(h), 4) == 4
     assert w.info().selftest_pending is False
-    w.model.close()
+    w.close()
+
+
+def test_ready_with_one_sequence_then_batches_in_its_wide_context(
+    gemma_spec: Any, tmp_path: Path, harness: Harness, alone: dict[int, Out], held_builds: threading.Event
+) -> None:
+    """Issue 22: Ready came only after a context of max_batch x n_ctx KV cells was made and cleared (most of a fresh
+    preload). Now, with a cached verdict: Ready with one sequence's context, serving one request at a time; the wide
+    context is built beside it; a request in flight when it arrives moves over (its KV cells copied) and every
+    request's bytes equal its alone run; then requests batch, and the pool hears of it once."""
+    verdicts = tmp_path / "batch-verdicts.json"
+    selftest.store_verdict(
+        verdicts, selftest.verdict_key(str(gemma_spec.path), harness.worker._system_info(), 1, 4, 512), 4
+    )
+    h = _worker(gemma_spec, verdicts)
+    w = h.worker
+    info = w.info()
+    assert (info.max_batch, info.selftest_pending, info.widening) == (1, False, True)
+    assert info.kernel == "flash_attn=0,kv_unified=0,n_seq_max=1,repack=0,tiled_mm=0" and w.model.n_seq == 1
+    finished_in: dict[int, tuple[str | None, int]] = {}
+    orig = h.collect
+
+    def collect(msg: FromWorker) -> None:
+        if isinstance(msg, DoneFrame):
+            finished_in[msg.rid] = (msg.timings.kernel, msg.timings.max_batch)
+        orig(msg)
+
+    h.collect = collect  # type: ignore[method-assign]
+    batch = [TARGETS[0], NEIGHBOURS[0], TARGETS[1], NEIGHBOURS[2]]
+    h.outs.clear()
+    rids = []
+    for p in batch[:2]:
+        h.rid += 1
+        rids.append(h.rid)
+        h.outs[h.rid] = Out()
+        w.handle(Generate(h.rid, p))
+    for _ in range(6):  # the first is a few tokens in, alone; the second waits for the one slot
+        w.work()
+    first = w.batcher.slots[rids[0]]
+    assert first.next_token is not None and len(first.decoder.ids) >= 4 and len(w.waiting) == 1
+    assert w.model.n_seq == 1 and h.reports == []
+    held_builds.set()
+    assert w._wide is not None
+    w._wide.wait()
+    for p in batch[2:]:
+        h.rid += 1
+        rids.append(h.rid)
+        h.outs[h.rid] = Out()
+        w.handle(Generate(h.rid, p))
+    widths = []
+    while w.batcher.busy or w.waiting:
+        w.work()
+        widths.append(len(w.batcher.slots))
+    check([h.outs[r] for r in rids], batch, alone)
+    assert max(widths) == 4 and w.model.n_seq == 4 and w.batch_max == 4
+    assert [(r.max_batch, r.widening, r.selftest_pending) for r in h.reports] == [(4, False, False)]
+    assert h.reports[0].kernel == "flash_attn=0,kv_unified=0,n_seq_max=4,repack=0,tiled_mm=0"
+    assert all(finished_in[r] == (h.reports[0].kernel, 4) for r in rids)  # the first moved, then finished there
+    w.close()
 
 
 def test_a_held_verdict_lock_never_blocks_a_worker(
@@ -307,7 +371,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         selftest.store_verdict(verdicts, _key(h), 3)  # the lock holder's verdict
         w.finish_selftest()
         assert h.verdicts == [3] and w.batch_max == 3 and w.selftest_seconds == 0.0
-        w.model.close()
+        w.close()
 
         monkeypatch.setattr(selftest, "LOCK_PATIENCE", 0.3)
         h2 = _worker(gemma_spec, tmp_path / "other" / "batch-verdicts.json")
@@ -318,7 +382,7 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         finally:
             lock2.release()
         assert h2.verdicts == [4] and h2.worker.selftest_seconds > 0
-        h2.worker.model.close()
+        h2.worker.close()
     finally:
         lock.release()
 
@@ -373,14 +437,14 @@ def test_an_out_of_range_cached_verdict_is_not_used(gemma_spec: Any, tmp_path: P
     verdicts = tmp_path / "batch-verdicts.json"
     probe = _worker(gemma_spec, tmp_path / "probe.json", max_batch=2)
     key = _key(probe)
-    probe.worker.model.close()
+    probe.worker.close()
     selftest.store_verdict(verdicts, key, 4096)
     h = _worker(gemma_spec, verdicts, max_batch=2)
     assert h.worker.batch_max == 1 and h.worker.info().selftest_pending is True
     h.worker.finish_selftest()
     assert h.verdicts == [2] and h.worker.batcher.per_call == 2 and len(h.worker.batcher.free) == 2
     assert selftest.load_verdict(verdicts, key, 2) == 2
-    h.worker.model.close()
+    h.worker.close()
 
 
 # -- through the pool ----------------------------------------------------------------------------------------------
@@ -420,7 +484,14 @@ async def warm_batching(client: Any, want: int, rounds: int = 80) -> None:
     for i in range(rounds):
         workers = [w for w in pool._workers if w.alive]
         if workers and all(w.capacity == want for w in workers):
-            return
+            # a worker leaves its last warm-up request a moment after the caller has the result: wait for that, so
+            # the test's own requests find every worker idle (a worker widens only after Ready, so warm-up requests
+            # run even with a cached verdict)
+            for _ in range(200):
+                if not any(w.busy for w in workers):
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"workers still busy after the warm-up: {[w.active for w in workers]}")
         n = max(1, len(workers))
         # a request that asks for a long answer decodes all 16 tokens (a short chat answer ends at once)
         warm = [client.generate(f"Write a long story about the number {i}{j}.", max_new_tokens=16) for j in range(n)]
@@ -434,6 +505,7 @@ class _StepRecorder:
 
     n_seq = 6
     n_batch = 64
+    kernel = "n_seq_max=6"
 
     def __init__(self) -> None:
         self.steps: list[tuple[list[int], list[int], list[int]]] = []

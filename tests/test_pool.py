@@ -248,6 +248,33 @@ async def test_a_killed_worker_is_replaced_by_the_warm_spare_under_load() -> Non
     assert not children()
 
 
+async def test_a_worker_killed_while_building_its_wide_context_is_replaced(tmp_path: object) -> None:
+    """Issue 22: a worker reports Ready before its wide (max_batch-sequence) context is built, and builds it in a
+    thread. Killed during that build, it is replaced like any other worker: the next request gets its bytes, no
+    process is left behind, and the new worker widens in turn."""
+    stragglers = _worker_children()
+    kw = {"workers": 1, "threads": 2, "max_batch": 4, "cache_dir": tmp_path}
+    async with st.AsyncSteadyText(**kw) as ref:  # type: ignore[arg-type]
+        expected = (await ref.generate(PROMPT, max_new_tokens=24)).text
+    async with st.AsyncSteadyText(**kw) as client:  # type: ignore[arg-type]
+        await client.preload()
+        pool = client._local.pool
+        victim = pool._workers[0]
+        assert victim.info.widening and victim.info.max_batch == 1 and "n_seq_max=1," in victim.info.kernel
+        os.kill(victim.pid, signal.SIGKILL)
+        r = await asyncio.wait_for(client.generate(PROMPT, max_new_tokens=24), 120)
+        assert r.text == expected and pool.respawns == 1
+        assert not alive(victim.pid) and set(client.worker_pids()) == _worker_children() - stragglers
+        for _ in range(600):  # the replacement builds its own wide context and reports it
+            if not pool._workers[0].info.widening:
+                break
+            await asyncio.sleep(0.05)
+        info = pool._workers[0].info
+        assert not info.widening and "n_seq_max=4," in info.kernel
+        assert info.max_batch == (1 if info.selftest_pending else 4)  # batching waits for the self-test too
+    assert not (_worker_children() - stragglers)
+
+
 async def test_a_request_on_a_worker_whose_reader_is_cancelled_is_ended_not_left_waiting() -> None:
     """Regression: ``Pool.aclose`` cancels each worker's pipe reader after the process exits. A reader cancelled
     before it had read the end of the pipe left the requests still streaming from that worker waiting forever (a

@@ -11,7 +11,9 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +21,21 @@ from test_batching import Harness as BatchHarness
 from test_batching import Out
 
 import steadytext_async as st
+from steadytext_async._worker.child import selftest
 from steadytext_async._worker.child.decode import SequenceDecoder
+from steadytext_async._worker.child.llama import SeqState
 from steadytext_async._worker.child.prefix import PrefixStore
 from steadytext_async._worker.child.worker import Worker
 from steadytext_async._worker.parent.affinity import Affinity, anchors
-from steadytext_async._worker.protocol import DoneFrame, DoneTimings, DoneUsage, FromWorker, GenParams, WorkerConfig
+from steadytext_async._worker.protocol import (
+    DoneFrame,
+    DoneTimings,
+    DoneUsage,
+    FromWorker,
+    Generate,
+    GenParams,
+    WorkerConfig,
+)
 from steadytext_async.structured import normalize
 
 pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
@@ -93,10 +105,8 @@ class Harness(BatchHarness):
             self.store._drop(next(iter(self.store._kept)))
 
 
-@pytest.fixture(scope="module")
-def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    verdicts = tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json"
-    cfg = WorkerConfig(
+def _config(model_spec: Any, verdicts: Path) -> WorkerConfig:
+    return WorkerConfig(
         model_path=str(model_spec.path),
         n_ctx=1024,
         n_batch=N_BATCH,
@@ -105,11 +115,16 @@ def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         verdict_path=str(verdicts),
         prefix_cache_bytes=64 * 1024 * 1024,
     )
+
+
+@pytest.fixture(scope="module")
+def harness(model_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    cfg = _config(model_spec, tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json")
     box: list[Harness] = []
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
     box.append(Harness(worker))
     yield box[0]
-    worker.model.close()
+    worker.close()
 
 
 def chat(turns: int, n: int = 12, **kw: Any) -> GenParams:
@@ -198,6 +213,50 @@ def test_shared_system_prompt_across_conversations(harness: Harness) -> None:
     assert on == off
 
 
+def test_moving_to_the_wide_context_mid_prompt_and_with_kept_prefixes_keeps_the_bytes(
+    model_spec: Any, tmp_path: Path, harness: Harness, held_builds: threading.Event
+) -> None:
+    """Issue 22: a worker starts in a context of one sequence and moves to its wide one once built. A prompt half
+    evaluated when that happens goes on from the copied KV cells, and a prefix kept in the first context restores
+    in the second (its state relaid for more KV streams); every byte equals a run that never moved."""
+    params, other = chat(2), chat(3, temperature=0.8, seed=5)
+    expected = [harness.run({0: [p]}, reuse=False)[0] for p in (params, other)]
+    cfg = _config(model_spec, tmp_path / "batch-verdicts.json")
+    selftest.store_verdict(Path(str(cfg.verdict_path)), _verdict_key(harness.worker, cfg), 4)
+    h = Harness(Worker(cfg, send=lambda msg: h.collect(msg)))
+    w = h.worker
+    kept = h.run({0: [params]}, reuse=True)[0]
+    assert kept == expected[0] and len(h.store) == 1 and w.model.n_seq == 1
+    w.batcher.prefix = None
+    h.rid += 1
+    h.outs[h.rid] = Out()
+    w.handle(Generate(h.rid, other))
+    w.work()
+    w.work()
+    slot = w.batcher.slots[h.rid]
+    assert 0 < slot.filled < len(slot.prompt) and w.model.n_past[0] == slot.filled  # two chunks in
+    held_builds.set()
+    assert w._wide is not None
+    w._wide.wait()
+    while w.batcher.busy:
+        w.work()
+    moved = h.outs[h.rid]
+    assert w.model.n_seq == 4 and h.store.model is w.model
+    assert (moved.text, moved.token_ids, moved.tokens, moved.finish) == (
+        expected[1].text,
+        expected[1].token_ids,
+        expected[1].tokens,
+        expected[1].finish,
+    )
+    again = h.run({0: [params, NEIGHBOURS[0]]}, reuse=True)[0]  # restores the prefix kept before the move
+    assert again == expected[0] and again.cached > 0 and h.store.hits >= 1
+    w.close()
+
+
+def _verdict_key(worker: Worker, cfg: WorkerConfig) -> str:
+    return selftest.verdict_key(cfg.model_path, worker._system_info(), cfg.n_threads, cfg.max_batch, cfg.n_batch)
+
+
 def test_cap_holds_over_many_prefixes(harness: Harness) -> None:
     """A bounded soak in the fast tier: 40 distinct prefixes under a cap of about three states."""
     store = harness.store
@@ -229,13 +288,13 @@ class FakeStates:
     def state_size(self, seq: int) -> int:
         return 4 * len(self.seqs[seq])
 
-    def save_state(self, seq: int, size: int) -> ctypes.Array[ctypes.c_uint8]:
+    def save_state(self, seq: int, size: int) -> SeqState:
         data = b"".join(t.to_bytes(4, "little") for t in self.seqs[seq])
         assert len(data) == size
-        return (ctypes.c_uint8 * size).from_buffer_copy(data)
+        return SeqState((ctypes.c_uint8 * size).from_buffer_copy(data), 1, (size,))
 
-    def load_state(self, seq: int, state: ctypes.Array[ctypes.c_uint8], keep: int) -> None:
-        raw_ = bytes(state)
+    def load_state(self, seq: int, state: SeqState, keep: int) -> None:
+        raw_ = bytes(state.data)
         self.seqs[seq] = [int.from_bytes(raw_[i : i + 4], "little") for i in range(0, len(raw_), 4)][:keep]
         self.loads.append((seq, keep))
 

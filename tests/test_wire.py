@@ -53,7 +53,9 @@ INFO = WorkerInfo(
 )
 TOKEN = TokenInfo(1234, b" tok", -0.25, tuple((100 + i, b" alt%d" % i, -1.5 - i) for i in range(5)))
 USAGE = DoneUsage(prompt_tokens=12, completion_tokens=24, prompt_tokens_truncated=1, prompt_tokens_cached=8)
-TIMINGS = DoneTimings(prompt_eval=0.0123456789, decode=0.456789123, n_threads=2, max_batch=4)
+TIMINGS = DoneTimings(
+    prompt_eval=0.0123456789, decode=0.456789123, n_threads=2, max_batch=4, kernel="n_seq_max=1,repack=0"
+)
 FRAMES: list[FromWorker] = [
     Ready(INFO),
     Fatal(ErrorRecord("ValueError", "no such file")),
@@ -63,7 +65,7 @@ FRAMES: list[FromWorker] = [
     ErrorFrame(7, ErrorRecord("ConstraintError", "budget ran out", "partial")),
     Cancelled(7),
     ThreadsAck(3, 1),
-    BatchVerdict(4, 1.25),
+    BatchVerdict(dataclasses.replace(INFO, widening=True)),
 ]
 
 

@@ -3,8 +3,9 @@
 Parent -> child: :class:`Init` (once), then :class:`Generate`, :class:`Cancel`, :class:`SetThreads`, :class:`Shutdown`.
 Child -> parent: :class:`Ready` or :class:`Fatal` (once), then per request any number of :class:`PieceFrame` followed by
 one of :class:`DoneFrame`, :class:`ErrorFrame`, :class:`Cancelled`; and :class:`ThreadsAck` for each
-:class:`SetThreads`, and :class:`BatchVerdict` once if the worker started unbatched and its self-test has now decided
-how many requests it decodes together. A worker may run several requests at once (batched decoding), so frames of
+:class:`SetThreads`, and :class:`BatchVerdict` whenever the worker's report changed after Ready: it starts unbatched
+in a context of one sequence, and widens once its self-test has decided how many requests it decodes together and
+its wide context is built. A worker may run several requests at once (batched decoding), so frames of
 different requests interleave; every request frame carries its ``rid``. Only our own child writes to the pipe, so pickle
 is safe here.
 
@@ -157,8 +158,9 @@ class Shutdown:
 # -- child -> parent ---------------------------------------------------------------------------------------------
 @_message
 class WorkerInfo:
-    """What a worker reports about itself in :class:`Ready`; a :class:`BatchVerdict` later updates ``max_batch``
-    and the self-test fields. The llama.cpp fields go into each result's fingerprint."""
+    """What a worker reports about itself in :class:`Ready`; a :class:`BatchVerdict` later replaces it (``max_batch``,
+    ``kernel``, the self-test fields and ``widening`` change). The llama.cpp fields go into each result's
+    fingerprint."""
 
     pid: int
     llama_cpp_python_version: str
@@ -169,10 +171,11 @@ class WorkerInfo:
     n_ubatch: int
     n_vocab: int
     max_batch: int  # requests decoded together now (1 until the batching self-test decides)
-    kernel: str  # llama.cpp settings that decide the bytes, "name=0|1" joined by commas
+    kernel: str  # llama.cpp settings of the context in use, "name=value" joined by commas (n_seq_max: its sequences)
     selftest_seconds: float
     selftest_pending: bool
     chat_template_sha256: str | None = None  # None: the model has no chat template
+    widening: bool = False  # its wide context is being built: max_batch grows once it is in use (child/widen.py)
 
 
 @_message
@@ -223,6 +226,7 @@ class DoneTimings:
     decode: float
     n_threads: int
     max_batch: int  # the widest batch this request could be in
+    kernel: str | None = None  # the context it finished in (WorkerInfo.kernel's form); None: the worker's
 
 
 @_message
@@ -255,11 +259,15 @@ class ThreadsAck:
 
 @_message
 class BatchVerdict:
-    """The worker now decodes up to ``max_batch`` requests together (its self-test ran after Ready, or another
-    worker's verdict was found)."""
+    """The worker's report changed after Ready: it now decodes up to ``info.max_batch`` requests together (its
+    self-test ran, or another worker's verdict was found, and its wide context is in use), or its self-test decided
+    while the wide context is still being built. ``info`` replaces the one from Ready."""
 
-    max_batch: int
-    selftest_seconds: float
+    info: WorkerInfo
+
+    @property
+    def max_batch(self) -> int:
+        return self.info.max_batch
 
 
 ToWorker = Init | Generate | Cancel | SetThreads | Shutdown

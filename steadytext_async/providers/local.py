@@ -29,7 +29,8 @@ def _finish(reason: str) -> FinishReason:
 
 def _provider_info(worker: WorkerInfo, ran: DoneTimings) -> ProviderInfo:
     """The worker's llama.cpp setup, with what this request ran with as opposed to the worker's state now: its
-    thread count, and its batch limit (a worker serves unbatched until its self-test decides, then batches)."""
+    thread count, its batch limit and the kernel settings of its context (a worker serves unbatched in a context of
+    one sequence until its self-test decides and its wide context is built, then batches; the bytes are the same)."""
     info = ProviderInfo(
         llama_cpp_python_version=worker.llama_cpp_python_version,
         llama_cpp_system_info=worker.llama_cpp_system_info,
@@ -38,7 +39,7 @@ def _provider_info(worker: WorkerInfo, ran: DoneTimings) -> ProviderInfo:
         n_ubatch=worker.n_ubatch,
         n_threads=ran.n_threads,
         max_batch=ran.max_batch,
-        kernel=worker.kernel,
+        kernel=ran.kernel or worker.kernel,
         cpu=worker.cpu,
     )
     if worker.chat_template_sha256 is not None:

@@ -4,6 +4,8 @@ Every :meth:`Batcher.tick` does at most one prompt chunk (one request's prompt, 
 ``n_batch`` pieces, so its batch split never depends on other traffic) and then one step: the next token of every
 decoding request, at most ``per_call`` per ``llama_decode`` (the self-test's verdict). Requests join and leave
 between ticks; a cancelled or finished request frees its sequence (KV cells removed) without touching the others.
+:meth:`Batcher.move_to` moves every request to another context over the same weights between ticks (the worker's
+one-sequence start context to its wide one, see :mod:`.widen`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class Batcher:
         self.free = list(range(min(slots, model.n_seq)))  # sequence ids not in use
         self.slots: dict[int, _Slot] = {}  # by rid, in admission order
         self.share = threads  # threads granted by the pool
-        self.n_threads = threads  # threads in use now (<= share)
+        self.held_back = 0  # of which left to other work of this process (the wide context's build)
+        self.n_threads = threads  # threads in use now (<= usable)
         self._govs: dict[int, ThreadGovernor] = {}
         self.fillers = 0  # filler tokens decoded to close gaps between sequence ids (observable for tests)
 
@@ -73,7 +76,7 @@ class Batcher:
             # with the parent process busy), so measure it again; a stale slow sample kept a lone request on one
             # thread for hundreds of steps
             for gov in self._govs.values():
-                gov.forget(self.share)
+                gov.forget(self.usable)
         seq = min(self.free)  # lowest first: keeps the decoding sequences' ids contiguous (see _holes)
         self.free.remove(seq)
         slot = self.slots[rid] = _Slot(rid, seq, prompt, truncated, decoder)
@@ -95,17 +98,51 @@ class Batcher:
         self.free = sorted(set(self.free) | (set(range(n)) - used))
         self.per_call = max(1, slots)
 
+    def move_to(self, model: LlamaModel) -> None:
+        """Serve from ``model`` (a sibling context over the same weights, at least as many sequences) from now on.
+
+        Every request keeps its sequence id: its KV cells are copied over (a prompt half evaluated, or a decode in
+        progress, goes on from the same position with the same cells, so with the same bytes), its decoder reads
+        the vocabulary from ``model``, and so does the prefix store (kept states load into any context). Raises
+        RuntimeError, with nothing changed here, if a state does not load.
+        """
+        old = self.model
+        if model.n_seq < old.n_seq or model.n_ctx != old.n_ctx:
+            raise ValueError(f"cannot move {old.n_seq}x{old.n_ctx} sequences to a {model.n_seq}x{model.n_ctx} context")
+        for slot in self.slots.values():
+            if old.n_past[slot.seq]:
+                model.load_state(slot.seq, old.save_state(slot.seq, old.state_size(slot.seq)), old.n_past[slot.seq])
+        for slot in self.slots.values():
+            slot.decoder.vocab = model
+        model.set_threads(self.n_threads)
+        self.model = model
+        if self.prefix is not None:
+            self.prefix.model = model
+
     def _leave(self, slot: _Slot) -> None:
         del self.slots[slot.rid]
         self.model.clear(slot.seq)
         self.free.append(slot.seq)
 
     # -- threads -----------------------------------------------------------------------------------------------
+    @property
+    def usable(self) -> int:
+        """Threads the decode steps may use now: the share, less any held back (never below one)."""
+        return max(1, self.share - self.held_back)
+
     def set_share(self, share: int) -> None:
         """Accept a new grant from the pool; never keep using more threads than granted."""
         self.share = share
-        if self.n_threads > share:
-            self._use_threads(share)
+        self._fit_threads()
+
+    def hold_back(self, n: int) -> None:
+        """Leave ``n`` threads of the share to other work of this process until called again with 0."""
+        self.held_back = n
+        self._fit_threads()
+
+    def _fit_threads(self) -> None:
+        if self.n_threads > self.usable:
+            self._use_threads(self.usable)
 
     def _use_threads(self, n: int) -> None:
         if n != self.n_threads:
@@ -130,7 +167,7 @@ class Batcher:
             self._step(decoding[i * len(decoding) // n_calls : (i + 1) * len(decoding) // n_calls])
 
     def _prefill(self, slot: _Slot) -> None:
-        self._use_threads(self._gov(1).best(self.share))
+        self._use_threads(self._gov(1).best(self.usable))
         try:
             row = self.model.prefill(slot.seq, slot.prompt, slot.filled)
         except Exception as exc:
@@ -145,7 +182,7 @@ class Batcher:
 
     def _step(self, chunk: list[_Slot]) -> None:
         gov = self._gov(len(chunk))
-        n = gov.choose(self.share)
+        n = gov.choose(self.usable)
         self._use_threads(n)
         t0 = time.perf_counter()
         try:
@@ -201,6 +238,7 @@ class Batcher:
                 decode=t_end - slot.t_prompt,
                 n_threads=self.n_threads,
                 max_batch=self.per_call,  # only ever grows: the widest batch this request could be in
+                kernel=self.model.kernel,  # the context it finished in (a moved request: same bytes in either)
             )
             held = self.prefix.held if self.prefix is not None else 0
             self.send(DoneFrame(slot.rid, dec.finish_reason, usage, timings, prefix_bytes=held))

@@ -10,7 +10,9 @@ The kernel settings are fixed (:data:`KERNEL`) because they decide the output by
   kernel from 8 columns on, whose sums round differently from the per-row ``vec_dot`` kernel, so 8 or more
   sequences in one step differed from decoding alone. ggml reads the variable once per process, at the first
   matmul: this module sets it on import, so import it before any other llama.cpp model runs in the process;
-- ``kv_unified`` off, ``n_seq_max = n_seq``: every sequence has its own KV stream of ``n_ctx`` cells.
+- ``kv_unified`` off, ``n_seq_max = n_seq``: every sequence has its own KV stream of ``n_ctx`` cells, so a
+  sequence decodes to the same bytes in a context of one sequence as in one of many (a worker starts with one and
+  moves to its wide context once that is built, see :mod:`.widen`).
 
 A prompt is always evaluated alone (:meth:`LlamaModel.prefill`, in ``n_batch`` chunks), so its batch split never
 depends on other traffic; :meth:`LlamaModel.step` then decodes the next token of several sequences in one
@@ -20,8 +22,10 @@ depends on other traffic; :meth:`LlamaModel.step` then decodes the next token of
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import itertools
 import os
+import struct
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -33,11 +37,58 @@ from .sampling import Logits
 if TYPE_CHECKING:
     from .decode import SequenceDecoder
 
-__all__ = ["KERNEL", "LlamaModel", "Logits"]
+__all__ = ["KERNEL", "LlamaModel", "Logits", "SeqState"]
 
 # Settings that change the output bytes; recorded in the worker info and so in each result's fingerprint.
 KERNEL: dict[str, bool] = {"repack": False, "flash_attn": False, "kv_unified": False, "tiled_mm": False}
 os.environ["GGML_CPU_TILED_MM"] = "1" if KERNEL["tiled_mm"] else "0"
+
+
+_U32 = struct.Struct("=I")
+_HEAD = struct.Struct("=Ii")  # llama.cpp's sequence state header: its magic and the sequence id it was saved from
+_MAGIC = 0xAF143CD8
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SeqState:
+    """One sequence's KV cells as llama.cpp serialises them (:meth:`LlamaModel.save_state`), and what loading them
+    into a context with more sequences takes (:func:`_restream`): the saving context's stream count and the sizes
+    of the records of the memory's KV caches after the header (one record, or two for a model with sliding-window
+    layers: base and SWA)."""
+
+    data: ctypes.Array[ctypes.c_uint8]
+    n_stream: int
+    parts: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+def _restream(state: SeqState, n: int) -> ctypes.Array[ctypes.c_uint8]:
+    """``state``'s bytes for a context of ``n`` (more) KV streams.
+
+    llama.cpp writes a sequence's state as a header (``u32`` magic, ``i32`` sequence id) and one record per KV
+    cache: ``u32 n_stream``, then per stream ``u32 cell_count`` and, if not 0, the cells (``llama_context::
+    state_seq_get_data``, ``llama_kv_cache::state_write``). Reading a sequence, it checks ``n_stream`` against its
+    own, puts every stream's cells into the target sequence's stream and skips a stream whose count is 0
+    (``state_read_sinfo``). So a record from fewer streams reads the same once its ``n_stream`` says ``n`` and
+    empty streams fill the difference, ahead of its own. A layout this does not match fails here or in
+    ``llama_state_seq_set_data`` (RuntimeError), never silently.
+    """
+    raw = memoryview(state.data).cast("B")
+    if _HEAD.unpack_from(raw)[0] != _MAGIC:
+        raise RuntimeError("not a llama.cpp sequence state")
+    out = bytearray(raw[: _HEAD.size])
+    at = _HEAD.size
+    for size in state.parts:
+        (m,) = _U32.unpack_from(raw, at)
+        if m != state.n_stream or n < m:
+            raise RuntimeError(f"cannot restream a KV record of {m} streams to {n}")
+        out += _U32.pack(n) + _U32.pack(0) * (n - m) + raw[at + _U32.size : at + size]
+        at += size
+    if at != len(raw):
+        raise RuntimeError("KV record sizes do not add up")
+    return (ctypes.c_uint8 * len(out)).from_buffer(out)
 
 
 _SILENT: list[Any] = []  # the one log callback of the process, kept alive as long as llama.cpp may call it
@@ -103,6 +154,9 @@ class LlamaModel:
         self._batch = llama_cpp.llama_batch_init(max(n_batch, n_seq), 0, 1)
         self.n_past = [0] * n_seq
         self._metadata: dict[str, str] | None = None
+        # a sequence's state loads into a context with more sequences (_restream): KV caches only, no recurrent state
+        raw = self.model.model
+        self.movable = not (llama_cpp.llama_model_is_recurrent(raw) or llama_cpp.llama_model_is_hybrid(raw))
 
     def sibling(self, *, n_ctx: int, n_seq: int) -> LlamaModel:
         """Another context over the same weights (no second load), with the same kernel settings and ``n_batch``."""
@@ -115,6 +169,19 @@ class LlamaModel:
             log=self.log,
             weights=self.model,
         )
+
+    @property
+    def kernel(self) -> str:
+        """The settings this context decodes with, as recorded in fingerprints: :data:`KERNEL` and ``n_seq_max``
+        (which does not change a sequence's bytes, see the module docstring; recorded as what ran)."""
+        kernel = {**KERNEL, "n_seq_max": self.n_seq}
+        return ",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items()))
+
+    def pass_weights(self, heir: LlamaModel) -> None:
+        """Make ``heir`` (a :meth:`sibling`) free the shared weights instead of this object, which may then close."""
+        if heir.model is not self.model:
+            raise ValueError("pass_weights: not a sibling over the same weights")
+        heir._owns_weights, self._owns_weights = self._owns_weights, False
 
     def close(self) -> None:
         if self._batch is not None:
@@ -167,18 +234,24 @@ class LlamaModel:
         """Bytes of sequence ``seq``'s state (its KV cells) as :meth:`save_state` would copy them."""
         return int(self.lc.llama_state_seq_get_size(self.ctx, seq))
 
-    def save_state(self, seq: int, size: int) -> ctypes.Array[ctypes.c_uint8]:
+    def save_state(self, seq: int, size: int) -> SeqState:
         """A copy of sequence ``seq``'s state; ``size`` from :meth:`state_size` (nothing decoded in between)."""
         buf = (ctypes.c_uint8 * size)()
         got = self.lc.llama_state_seq_get_data(self.ctx, buf, size, seq)
         if got != size:
             raise RuntimeError(f"llama_state_seq_get_data copied {got} of {size} bytes")
-        return buf
+        # the header and the SWA cache's record alone (all of it for a model without one): where the records meet
+        swa = int(self.lc.llama_state_seq_get_size_ext(self.ctx, seq, self.lc.LLAMA_STATE_SEQ_FLAGS_PARTIAL_ONLY))
+        head = _HEAD.size
+        parts = (size - head,) if swa in (0, size) else (size - swa, swa - head)
+        return SeqState(buf, self.n_seq, parts)
 
-    def load_state(self, seq: int, state: ctypes.Array[ctypes.c_uint8], keep: int) -> None:
-        """Make sequence ``seq`` hold the first ``keep`` positions of a state saved from any sequence."""
+    def load_state(self, seq: int, state: SeqState, keep: int) -> None:
+        """Make sequence ``seq`` hold the first ``keep`` positions of a state saved from any sequence of this
+        context or of a sibling with fewer sequences (a worker's one-sequence context; needs :attr:`movable`)."""
         self.clear(seq)
-        if self.lc.llama_state_seq_set_data(self.ctx, state, len(state), seq) != len(state):
+        data = state.data if state.n_stream == self.n_seq or not self.movable else _restream(state, self.n_seq)
+        if self.lc.llama_state_seq_set_data(self.ctx, data, len(data), seq) != len(data):
             self.clear(seq)
             raise RuntimeError("llama_state_seq_set_data failed")
         self.lc.llama_memory_seq_rm(self.memory, seq, keep, -1)

@@ -15,9 +15,11 @@ the cap is not kept). A kept prefix that is itself a prefix of a newer one is dr
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .llama import SeqState
 
 __all__ = ["PrefixStore"]
 
@@ -29,15 +31,15 @@ class StateModel(Protocol):
 
     def state_size(self, seq: int) -> int: ...
 
-    def save_state(self, seq: int, size: int) -> ctypes.Array[ctypes.c_uint8]: ...
+    def save_state(self, seq: int, size: int) -> SeqState: ...
 
-    def load_state(self, seq: int, state: ctypes.Array[ctypes.c_uint8], keep: int) -> None: ...
+    def load_state(self, seq: int, state: SeqState, keep: int) -> None: ...
 
 
 @dataclasses.dataclass(slots=True)
 class _Kept:
     tokens: list[int]  # the prefix (a whole number of chunks)
-    state: ctypes.Array[ctypes.c_uint8]
+    state: SeqState
 
 
 class PrefixStore:

@@ -3,9 +3,11 @@
 Run as ``python -m steadytext_async._worker.child`` (its ``__main__`` calls :func:`main`). Frames arrive on stdin and
 leave on the original stdout (fd 1 is then pointed at stderr so stray prints cannot corrupt the frame stream). A reader
 thread queues incoming frames so the decode loop sees new requests, ``Cancel`` and ``SetThreads`` between decode calls.
-A worker whose batching self-test (:mod:`.selftest`) has no cached verdict starts unbatched, runs the test between its
-own steps and then serves up to that many requests at once (:mod:`.batch`), telling the pool with ``BatchVerdict``. The
-process exits when stdin closes or its parent dies (PR_SET_PDEATHSIG).
+A worker is ready once its weights and a context of one sequence are loaded, and serves unbatched in it while a thread
+builds its wide context (:mod:`.widen`); a worker whose batching self-test (:mod:`.selftest`) has no cached verdict
+also runs the test between its own steps. Once both are there it serves up to that many requests at once
+(:mod:`.batch`); every change is reported to the pool with ``BatchVerdict``. The process exits when stdin closes or
+its parent dies (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ from ..protocol import (
 from . import selftest
 from .batch import Batcher
 from .decode import SequenceDecoder
-from .llama import KERNEL, LlamaModel
+from .llama import LlamaModel
 from .prefix import PrefixStore
 from .sampling import Sampler
+from .widen import HELD_BACK, POLL, ContextBuild
 
 _OUT_FD = -1
 
@@ -100,20 +103,33 @@ class Worker:
         self.cfg = cfg
         self.send = send
         self.inbox: queue.Queue[ToWorker] = queue.Queue()
+        # Ready comes after one sequence's context (0.13 s for the default model, against 0.47 s for 8 x 4096 cells);
+        # a lone sequence decodes to the same bytes in it as in the wide context built beside it (see widen.py)
         self.model = LlamaModel(
             cfg.model_path,
             n_ctx=cfg.n_ctx,
             n_batch=cfg.n_batch,
             n_threads=cfg.n_threads,
-            n_seq=max(1, cfg.max_batch),
+            n_seq=1,
             log=cfg.llama_log,
         )
-        self.batch_max, self.selftest_seconds = self._batch_verdict()
-        slots = max(1, self.batch_max)
-        prefix = PrefixStore(self.model, cap=cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None
-        self.batcher = Batcher(self.model, slots=slots, per_call=slots, threads=cfg.n_threads, send=send, prefix=prefix)
+        self.batch_max = 1  # requests decoded together now
+        self.selftest_seconds = 0.0
+        self._verdict = self._batch_verdict()  # None: the self-test is pending
+        self.prefix = PrefixStore(self.model, cap=cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None
+        self.batcher = Batcher(self.model, slots=1, per_call=1, threads=cfg.n_threads, send=send, prefix=self.prefix)
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
+        self._wide: ContextBuild | None = None
+        width = cfg.max_batch if self._verdict is None else self._verdict
+        if width >= 2:
+            small, n_ctx = self.model, cfg.n_ctx
+            self._wide = ContextBuild(lambda: small.sibling(n_ctx=n_ctx, n_seq=width))
+            if small.movable:
+                self.batcher.hold_back(HELD_BACK)
+            else:  # a recurrent state cannot move to another context: widen before Ready
+                self._wide.wait()
+                self._adopt_wide(report=False)
 
     def _system_info(self) -> dict[str, str]:
         lc = self.lc
@@ -124,24 +140,23 @@ class Worker:
             "cpu": _cpu_summary(),
         }
 
-    def _batch_verdict(self) -> tuple[int, float]:
-        """The batch size to start with: a cached verdict for this exact setup, else 1 (unbatched) with the
-        self-test pending; it then runs between the worker's own steps (:meth:`work`) and never delays Ready."""
+    def _batch_verdict(self) -> int | None:
+        """The batch size this setup allows: a cached verdict for this exact setup, else None with the self-test
+        pending; it then runs between the worker's own steps (:meth:`work`) and never delays Ready."""
         cfg = self.cfg
         self._selftest: selftest.PendingVerdict | None = None
-        limit = min(cfg.max_batch, self.model.n_seq)
+        limit = cfg.max_batch
         if limit < 2:
-            return 1, 0.0
+            return 1
         key = selftest.verdict_key(cfg.model_path, self._system_info(), cfg.n_threads, cfg.max_batch, cfg.n_batch)
         path = Path(cfg.verdict_path) if cfg.verdict_path else None
         cached = selftest.load_verdict(path, key, limit) if path is not None else None
         if cached is not None:
-            return cached, 0.0
-        model = self.model
+            return cached
         self._selftest = selftest.PendingVerdict(
-            lambda k: model.sibling(n_ctx=selftest.PROBE_CTX, n_seq=k), limit, path=path, key=key
+            lambda k: self.model.sibling(n_ctx=selftest.PROBE_CTX, n_seq=k), limit, path=path, key=key
         )
-        return 1, 0.0
+        return None
 
     def _advance_selftest(self) -> None:
         """One step of the pending self-test, on the threads the batcher uses now; widen the batch once decided."""
@@ -165,19 +180,79 @@ class Worker:
 
     def _take_verdict(self, pending: selftest.PendingVerdict, verdict: int) -> None:
         self._selftest = None
-        self.batch_max, self.selftest_seconds = verdict, pending.seconds
-        self.batcher.widen(verdict)
-        self.send(BatchVerdict(verdict, round(pending.seconds, 3)))
+        self._verdict, self.selftest_seconds = verdict, pending.seconds
+        self._widen()
+
+    def _adopt_wide(self, *, report: bool = True) -> None:
+        """Once its build is done, move every request to the wide context, free the one-sequence context and
+        widen; called between steps only."""
+        build = self._wide
+        if build is None or not build.done:
+            return
+        self._wide = None
+        self.batcher.hold_back(0)
+        try:
+            wide = build.result()
+        except Exception as exc:  # no memory for it: keep serving unbatched (one sequence per step)
+            print(
+                f"steadytext: could not build the batching context ({type(exc).__name__}: {exc}); not batching",
+                file=sys.stderr,
+            )
+            self._widen(report=report)
+            return
+        if self._verdict == 1:  # the self-test found no batch size that keeps the bytes: the context is not needed
+            wide.close()
+        else:
+            self._move_to(wide)
+        self._widen(report=report)
+
+    def _move_to(self, wide: LlamaModel) -> None:
+        old = self.model
+        try:
+            self.batcher.move_to(wide)
+        except RuntimeError as exc:  # a request's KV cells did not load: stay in the small context, unbatched
+            print(f"steadytext: could not move to the batching context ({exc}); not batching", file=sys.stderr)
+            wide.close()
+            return
+        if self.prefix is not None:  # also when detached from the batcher
+            self.prefix.model = wide
+        old.pass_weights(wide)
+        old.close()
+        self.model = wide
+
+    def _widen(self, *, report: bool = True) -> None:
+        """Serve up to the verdict's number of requests at once if the wide context is in use, and tell the pool
+        the worker's report changed (unless it has not sent Ready yet)."""
+        if self._verdict is not None and self._wide is None:
+            width = min(self._verdict, self.model.n_seq)
+            if width > self.batch_max:
+                self.batch_max = width
+                self.batcher.widen(width)
+        if report:
+            self.send(BatchVerdict(self.info()))
 
     def finish_selftest(self) -> None:
-        """Run the pending self-test to its end now (tests and benchmarks that want the batched worker at once)."""
+        """Run the pending self-test to its end and wait for the wide context now (tests and benchmarks that want
+        the batched worker at once)."""
         while self._selftest is not None:
             self._advance_selftest()
             if self._selftest is not None and self._selftest.state == "waiting":
                 time.sleep(selftest.RECHECK)
+        if self._wide is not None:
+            self._wide.wait()
+            self._adopt_wide()
+
+    def close(self) -> None:
+        """Free the contexts and the weights (in-process users: tests and benchmarks; a worker process just exits)."""
+        if self._selftest is not None:
+            self._selftest.close()
+            self._selftest = None
+        if self._wide is not None:
+            self._wide.close()
+            self._wide = None
+        self.model.close()
 
     def info(self) -> WorkerInfo:
-        kernel = {**KERNEL, "n_seq_max": self.model.n_seq}
         template = self.chat_template
         system = self._system_info()
         return WorkerInfo(
@@ -190,10 +265,11 @@ class Worker:
             n_ubatch=self.cfg.n_batch,
             n_vocab=self.model.n_vocab,
             max_batch=self.batch_max,
-            kernel=",".join(f"{k}={int(v)}" for k, v in sorted(kernel.items())),
+            kernel=self.model.kernel,
             selftest_seconds=round(self.selftest_seconds, 3),
             selftest_pending=self._selftest is not None,
             chat_template_sha256=None if template is None else hashlib.sha256(template.encode()).hexdigest(),
+            widening=self._wide is not None,
         )
 
     # -- requests -----------------------------------------------------------------------------------------------
@@ -300,8 +376,11 @@ class Worker:
     def serve(self) -> None:
         while True:
             idle = not self.batcher.busy and not self.waiting
-            # idle with the self-test pending: wake every RECHECK seconds to look for another worker's verdict
+            # idle with the self-test pending: wake every RECHECK seconds to look for another worker's verdict;
+            # with the wide context being built: every POLL seconds, to take it in use as soon as it is there
             timeout = selftest.RECHECK if idle and self._selftest is not None else None
+            if idle and self._wide is not None:
+                timeout = POLL
             block = idle
             while True:
                 try:
@@ -315,9 +394,10 @@ class Worker:
             self.work()
 
     def work(self) -> None:
-        """Admit waiting requests into free slots, then one batcher tick and, while requests hold the worker's
-        thread share, one step of a pending self-test (an idle worker's threads are not its to use; a frame waiting
-        in the inbox, e.g. a cancel, goes first)."""
+        """Take the wide context in use if it is built, admit waiting requests into free slots, then one batcher
+        tick and, while requests hold the worker's thread share, one step of a pending self-test (an idle worker's
+        threads are not its to use; a frame waiting in the inbox, e.g. a cancel, goes first)."""
+        self._adopt_wide()
         while self.waiting and self.batcher.capacity:
             self.start(self.waiting.popleft())
         self.batcher.tick()

@@ -193,12 +193,7 @@ class WorkerHandle:
             while True:
                 msg = await self._read_frame()
                 if isinstance(msg, BatchVerdict):
-                    self.info = dataclasses.replace(
-                        self.info,
-                        max_batch=msg.max_batch,
-                        selftest_seconds=msg.selftest_seconds,
-                        selftest_pending=False,
-                    )
+                    self.info = msg.info
                     if on_change is not None:
                         await on_change(self)
                 elif isinstance(msg, ThreadsAck):

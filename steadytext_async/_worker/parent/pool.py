@@ -1,8 +1,9 @@
 """A pool of llama.cpp worker processes with a shared decode-thread budget.
 
-- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``. A worker with no cached
-  batching verdict is ready unbatched (capacity 1) and reports its verdict later (``BatchVerdict``), when its
-  capacity grows; ``start_timeout`` covers only the model load.
+- Workers are spawned on demand (READY handshake), one model each, up to ``max_workers``. A worker is ready
+  unbatched (capacity 1, a context of one sequence) and reports each change later (``BatchVerdict``, the whole new
+  ``WorkerInfo``): its capacity grows once its wide context is built and its batching verdict known (cached, or
+  from the self-test it runs while serving); ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
   (``max_batch``; see ``_worker/child/batch.py``): a new request joins the least loaded decoding worker's batch while
   one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
@@ -444,9 +445,9 @@ class Pool:
         return worker
 
     # -- the warm spare ----------------------------------------------------------------------------------------
-    # Starting a worker takes seconds (interpreter and imports, the weights, a context of n_ctx x max_batch
-    # cells); a pool with ``spares=1`` keeps one more worker loaded and idle (no thread share, no requests), so a
-    # worker that dies is replaced at once, and a new spare is started in the background.
+    # Starting a worker takes about a second (interpreter and imports, the weights, a context of one sequence; the
+    # wide one is built after Ready); a pool with ``spares=1`` keeps one more worker loaded and idle (no thread
+    # share, no requests), so a worker that dies is replaced at once, and a new spare is started in the background.
     def _take_spare(self, model_path: str) -> WorkerHandle | None:
         spare = self._spare
         if spare is None or not spare.alive or spare.model_key != model_path:
