@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import alive
+from test_batching import warm_batching
 
 import steadytext_async as st
 
@@ -256,6 +257,7 @@ async def test_a_worker_killed_while_building_its_wide_context_is_replaced(tmp_p
     kw = {"workers": 1, "threads": 2, "max_batch": 4, "cache_dir": tmp_path}
     async with st.AsyncSteadyText(**kw) as ref:  # type: ignore[arg-type]
         expected = (await ref.generate(PROMPT, max_new_tokens=24)).text
+        await warm_batching(ref, 4)  # the verdict is stored: the next worker builds its wide context at once
     async with st.AsyncSteadyText(**kw) as client:  # type: ignore[arg-type]
         await client.preload()
         pool = client._local.pool

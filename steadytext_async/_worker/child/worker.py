@@ -121,15 +121,24 @@ class Worker:
         self.waiting: deque[Generate] = deque()
         self._matchers: Any = None  # structured.MatcherFactory, built on the first constrained request (~3 s)
         self._wide: ContextBuild | None = None
-        width = cfg.max_batch if self._verdict is None else self._verdict
-        if width >= 2:
-            small, n_ctx = self.model, cfg.n_ctx
-            self._wide = ContextBuild(lambda: small.sibling(n_ctx=n_ctx, n_seq=width))
-            if small.movable:
-                self.batcher.hold_back(HELD_BACK)
-            else:  # a recurrent state cannot move to another context: widen before Ready
+        if not self.model.movable:  # a recurrent state cannot move to another context: widen before Ready
+            self._build_wide(cfg.max_batch if self._verdict is None else self._verdict)
+            if self._wide is not None:
                 self._wide.wait()
                 self._adopt_wide(report=False)
+        elif self._verdict is not None:
+            self._build_wide(self._verdict)
+        # else: built once the self-test's verdict says batching keeps the bytes (a build beside the self-test's
+        # steps slowed a fresh machine's first request from 1.77 to 2.54 s, and the verdict may be 1)
+
+    def _build_wide(self, width: int) -> None:
+        """Start building the context of ``width`` sequences beside the one in use (none below 2)."""
+        if width < 2:
+            return
+        small, n_ctx = self.model, self.cfg.n_ctx
+        self._wide = ContextBuild(lambda: small.sibling(n_ctx=n_ctx, n_seq=width))
+        if small.movable:
+            self.batcher.hold_back(HELD_BACK)
 
     def _system_info(self) -> dict[str, str]:
         lc = self.lc
@@ -181,6 +190,8 @@ class Worker:
     def _take_verdict(self, pending: selftest.PendingVerdict, verdict: int) -> None:
         self._selftest = None
         self._verdict, self.selftest_seconds = verdict, pending.seconds
+        if self._wide is None and self.model.n_seq == 1:
+            self._build_wide(verdict)
         self._widen()
 
     def _adopt_wide(self, *, report: bool = True) -> None:
