@@ -130,13 +130,19 @@ def sse_events(raw: bytes) -> list[Any]:
     return out
 
 
-# What the worker happened to run under, recorded but not part of the output: the threads it had then, and the batch
-# limit (1 while its batching self-test had not decided yet, the verdict after).
+# What the worker happened to run under, recorded but not part of the output: the threads it had then, the batch
+# limit (1 while its batching self-test had not decided yet, the verdict after) and the sequences of the context the
+# request finished in (the kernel's n_seq_max: 1 before the worker moved to its wide context).
 _CIRCUMSTANCES = ("n_threads", "max_batch")
 
 
+def _settled(fp: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in fp.items() if k not in _CIRCUMSTANCES}
+    if isinstance(out.get("kernel"), str):
+        out["kernel"] = ",".join(p for p in out["kernel"].split(",") if not p.startswith("n_seq_max="))
+    return out
+
+
 def same_fingerprint(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Fingerprints equal except what the worker ran under (``_CIRCUMSTANCES``; outputs do not depend on it)."""
-    return {k: v for k, v in a.items() if k not in _CIRCUMSTANCES} == {
-        k: v for k, v in b.items() if k not in _CIRCUMSTANCES
-    }
+    """Fingerprints equal except what the worker ran under (see ``_CIRCUMSTANCES``; outputs do not depend on it)."""
+    return _settled(a) == _settled(b)
