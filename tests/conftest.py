@@ -74,7 +74,8 @@ def _shutdown_default_client() -> object:
 # already holds the verdict for this model, build, thread count and batch size. Tests give many clients and every
 # `serve` a fresh cache directory, so each paid it again. Pools made through the engine share one session verdict file
 # instead (its key still separates thread counts and batch sizes), and `serve` starts with a copy of it
-# (tests/_serve_helpers.py). tests/test_batching.py tests the self-test itself and keeps its own files.
+# (tests/_serve_helpers.py). tests/test_batching.py tests the self-test itself and keeps its own files (but for
+# tests marked `shared_verdicts`).
 VERDICTS = Path(tempfile.mkdtemp(prefix="steadytext-test-verdicts-")) / "batch-verdicts.json"
 
 
@@ -94,7 +95,8 @@ _seed_verdicts()
 @pytest.fixture(autouse=True)
 def _shared_batch_verdicts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     module = getattr(request, "module", None)
-    if module is not None and module.__name__.rpartition(".")[2] == "test_batching":
+    own = module is not None and module.__name__.rpartition(".")[2] == "test_batching"
+    if own and request.node.get_closest_marker("shared_verdicts") is None:
         return
     from steadytext_async._engine.engine import Engine
     from steadytext_async._worker.parent.pool import Pool
@@ -187,6 +189,7 @@ def _debug(factory: Callable[[], asyncio.AbstractEventLoop]) -> Callable[[], asy
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "model: needs the embedded model (plain asyncio loop only)")
     config.addinivalue_line("markers", "blocks_loop: blocks its event loop on purpose (no slow-callback check)")
+    config.addinivalue_line("markers", "shared_verdicts: a test_batching test that uses the session's verdicts")
 
 
 def _fast(item: pytest.Item) -> bool:

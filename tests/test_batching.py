@@ -590,6 +590,7 @@ async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> No
     assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 4) == 4
 
 
+@pytest.mark.shared_verdicts  # about where requests go, not the self-test: one verdict per pool shape and session
 async def test_new_requests_batch_first_then_spread(tmp_path: Path) -> None:
     """Two warm workers, six requests at once: four join the first worker's batch before the fifth goes to the
     second worker (one worker with both threads decoding a batch beat two 1-thread workers on 2 cores)."""

@@ -150,7 +150,7 @@ NEIGHBOURS = [
 def test_multi_turn_chat_reuses_and_matches_bytes(harness: Harness) -> None:
     """Turn by turn, alone and with neighbours joining: reuse on restores more and more, bytes never change."""
     harness.forget()
-    for turn in range(4):
+    for turn in range(3):
         params = chat(turn)
         off = harness.run({0: [params]}, reuse=False)[0]
         on = harness.run({0: [params]}, reuse=True)[0]
@@ -162,7 +162,7 @@ def test_multi_turn_chat_reuses_and_matches_bytes(harness: Harness) -> None:
         # kept from; others join while the prompt is being evaluated
         got = harness.run({0: [NEIGHBOURS[0], params], 2: NEIGHBOURS[1:]}, reuse=True)
         assert got[1] == off and got[1].cached >= on.cached > 0 if turn else got[1] == off
-    assert harness.store.hits >= 6
+    assert harness.store.hits >= 4
 
 
 def test_restored_into_a_different_sequence(harness: Harness) -> None:

@@ -11,5 +11,5 @@ from steadytext_async import _validate
 
 
 def test_original_document_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_validate, "DEFAULT_MAX_NEW_TOKENS", 12)
+    monkeypatch.setattr(_validate, "DEFAULT_MAX_NEW_TOKENS", 8)
     doc_examples.run_all()
