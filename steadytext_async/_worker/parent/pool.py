@@ -420,7 +420,10 @@ class Pool:
             in_use = sum(w.threads for w in self._active() if w.alive)
             self.peak_threads = max(self.peak_threads, in_use)
             if newcomer is None and self._budget.shared:  # shrinks are acknowledged: surplus tokens can go back
-                self._budget.return_tokens(sum(w.threads for w in self._active() if w.alive))
+                # A worker dispatched while the shrinks were awaited is active with no share yet (0 threads) and
+                # holds the token it was dispatched with: counting it as 0 gave that token back, and its grant then
+                # split the pool's threads over fewer tokens (3 threads on a 2-token host, seen in test_budget).
+                self._budget.return_tokens(sum(max(w.threads, 1) for w in self._active() if w.alive))
             self._budget.watch(lambda: len(self._active()), lambda: self._redistribute(newcomer=None))
 
     def _retire(self, worker: WorkerHandle) -> None:
