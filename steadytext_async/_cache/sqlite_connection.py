@@ -67,11 +67,10 @@ class ForkGate:
         try:
             return fn()
         finally:
-            if txn is not None and txn.open():
-                txn.holding = True
-            else:
-                if txn is not None:
-                    txn.holding = False
+            keep = txn is not None and txn.open()
+            if txn is not None:
+                txn.holding = keep
+            if not keep:
                 self.release()
 
     def release(self) -> None:

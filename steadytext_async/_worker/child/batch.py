@@ -102,9 +102,10 @@ class Batcher:
         """Serve from ``model`` (a sibling context over the same weights, at least as many sequences) from now on.
 
         Every request keeps its sequence id: its KV cells are copied over (a prompt half evaluated, or a decode in
-        progress, goes on from the same position with the same cells, so with the same bytes), its decoder reads
-        the vocabulary from ``model``, and so does the prefix store (kept states load into any context). Raises
-        RuntimeError, with nothing changed here, if a state does not load.
+        progress, goes on from the same position with the same cells, so with the same bytes), and its decoder
+        reads the vocabulary from ``model``. The prefix store is its owner's to repoint (kept states load into any
+        context; the worker may have detached it from the batcher). Raises RuntimeError, with nothing changed here,
+        if a state does not load.
         """
         old = self.model
         if model.n_seq < old.n_seq or model.n_ctx != old.n_ctx:
@@ -116,8 +117,6 @@ class Batcher:
             slot.decoder.vocab = model
         model.set_threads(self.n_threads)
         self.model = model
-        if self.prefix is not None:
-            self.prefix.model = model
 
     def _leave(self, slot: _Slot) -> None:
         del self.slots[slot.rid]

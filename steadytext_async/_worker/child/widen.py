@@ -34,7 +34,6 @@ import contextlib
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 from .llama import LlamaModel
@@ -50,14 +49,12 @@ class ContextBuild:
     """``build()`` run in a daemon thread; :meth:`result` hands over what it made, once."""
 
     def __init__(self, build: Callable[[], LlamaModel]) -> None:
-        self.seconds = 0.0  # how long the build took (set when it is done)
         self._model: LlamaModel | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(build,), name="steadytext-widen", daemon=True)
         self._thread.start()
 
     def _run(self, build: Callable[[], LlamaModel]) -> None:
-        t0 = time.perf_counter()
         if sys.platform == "linux":  # per-thread priority (elsewhere setpriority would renice the whole process)
             with contextlib.suppress(OSError):
                 tid = threading.get_native_id()
@@ -66,7 +63,6 @@ class ContextBuild:
             self._model = build()
         except BaseException as exc:  # e.g. no memory for the KV cells: the worker stays unbatched
             self._error = exc
-        self.seconds = time.perf_counter() - t0
 
     @property
     def done(self) -> bool:

@@ -225,7 +225,7 @@ class Worker:
             print(f"steadytext: could not move to the batching context ({exc}); not batching", file=sys.stderr)
             wide.close()
             return
-        if self.prefix is not None:  # also when detached from the batcher
+        if self.prefix is not None:  # the worker's store, attached to the batcher or not
             self.prefix.model = wide
         old.pass_weights(wide)
         old.close()

@@ -5,12 +5,14 @@
   ``WorkerInfo``): its capacity grows once its wide context is built and its batching verdict known (cached, or
   from the self-test it runs while serving); ``start_timeout`` covers only the model load.
 - At most ``min(max_workers, threads)`` workers decode at once, each up to its self-tested batch size of requests
-  (``max_batch``; see ``_worker/child/batch.py``): a new request joins the least loaded decoding worker's batch while
-  one has a free slot, and only then goes to another worker, while the thread budget allows (measured on 2 cores:
-  one worker with both threads decoding a batch of 2-4 gave 17-45 % more tokens/s than two 1-thread workers with
-  half the batch each; docs/guide/batching.md). The ``threads`` budget is split among decoding workers (not
-  requests) and re-split when one starts or ends (``llama_set_n_threads`` between decode calls). A worker whose
-  share shrinks must acknowledge before the newcomer starts, so running decode threads never exceed the budget.
+  (``max_batch``; see ``_worker/child/batch.py``). With ``dispatch="spread"`` (the default) a new request starts on
+  an idle worker, or a new one, while the thread budget has a core for it, and joins the least loaded decoding
+  batch only when none can start (on the default SmolLM2, two 1-thread workers decode more than one 2-thread worker
+  batching both: 1.39x at 2 concurrent); with ``dispatch="batch"`` it joins a decoding worker's batch while one has
+  a free slot, and only then goes to another worker (docs/guide/batching.md has both measurements). The
+  ``threads`` budget is split among decoding workers (not requests) and re-split when one starts or ends
+  (``llama_set_n_threads`` between decode calls). A worker whose share shrinks must acknowledge before the newcomer
+  starts, so running decode threads never exceed the budget.
 - With a :class:`~steadytext_async._worker.parent.budget.HostBudget`, every decode thread also needs one host
   token, so all pools of all processes on the host together stay within the cores (how many threads the pool may use
   now: :class:`~steadytext_async._worker.parent.threads.ThreadBudget`). Joining a running batch needs no token (the
