@@ -17,28 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ._exceptions import (
-    ConsentRequiredError,
-    ConstraintError,
-    InvalidRequestError,
-    MissingAPIKeyError,
-    ModelNotFoundError,
-    ModelUnavailableError,
-    RemoteAuthenticationError,
-    RemoteBadRequestError,
-    RemoteConnectionError,
-    RemoteError,
-    RemoteNotFoundError,
-    RemoteProtocolError,
-    RemoteRateLimitError,
-    RemoteServerError,
-    RemoteStatusError,
-    RemoteTimeoutError,
-    SteadyTextError,
-    UnknownProviderError,
-    UnsafeModeRequiredError,
-    WorkerError,
-)
+from . import _exceptions as _e
+from ._exceptions import ConstraintError, SteadyTextError, WorkerError
 
 __all__ = ["FALLBACK", "KINDS", "ErrorRecord", "Kind", "from_record", "kind_of", "to_record"]
 
@@ -58,25 +38,25 @@ _UPSTREAM = "upstream_error"
 KINDS: dict[str, Kind] = {
     k.cls.__name__: k
     for k in (
-        Kind(InvalidRequestError, 400, _INVALID),
-        Kind(ModelNotFoundError, 404, _INVALID, "model_not_found"),
-        Kind(UnknownProviderError, 400, _INVALID),
-        Kind(UnsafeModeRequiredError, 403, "permission_error", "remote_disabled"),
-        Kind(ConsentRequiredError, 403, "permission_error", "remote_disabled"),
+        Kind(_e.InvalidRequestError, 400, _INVALID),
+        Kind(_e.ModelNotFoundError, 404, _INVALID, "model_not_found"),
+        Kind(_e.UnknownProviderError, 400, _INVALID),
+        Kind(_e.UnsafeModeRequiredError, 403, "permission_error", "remote_disabled"),
+        Kind(_e.ConsentRequiredError, 403, "permission_error", "remote_disabled"),
         Kind(ConstraintError, 422, "constraint_error", "constraint_incomplete"),
-        Kind(ModelUnavailableError, 503, "model_unavailable"),
+        Kind(_e.ModelUnavailableError, 503, "model_unavailable"),
         Kind(WorkerError, 503, "worker_error"),
-        Kind(RemoteError, 502, _UPSTREAM),
-        Kind(MissingAPIKeyError, 502, _UPSTREAM),
-        Kind(RemoteConnectionError, 502, _UPSTREAM),
-        Kind(RemoteTimeoutError, 502, _UPSTREAM),
-        Kind(RemoteProtocolError, 502, _UPSTREAM),
-        Kind(RemoteStatusError, 502, _UPSTREAM),
-        Kind(RemoteBadRequestError, 502, _UPSTREAM),
-        Kind(RemoteAuthenticationError, 502, _UPSTREAM),
-        Kind(RemoteNotFoundError, 502, _UPSTREAM),
-        Kind(RemoteRateLimitError, 502, _UPSTREAM),
-        Kind(RemoteServerError, 502, _UPSTREAM),
+        Kind(_e.RemoteError, 502, _UPSTREAM),
+        Kind(_e.MissingAPIKeyError, 502, _UPSTREAM),
+        Kind(_e.RemoteConnectionError, 502, _UPSTREAM),
+        Kind(_e.RemoteTimeoutError, 502, _UPSTREAM),
+        Kind(_e.RemoteProtocolError, 502, _UPSTREAM),
+        Kind(_e.RemoteStatusError, 502, _UPSTREAM),
+        Kind(_e.RemoteBadRequestError, 502, _UPSTREAM),
+        Kind(_e.RemoteAuthenticationError, 502, _UPSTREAM),
+        Kind(_e.RemoteNotFoundError, 502, _UPSTREAM),
+        Kind(_e.RemoteRateLimitError, 502, _UPSTREAM),
+        Kind(_e.RemoteServerError, 502, _UPSTREAM),
     )
 }
 FALLBACK: type[SteadyTextError] = WorkerError  # what a kind the registry does not know is read back as
