@@ -33,7 +33,7 @@ class Runner(LlamaModel):
     def __init__(self) -> None:
         ref = ModelRef("registry", name=GEMMA_BASE.name)
         spec = resolve_model(ref, default_size="mini", default_path=None, model_dir=Settings.from_env().model_dir)
-        super().__init__(str(spec.path), n_ctx=1024, n_batch=256, n_threads=1)
+        super().__init__(str(spec.path), n_ctx=1024, n_batch=256, n_threads=2)
         self.factory = MatcherFactory(self.model)
 
     def generate(

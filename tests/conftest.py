@@ -92,6 +92,17 @@ def _seed_verdicts() -> None:
 _seed_verdicts()
 
 
+def adopt_verdicts(path: Path) -> None:
+    """Merge a test's own verdict file into the session's, so later pools of the same shape skip the self-test
+    that test has just run (a verdict is a measurement of this machine, the same whoever measured it)."""
+    import json
+
+    from steadytext_async._worker.child import selftest
+
+    for key, value in json.loads(path.read_text()).items():
+        selftest.store_verdict(VERDICTS, key, value)
+
+
 @pytest.fixture(autouse=True)
 def _shared_batch_verdicts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     module = getattr(request, "module", None)

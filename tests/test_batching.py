@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import adopt_verdicts
 from test_determinism import GOLDEN
 
 from steadytext_async._worker.child import selftest
@@ -38,6 +39,7 @@ from steadytext_async.structured import normalize
 pytestmark = pytest.mark.model  # drives worker processes (see conftest: one asyncio loop)
 
 B = 7
+THREADS = 2  # both cores: the self-tests and prompts here run alone, and bytes do not depend on threads
 
 
 @dataclasses.dataclass
@@ -97,7 +99,12 @@ class Harness:
 def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     verdicts = tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json"
     cfg = WorkerConfig(
-        model_path=str(gemma_spec.path), n_ctx=512, n_batch=512, n_threads=1, max_batch=B, verdict_path=str(verdicts)
+        model_path=str(gemma_spec.path),
+        n_ctx=512,
+        n_batch=512,
+        n_threads=THREADS,
+        max_batch=B,
+        verdict_path=str(verdicts),
     )
     box: list[Harness] = []
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
@@ -146,7 +153,7 @@ def test_self_test_finds_the_largest_identical_batch_and_caches_it(harness: Harn
     assert info.max_batch == B and info.selftest_pending is False
     assert info.kernel == "flash_attn=0,kv_unified=0,n_seq_max=7,repack=0,tiled_mm=0"
     assert w.cfg.verdict_path is not None
-    key = selftest.verdict_key(w.cfg.model_path, w._system_info(), 1, B, 512)
+    key = selftest.verdict_key(w.cfg.model_path, w._system_info(), THREADS, B, 512)
     assert selftest.load_verdict(Path(w.cfg.verdict_path), key, B) == B
 
 
@@ -224,7 +231,7 @@ def _worker(model_spec: Any, verdicts: Path, max_batch: int = 4) -> Harness:
         model_path=str(model_spec.path),
         n_ctx=512,
         n_batch=512,
-        n_threads=1,
+        n_threads=THREADS,
         max_batch=max_batch,
         verdict_path=str(verdicts),
     )
@@ -246,7 +253,7 @@ def _worker(model_spec: Any, verdicts: Path, max_batch: int = 4) -> Harness:
 
 def _key(h: Harness) -> str:
     w = h.worker
-    return selftest.verdict_key(w.cfg.model_path, w._system_info(), 1, w.cfg.max_batch, 512)
+    return selftest.verdict_key(w.cfg.model_path, w._system_info(), THREADS, w.cfg.max_batch, 512)
 
 
 def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
@@ -256,7 +263,7 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
     between its requests' steps, then batches; every request's bytes equal its alone run either way, and each
     DoneFrame says which batch limit that request ran under."""
     verdicts = tmp_path / "batch-verdicts.json"
-    h = _worker(gemma_spec, verdicts)
+    h = _worker(gemma_spec, verdicts, max_batch=2)  # the smallest test that batches
     w = h.worker
     info = w.info()
     assert (w.batch_max, w.selftest_seconds) == (1, 0.0)
@@ -287,10 +294,10 @@ def test_worker_is_ready_unbatched_then_switches_after_its_self_test(
         w.work()
         widths.append(len(w.batcher.slots) * (1 if h.verdicts else -1))  # negative: before the verdict
     check([h.outs[r] for r in rids], batch, alone)
-    assert h.verdicts == [4] and w.batch_max == 4 and w.selftest_seconds > 0, h.reports
+    assert h.verdicts == [2] and w.batch_max == 2 and w.selftest_seconds > 0, h.reports
     assert min(widths) == -1 and max(widths) > 1  # one at a time before the verdict, several after
-    assert limits[0] == 1.0 and limits[-1] == 4.0
-    assert selftest.load_verdict(verdicts, _key(h), 4) == 4
+    assert limits[0] == 1.0 and limits[-1] == 2.0
+    assert selftest.load_verdict(verdicts, _key(h), 2) == 2
     assert w.info().selftest_pending is False
     w.close()
 
@@ -304,7 +311,7 @@ def test_ready_with_one_sequence_then_batches_in_its_wide_context(
     request's bytes equal its alone run; then requests batch, and the pool hears of it once."""
     verdicts = tmp_path / "batch-verdicts.json"
     selftest.store_verdict(
-        verdicts, selftest.verdict_key(str(gemma_spec.path), harness.worker._system_info(), 1, 4, 512), 4
+        verdicts, selftest.verdict_key(str(gemma_spec.path), harness.worker._system_info(), THREADS, 4, 512), 4
     )
     h = _worker(gemma_spec, verdicts)
     w = h.worker
@@ -376,14 +383,14 @@ def test_a_held_verdict_lock_never_blocks_a_worker(
         w.close()
 
         monkeypatch.setattr(selftest, "LOCK_PATIENCE", 0.3)
-        h2 = _worker(gemma_spec, tmp_path / "other" / "batch-verdicts.json")
+        h2 = _worker(gemma_spec, tmp_path / "other" / "batch-verdicts.json", max_batch=2)
         lock2 = FileLock(str(tmp_path / "other" / "batch-verdicts.json") + ".lock")
         lock2.acquire()  # a stopped process holds it
         try:
             h2.worker.finish_selftest()  # waits out the patience, then tests unlocked
         finally:
             lock2.release()
-        assert h2.verdicts == [4] and h2.worker.selftest_seconds > 0
+        assert h2.verdicts == [2] and h2.worker.selftest_seconds > 0
         h2.worker.close()
     finally:
         lock.release()
@@ -456,9 +463,9 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
     import steadytext_async as st
 
     prompts = [f"Fact number {i}:" for i in range(6)]
-    async with st.AsyncSteadyText(workers=1, threads=1, max_batch=1, cache_dir=tmp_path) as solo:
+    async with st.AsyncSteadyText(workers=1, threads=THREADS, max_batch=1, cache_dir=tmp_path) as solo:
         expected = [await solo.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts]
-    async with st.AsyncSteadyText(workers=1, threads=1, max_batch=4, cache_dir=tmp_path) as client:
+    async with st.AsyncSteadyText(workers=1, threads=THREADS, max_batch=4, cache_dir=tmp_path) as client:
         # a fresh cache: the first request is served unbatched at once, while the self-test runs beside it
         first = await client.generate(prompts[0], max_new_tokens=12, return_logprobs=True)
         pool = client._local.pool
@@ -466,6 +473,7 @@ async def test_pool_batches_requests_in_one_worker_with_identical_bytes(tmp_path
         await warm_batching(client, 4)
         got = await asyncio.gather(*(client.generate(p, max_new_tokens=12, return_logprobs=True) for p in prompts))
         assert len(pool.pids()) == 1 and pool.peak_batch == 4  # six requests, one worker, four decoding at once
+    adopt_verdicts(tmp_path / "batch-verdicts.json")  # the dispatch test below has this pool shape
     assert (first.text, first.token_ids, first.logprobs) == (
         expected[0].text,
         expected[0].token_ids,
@@ -574,20 +582,20 @@ async def test_workers_starting_together_run_one_self_test(tmp_path: Path) -> No
     and take its verdict (the lock passes on only when its holder idles, see below)."""
     import steadytext_async as st
 
-    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=4, cache_dir=tmp_path) as client:
+    async with st.AsyncSteadyText(workers=2, threads=2, max_batch=2, cache_dir=tmp_path) as client:
         await client.preload()
         ready = [w.info for w in client._local.pool._workers]  # ready without the test: unbatched
-        await warm_batching(client, 4)
+        await warm_batching(client, 2)
         infos = [w.info for w in client._local.pool._workers]
     assert [(i.max_batch, i.selftest_pending) for i in ready] == [(1, True), (1, True)]
-    assert len(infos) == 2 and all(i.max_batch == 4 for i in infos)
+    assert len(infos) == 2 and all(i.max_batch == 2 for i in infos)
     # One worker runs the test. A holder idle for IDLE_GRACE hands the lock over, so on a loaded machine (seen under
     # pytest-xdist) the other may run part of a test of its own before the first verdict lands: one verdict either way.
     assert any(i.selftest_seconds > 0 for i in infos)
     verdicts = json.loads((tmp_path / "batch-verdicts.json").read_text())
     assert len(verdicts) == 1
     key = next(iter(verdicts))
-    assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 4) == 4
+    assert selftest.load_verdict(tmp_path / "batch-verdicts.json", key, 2) == 2
 
 
 @pytest.mark.shared_verdicts  # about where requests go, not the self-test: one verdict per pool shape and session

@@ -110,7 +110,7 @@ def _config(model_spec: Any, verdicts: Path) -> WorkerConfig:
         model_path=str(model_spec.path),
         n_ctx=1024,
         n_batch=N_BATCH,
-        n_threads=1,
+        n_threads=2,
         max_batch=4,
         verdict_path=str(verdicts),
         prefix_cache_bytes=64 * 1024 * 1024,
@@ -378,7 +378,7 @@ async def test_client_stream_and_whole_match_with_reuse_on_and_off() -> None:
     cached: list[int] = []
     for mb in (0, 64):
         async with st.AsyncSteadyText(
-            workers=1, threads=1, prefix_cache_mb=mb, n_batch=64, max_batch=1, strict=True, start_timeout=900.0
+            workers=1, threads=2, prefix_cache_mb=mb, n_batch=64, max_batch=1, strict=True, start_timeout=900.0
         ) as client:
             got = []
             for q in QUESTIONS[:3]:
