@@ -57,3 +57,19 @@ def test_work_after_idleness_measures_the_full_share_again() -> None:
     gov.ewma[2] = 0.020
     batcher.admit(2, [1, 2], 0, SequenceDecoder(model, max_new_tokens=4, sampler=sampler))  # joins: not idle
     assert gov.ewma == {2: 0.020, 1: 0.040}
+
+
+def test_measuring_the_forgotten_share_again_does_not_shorten_the_probe_interval() -> None:
+    """Every request after idleness measures the full share anew. That measurement came out fastest and so counted
+    as a probe that found a better count: the interval went back to its minimum, and a lone 96-token request spent 3
+    steps on one thread every time (about 2.5 % of its time). Now the interval keeps growing to its maximum."""
+    gov = ThreadGovernor()
+    ones = []
+    for _ in range(20):  # lone requests with idleness between them
+        gov.forget(2)
+        ones.append(drive(gov, 2, {1: 0.018, 2: 0.010}, 96).count(1))
+    assert gov._interval == ThreadGovernor.MAX_INTERVAL
+    assert sum(ones[10:]) <= 2 * ThreadGovernor.PROBE_LEN  # 960 steps, one probe every 512 (it was 3 a request)
+    # and a machine that turns busy is still noticed at the next request's first steps
+    gov.forget(2)
+    assert drive(gov, 2, {1: 0.018, 2: 0.050}, 96).count(1) >= 90
