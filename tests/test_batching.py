@@ -95,17 +95,20 @@ class Harness:
         return [self.outs[r] for r in rids]
 
 
-@pytest.fixture(scope="module")
-def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    verdicts = tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json"
-    cfg = WorkerConfig(
-        model_path=str(gemma_spec.path),
+def _config(model_spec: Any, verdicts: Path, max_batch: int) -> WorkerConfig:
+    return WorkerConfig(
+        model_path=str(model_spec.path),
         n_ctx=512,
         n_batch=512,
         n_threads=THREADS,
-        max_batch=B,
+        max_batch=max_batch,
         verdict_path=str(verdicts),
     )
+
+
+@pytest.fixture(scope="module")
+def harness(gemma_spec: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    cfg = _config(gemma_spec, tmp_path_factory.mktemp("verdicts") / "batch-verdicts.json", B)
     box: list[Harness] = []
     worker = Worker(cfg, send=lambda msg: box[0].collect(msg))
     box.append(Harness(worker))
@@ -227,14 +230,7 @@ def test_a_verdict_outside_the_tested_range_is_ignored(tmp_path: Path, value: ob
 
 # -- the self-test runs after Ready, between the worker's own steps (issue 22 item 4, issue 25 M10/L4) --------------
 def _worker(model_spec: Any, verdicts: Path, max_batch: int = 4) -> Harness:
-    cfg = WorkerConfig(
-        model_path=str(model_spec.path),
-        n_ctx=512,
-        n_batch=512,
-        n_threads=THREADS,
-        max_batch=max_batch,
-        verdict_path=str(verdicts),
-    )
+    cfg = _config(model_spec, verdicts, max_batch)
     box: list[Harness] = []
     made: list[Worker] = []
 
