@@ -376,31 +376,29 @@ def test_a_forked_child_never_uses_the_parents_connection(server: RedisServer, t
         await collect(c, "k", Producer())
         await c.stats()  # waits for the write-behind; the connection pool stays open across the fork
 
-    # one loop for the parent's whole life, so that its connections are closed on the loop they were opened on
-    parent = asyncio.Runner()
-    parent.run(parent_fill())
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-
-            async def child() -> bool:
-                produce = Producer("made in the child")
-                made = await collect(c, "k2", produce)
-                await c.aclose()
-                return produce.calls == 1 and made == produce.out and not c.backend.down  # type: ignore[union-attr]
-
-            code = 0 if asyncio.run(asyncio.wait_for(child(), 20)) else 1
-        finally:
-            os._exit(code)
-    assert reap(pid, 30) == 0
-
     async def parent_check() -> None:
         fresh = cache(server.url, tmp_path, "b")
         assert uncached(await collect(fresh, "k2", Producer())) == Producer("made in the child").out
         await fresh.aclose()
         await c.aclose()
 
-    with parent:
+    # one loop for the parent's whole life, so that its connections are closed on the loop they were opened on
+    with asyncio.Runner() as parent:
+        parent.run(parent_fill())
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+
+                async def child() -> bool:
+                    produce = Producer("made in the child")
+                    made = await collect(c, "k2", produce)
+                    await c.aclose()
+                    return produce.calls == 1 and made == produce.out and not c.backend.down  # type: ignore[union-attr]
+
+                code = 0 if asyncio.run(asyncio.wait_for(child(), 20)) else 1
+            finally:
+                os._exit(code)
+        assert reap(pid, 30) == 0
         parent.run(parent_check())
     assert c.backend.errors == 0  # type: ignore[union-attr]

@@ -3,10 +3,10 @@
 A worker reports Ready once its weights and a context of **one** sequence exist, and serves unbatched in it. Its
 wide context (``max_batch`` sequences of ``n_ctx`` KV cells each: 754 MB for the default SmolLM2 at ``n_ctx=4096``
 and ``max_batch=8``, which llama.cpp clears when it creates them, so page faults are most of the cost: 0.47 s
-against 0.13 s for one sequence, measured in a worker)
-is built by :class:`ContextBuild` in a thread started right after (with no cached batching verdict: once the
-self-test's verdict allows a batch). At its next step boundary after the build the worker moves to it
-(:meth:`.batch.Batcher.move_to` carries the KV cells of a request in flight) and widens to its batching verdict.
+against 0.13 s for one sequence, measured in a worker) is built by :class:`ContextBuild` in a thread started right
+after (with no cached batching verdict: once the self-test's verdict allows a batch). At its next step boundary
+after the build the worker moves to it (:meth:`.batch.Batcher.move_to` carries the KV cells of a request in
+flight) and widens to its batching verdict.
 
 The bytes do not change: with ``kv_unified`` off every sequence has its own KV stream of ``n_ctx`` cells (the same
 number in both contexts), so a sequence decodes alike in a context of one sequence and in one of many; a moved
